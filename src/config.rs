@@ -1,0 +1,572 @@
+//! Configuration: the TOML schema, its defaults and its validation.
+//!
+//! Every error names the file, the key (as a path such as `list[0].posting`) and what was
+//! expected. Unknown keys are errors, so a typo never silently falls back to a default.
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The default configuration, compiled into the binary so that `vraagbaak serve` runs on a
+/// fresh checkout (and from any directory) without further setup.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config/vraagbaak.toml");
+/// The name under which the embedded default is reported in errors.
+pub const EMBEDDED_NAME: &str = "<embedded config/vraagbaak.toml>";
+
+/// A configuration error: which file, which key, what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() || self.key == "." {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: key `{}`: {}", self.file, self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the store, quarantine, outbox and archive live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    pub smtp: SmtpConfig,
+    #[serde(default)]
+    pub lmtp: Option<LmtpConfig>,
+    pub delivery: DeliveryConfig,
+    #[serde(rename = "list", default)]
+    pub lists: Vec<ListConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// `host:port` to listen on; an empty string disables the SMTP listener.
+    pub listen: String,
+    /// The name this server gives in its greeting and EHLO.
+    pub hostname: String,
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: usize,
+    #[serde(default = "default_max_recipients")]
+    pub max_recipients: usize,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_idle_timeout", deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LmtpConfig {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// `outbox:DIR` or `smtp://host:port`.
+    pub relay: String,
+    #[serde(default = "default_connections")]
+    pub connections: usize,
+    /// First retry delay after a temporary failure; doubled each attempt up to `retry_max`.
+    #[serde(default = "default_retry_base", deserialize_with = "de_duration")]
+    pub retry_base: Duration,
+    #[serde(default = "default_retry_max", deserialize_with = "de_duration")]
+    pub retry_max: Duration,
+    /// After this long in the queue a temporarily failing recipient is given up on.
+    #[serde(default = "default_give_up_after", deserialize_with = "de_duration")]
+    pub give_up_after: Duration,
+    /// Timeout of one relay command (connect, EHLO, MAIL, RCPT, DATA).
+    #[serde(default = "default_relay_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Posting {
+    Members,
+    Open,
+    Moderated,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplyTo {
+    List,
+    Author,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    Nl,
+    En,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListConfig {
+    /// The posting address, `forum@lists.example.org`.
+    pub address: String,
+    pub name: String,
+    #[serde(default = "default_language")]
+    pub language: Language,
+    #[serde(default = "default_posting")]
+    pub posting: Posting,
+    #[serde(default)]
+    pub subject_prefix: Option<String>,
+    #[serde(default = "default_reply_to")]
+    pub reply_to: ReplyTo,
+    #[serde(default)]
+    pub owners: Vec<String>,
+    /// The archive's public URL, for List-Archive; omitted when absent.
+    #[serde(default)]
+    pub archive_url: Option<String>,
+    /// Extra footer text; the unsubscribe address is always added.
+    #[serde(default)]
+    pub footer: Option<String>,
+}
+
+impl ListConfig {
+    /// The local part of the posting address, `forum`.
+    pub fn local(&self) -> &str {
+        self.address.split('@').next().unwrap_or("")
+    }
+    /// The domain of the posting address, `lists.example.org`.
+    pub fn domain(&self) -> &str {
+        self.address.rsplit('@').next().unwrap_or("")
+    }
+    /// `forum-<suffix>@domain`
+    pub fn sub_address(&self, suffix: &str) -> String {
+        format!("{}-{}@{}", self.local(), suffix, self.domain())
+    }
+    /// RFC 2919 list identifier: `forum.lists.example.org`.
+    pub fn list_id(&self) -> String {
+        format!("{}.{}", self.local(), self.domain())
+    }
+    /// The list's short key used in the store and on the command line: the posting address.
+    pub fn key(&self) -> &str {
+        &self.address
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_max_message_size() -> usize {
+    25 * 1024 * 1024
+}
+fn default_max_recipients() -> usize {
+    100
+}
+fn default_max_connections() -> usize {
+    200
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_connections() -> usize {
+    8
+}
+fn default_retry_base() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_retry_max() -> Duration {
+    Duration::from_secs(4 * 3600)
+}
+fn default_give_up_after() -> Duration {
+    Duration::from_secs(5 * 24 * 3600)
+}
+fn default_relay_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_language() -> Language {
+    Language::Nl
+}
+fn default_posting() -> Posting {
+    Posting::Members
+}
+fn default_reply_to() -> ReplyTo {
+    ReplyTo::List
+}
+
+/// Parses `"30s"`, `"2m"`, `"1h"`, `"5d"`, `"250ms"` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("expected a duration such as \"30s\", \"2m\", \"1h\", got {s:?}"))?;
+    let secs = |k: u64| Duration::from_secs(n.saturating_mul(k));
+    Ok(match unit.trim() {
+        "" | "s" => secs(1),
+        "ms" => Duration::from_millis(n),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86400),
+        other => {
+            return Err(format!(
+                "expected a duration unit ms, s, m, h or d, got {other:?} in {s:?}"
+            ))
+        }
+    })
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    struct V;
+    impl de::Visitor<'_> for V {
+        type Value = Duration;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a duration such as \"30s\", \"2m\", \"1h\" or a number of seconds")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+            u64::try_from(v)
+                .map(Duration::from_secs)
+                .map_err(|_| E::custom("expected a non-negative number of seconds"))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+            parse_duration(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// Where delivered copies go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Relay {
+    /// One `.eml` file per recipient copy in this directory.
+    Outbox(PathBuf),
+    /// Plain SMTP to a relay (Postfix on loopback, typically).
+    Smtp { host: String, port: u16 },
+}
+
+impl Relay {
+    pub fn parse(s: &str) -> Result<Relay, String> {
+        if let Some(dir) = s.strip_prefix("outbox:") {
+            if dir.is_empty() {
+                return Err("expected \"outbox:DIR\" with a directory".into());
+            }
+            return Ok(Relay::Outbox(PathBuf::from(dir)));
+        }
+        if let Some(rest) = s.strip_prefix("smtp://") {
+            let rest = rest.trim_end_matches('/');
+            let (host, port) = match rest.rsplit_once(':') {
+                Some((h, p)) => (
+                    h,
+                    p.parse::<u16>()
+                        .map_err(|_| format!("expected a port number after ':' in {s:?}"))?,
+                ),
+                None => (rest, 25),
+            };
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if host.is_empty() {
+                return Err(format!("expected \"smtp://host:port\", got {s:?}"));
+            }
+            return Ok(Relay::Smtp {
+                host: host.to_string(),
+                port,
+            });
+        }
+        Err(format!(
+            "expected \"outbox:DIR\" or \"smtp://host:port\", got {s:?}"
+        ))
+    }
+}
+
+/// A minimal syntactic check of an `addr-spec`: one `@`, non-empty local part and a domain
+/// with a dot or `localhost`, no spaces or angle brackets.
+pub fn valid_address(a: &str) -> bool {
+    let Some((local, domain)) = a.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.is_empty()
+        && local.len() <= 128
+        && domain.len() <= 255
+        && !a
+            .chars()
+            .any(|c| c.is_whitespace() || "<>(),;\"".contains(c))
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains("..")
+}
+
+impl Config {
+    /// Loads the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: name.clone(),
+            key: String::new(),
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Self::parse(&text, &name)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Self::parse(EMBEDDED_DEFAULT, EMBEDDED_NAME)
+    }
+
+    /// Parses and validates TOML text; `file` is used in error messages.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let mut message = inner.message().to_string();
+            if let Some(span) = inner.span() {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                message = format!("{message} (line {line})");
+            }
+            ConfigError {
+                file: file.to_string(),
+                key,
+                message,
+            }
+        })?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |key: String, message: String| ConfigError {
+            file: file.to_string(),
+            key,
+            message,
+        };
+        let check_listen = |key: &str, v: &str| -> Result<(), ConfigError> {
+            if v.is_empty() {
+                return Ok(());
+            }
+            v.parse::<SocketAddr>().map(|_| ()).map_err(|_| {
+                err(
+                    key.into(),
+                    format!(
+                        "expected an IP address and port such as \"127.0.0.1:2525\", got {v:?}"
+                    ),
+                )
+            })
+        };
+        check_listen("smtp.listen", &self.smtp.listen)?;
+        if let Some(l) = &self.lmtp {
+            check_listen("lmtp.listen", &l.listen)?;
+        }
+        if self.smtp.hostname.is_empty() || self.smtp.hostname.contains(char::is_whitespace) {
+            return Err(err(
+                "smtp.hostname".into(),
+                "expected a host name such as \"lists.example.org\"".into(),
+            ));
+        }
+        if self.smtp.max_message_size < 1024 {
+            return Err(err(
+                "smtp.max_message_size".into(),
+                "expected a size in bytes of at least 1024".into(),
+            ));
+        }
+        for (key, v) in [
+            ("smtp.max_recipients", self.smtp.max_recipients),
+            ("smtp.max_connections", self.smtp.max_connections),
+            ("delivery.connections", self.delivery.connections),
+        ] {
+            if v == 0 {
+                return Err(err(key.into(), "expected a number of at least 1".into()));
+            }
+        }
+        Relay::parse(&self.delivery.relay).map_err(|m| err("delivery.relay".into(), m))?;
+        let mut seen: Vec<String> = Vec::new();
+        for (i, l) in self.lists.iter().enumerate() {
+            let k = |f: &str| format!("list[{i}].{f}");
+            if !valid_address(&l.address) || l.address.contains('+') {
+                return Err(err(
+                    k("address"),
+                    format!(
+                        "expected a list address such as \"forum@lists.example.org\", got {:?}",
+                        l.address
+                    ),
+                ));
+            }
+            let lower = l.address.to_ascii_lowercase();
+            if seen.contains(&lower) {
+                return Err(err(
+                    k("address"),
+                    format!(
+                        "expected each list address once, {:?} is repeated",
+                        l.address
+                    ),
+                ));
+            }
+            seen.push(lower);
+            if l.name.trim().is_empty() {
+                return Err(err(k("name"), "expected a non-empty list name".into()));
+            }
+            for (j, o) in l.owners.iter().enumerate() {
+                if !valid_address(o) {
+                    return Err(err(
+                        format!("list[{i}].owners[{j}]"),
+                        format!("expected an e-mail address, got {o:?}"),
+                    ));
+                }
+            }
+            if let Some(p) = &l.subject_prefix {
+                if p.contains(['\r', '\n']) {
+                    return Err(err(k("subject_prefix"), "expected a single line".into()));
+                }
+            }
+        }
+        // A list's sub-addresses (forum-request@ ...) must not collide with another list.
+        for a in &self.lists {
+            for b in &self.lists {
+                if a.domain().eq_ignore_ascii_case(b.domain())
+                    && a.local() != b.local()
+                    && b.local()
+                        .to_ascii_lowercase()
+                        .starts_with(&format!("{}-", a.local().to_ascii_lowercase()))
+                {
+                    let i = self.lists.iter().position(|l| l.address == b.address);
+                    return Err(err(
+                        format!("list[{}].address", i.unwrap_or(0)),
+                        format!(
+                            "expected an address that does not look like a sub-address of {:?}",
+                            a.address
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn relay(&self) -> Relay {
+        // Validated in `parse`; the fallback is never reached for a loaded config.
+        Relay::parse(&self.delivery.relay)
+            .unwrap_or_else(|_| Relay::Outbox(self.data_dir.join("outbox")))
+    }
+
+    /// The list whose posting address is `addr` (case-insensitive), or whose name/local part is.
+    pub fn list(&self, name: &str) -> Option<&ListConfig> {
+        self.lists
+            .iter()
+            .find(|l| l.address.eq_ignore_ascii_case(name) || l.local().eq_ignore_ascii_case(name))
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("db")
+    }
+    pub fn control_socket(&self) -> PathBuf {
+        self.data_dir.join("control.sock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+data_dir = "d"
+[smtp]
+listen = "127.0.0.1:2525"
+hostname = "lists.example.org"
+[delivery]
+relay = "outbox:d/outbox"
+[[list]]
+address = "forum@lists.example.org"
+name = "Forum"
+"#;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded().unwrap();
+        assert!(!c.lists.is_empty());
+        assert!(matches!(c.relay(), Relay::Outbox(_)));
+    }
+
+    #[test]
+    fn minimal_gets_defaults() {
+        let c = Config::parse(MIN, "t.toml").unwrap();
+        assert_eq!(c.lists[0].posting, Posting::Members);
+        assert_eq!(c.lists[0].language, Language::Nl);
+        assert_eq!(c.delivery.connections, 8);
+        assert_eq!(c.lists[0].list_id(), "forum.lists.example.org");
+        assert_eq!(
+            c.lists[0].sub_address("request"),
+            "forum-request@lists.example.org"
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let text = MIN.replace("name = \"Forum\"", "name = \"Forum\"\npostign = \"open\"");
+        let e = Config::parse(&text, "t.toml").unwrap_err();
+        assert_eq!(e.file, "t.toml");
+        assert!(e.key.starts_with("list[0]"), "{e}");
+        assert!(e.message.contains("postign"), "{e}");
+    }
+
+    #[test]
+    fn bad_enum_value_says_what_was_expected() {
+        let text = MIN.replace(
+            "name = \"Forum\"",
+            "name = \"Forum\"\nposting = \"everyone\"",
+        );
+        let e = Config::parse(&text, "t.toml").unwrap_err();
+        assert_eq!(e.key, "list[0].posting", "{e}");
+        assert!(e.message.contains("members"), "{e}");
+        assert!(e.to_string().starts_with("t.toml: key `list[0].posting`"));
+    }
+
+    #[test]
+    fn bad_relay_and_listen_are_named() {
+        let e = Config::parse(&MIN.replace("outbox:d/outbox", "ftp://x"), "t.toml").unwrap_err();
+        assert_eq!(e.key, "delivery.relay");
+        let e = Config::parse(&MIN.replace("127.0.0.1:2525", "localhost"), "t.toml").unwrap_err();
+        assert_eq!(e.key, "smtp.listen");
+        let e = Config::parse(
+            &MIN.replace("[delivery]", "[delivery]\nretry_base = \"5 parsecs\""),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "delivery.retry_base", "{e}");
+    }
+
+    #[test]
+    fn relay_parsing() {
+        assert_eq!(
+            Relay::parse("smtp://127.0.0.1:2526").unwrap(),
+            Relay::Smtp {
+                host: "127.0.0.1".into(),
+                port: 2526
+            }
+        );
+        assert_eq!(
+            Relay::parse("smtp://relay").unwrap(),
+            Relay::Smtp {
+                host: "relay".into(),
+                port: 25
+            }
+        );
+        assert!(Relay::parse("smtp://:25").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("3w").is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! `vraagbaak inject` (in progress).

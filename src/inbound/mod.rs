@@ -1,0 +1,175 @@
+//! Getting bytes in durably. No list logic lives here: a listener checks that a recipient
+//! is ours ([`crate::router`]), and hands the message to [`accept`], which stores it in the
+//! spool and flushes before the listener may acknowledge it.
+
+pub mod inject;
+pub mod smtp;
+
+use crate::config::Config;
+use crate::router;
+use crate::store::{now_ms, Envelope, Store, StoreError};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// What the inbound side shares: config, store, and a bell to wake the pipeline.
+pub struct Inbound {
+    pub cfg: Arc<Config>,
+    pub store: Store,
+    pub wake: Arc<Notify>,
+}
+
+/// The verdict on one message for one recipient, as an SMTP reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Stored durably (`250 2.0.0`).
+    Stored,
+    /// Refused for its content (`550 5.6.0` / sysexits 65): the reason, for the client.
+    /// The message was kept in quarantine when `quarantined` is set.
+    Refused { reason: String, quarantined: bool },
+    /// Could not store it now; the client should try later (`451 4.3.0` / sysexits 75).
+    TryLater { reason: String },
+}
+
+impl Verdict {
+    /// The SMTP reply line (without CRLF).
+    pub fn smtp_reply(&self) -> String {
+        match self {
+            Verdict::Stored => "250 2.0.0 Message accepted".into(),
+            Verdict::Refused { reason, .. } => format!("550 5.6.0 {reason}"),
+            Verdict::TryLater { reason } => format!("451 4.3.0 {reason}"),
+        }
+    }
+}
+
+/// Checks the minimum a message needs to be a post: a header section of well-formed fields
+/// (no NUL bytes) with a From. Anything else is refused at the door with a reason.
+pub fn sanity_check(raw: &[u8]) -> Result<(), String> {
+    if raw.contains(&0) {
+        return Err("message contains NUL bytes".into());
+    }
+    let mut saw_field = false;
+    let mut saw_from = false;
+    for line in raw.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            if !saw_field {
+                return Err("message starts with a continuation line, not a header".into());
+            }
+            continue;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return Err("message has no header section (a line without a field name)".into());
+        };
+        let name = &line[..colon];
+        // A "From " mbox separator line in front is tolerated by mail software; we are strict
+        // only about what would make the header unparseable.
+        if name.is_empty() || !name.iter().all(|&b| (33..=126).contains(&b)) {
+            return Err("message has a malformed header field name".into());
+        }
+        saw_field = true;
+        if name.eq_ignore_ascii_case(b"from") {
+            saw_from = true;
+        }
+    }
+    if !saw_field {
+        return Err("message has no headers".into());
+    }
+    if !saw_from {
+        return Err("message has no From header".into());
+    }
+    Ok(())
+}
+
+impl Inbound {
+    /// Stores `raw` for each recipient in `rcpts` (already routed by the listener) and
+    /// flushes; returns one verdict per recipient, in order. Only `Stored` may be
+    /// acknowledged. A message that fails [`sanity_check`] is kept in quarantine and refused.
+    pub async fn accept(
+        &self,
+        source: &str,
+        mail_from: &str,
+        rcpts: &[String],
+        raw: &[u8],
+    ) -> Vec<Verdict> {
+        let received_ms = now_ms();
+        let env = |rcpt: &str| Envelope {
+            mail_from: mail_from.to_string(),
+            rcpt: rcpt.to_string(),
+            source: source.to_string(),
+            received_ms,
+        };
+        let mut verdicts = Vec::with_capacity(rcpts.len());
+        let insane = sanity_check(raw).err();
+        let mut wrote = false;
+        for rcpt in rcpts {
+            let res: Result<Verdict, StoreError> = match &insane {
+                Some(reason) => {
+                    let r = self.store.quarantine(reason, env(rcpt), raw);
+                    r.map(|id| {
+                        tracing::warn!(quarantine_id = id, source, reason = %reason, "refused malformed message, kept in quarantine");
+                        Verdict::Refused {
+                            reason: reason.clone(),
+                            quarantined: true,
+                        }
+                    })
+                }
+                None if router::route(&self.cfg, rcpt).is_none() => Ok(Verdict::Refused {
+                    reason: "no such list address".into(),
+                    quarantined: false,
+                }),
+                None => self.store.spool(env(rcpt), raw).map(|id| {
+                    tracing::debug!(spool_id = id, source, "spooled");
+                    Verdict::Stored
+                }),
+            };
+            match res {
+                Ok(v) => {
+                    wrote = true;
+                    verdicts.push(v);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot store incoming message");
+                    verdicts.push(Verdict::TryLater {
+                        reason: "cannot store the message now, try again later".into(),
+                    });
+                }
+            }
+        }
+        if wrote {
+            if let Err(e) = self.store.flush_async().await {
+                tracing::error!(error = %e, "cannot flush the store");
+                for v in verdicts.iter_mut() {
+                    if *v == Verdict::Stored {
+                        *v = Verdict::TryLater {
+                            reason: "cannot store the message now, try again later".into(),
+                        };
+                    }
+                }
+            }
+        }
+        if verdicts.contains(&Verdict::Stored) {
+            self.wake.notify_one();
+        }
+        verdicts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanity() {
+        assert!(sanity_check(b"From: a@b.c\r\nSubject: x\r\n\r\nbody").is_ok());
+        assert!(sanity_check(b"From: a@b.c\nSubject: x\n folded\n\nbody").is_ok());
+        assert!(sanity_check(b"just some text\r\n\r\n").is_err());
+        assert!(sanity_check(b"").is_err());
+        assert!(sanity_check(b"Subject: x\r\n\r\nbody").is_err());
+        assert!(sanity_check(b"From: a\x00b\r\n\r\n").is_err());
+        assert!(sanity_check(b" folded first\r\nFrom: a@b.c\r\n\r\n").is_err());
+        assert!(sanity_check(b"\xff\xfe\x01garbage: \r\n\r\n").is_err());
+    }
+}

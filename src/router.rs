@@ -1,0 +1,112 @@
+//! Which list, and which of its addresses, a recipient is.
+//!
+//! Per list `forum@host`: `forum@` posts, `forum-owner@` reaches the owners, and
+//! `forum-bounces@` / `forum-bounces+member=domain@` receives bounces (VERP).
+
+use crate::config::{Config, ListConfig};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// A post to the list.
+    Post,
+    /// Mail for the owners, forwarded to them.
+    Owner,
+    /// A bounce; `member` is the VERP-decoded member address when present.
+    Bounces { member: Option<String> },
+}
+
+/// Resolves an envelope recipient to (list, route); `None` means not ours (550 5.1.1).
+pub fn route<'a>(cfg: &'a Config, rcpt: &str) -> Option<(&'a ListConfig, Route)> {
+    let (local, domain) = rcpt.rsplit_once('@')?;
+    let local_lc = local.to_ascii_lowercase();
+    for l in &cfg.lists {
+        if !l.domain().eq_ignore_ascii_case(domain) {
+            continue;
+        }
+        let base = l.local().to_ascii_lowercase();
+        if local_lc == base {
+            return Some((l, Route::Post));
+        }
+        let Some(rest) = local_lc.strip_prefix(&format!("{base}-")) else {
+            continue;
+        };
+        // Keep the member part's original case: local parts may be case-sensitive.
+        let orig_rest = &local[base.len() + 1..];
+        match rest {
+            "owner" => return Some((l, Route::Owner)),
+            "bounces" => return Some((l, Route::Bounces { member: None })),
+            _ => {}
+        }
+        if rest.starts_with("bounces+") {
+            let enc = &orig_rest["bounces+".len()..];
+            return Some((
+                l,
+                Route::Bounces {
+                    member: verp_decode(enc),
+                },
+            ));
+        }
+    }
+    None
+}
+
+/// The VERP envelope sender for a copy to `member`: `forum-bounces+member=domain@host`.
+pub fn verp(list: &ListConfig, member: &str) -> String {
+    match member.rsplit_once('@') {
+        Some((ml, md)) => format!("{}-bounces+{}={}@{}", list.local(), ml, md, list.domain()),
+        None => list.sub_address("bounces"),
+    }
+}
+
+/// Inverse of [`verp`]'s member part: the last `=` separates local part and domain.
+pub fn verp_decode(enc: &str) -> Option<String> {
+    let (l, d) = enc.rsplit_once('=')?;
+    if l.is_empty() || d.is_empty() || !d.contains('.') {
+        return None;
+    }
+    Some(format!("{l}@{d}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        Config::embedded().unwrap()
+    }
+
+    #[test]
+    fn routes() {
+        let c = cfg();
+        assert_eq!(route(&c, "forum@lists.example.org").unwrap().1, Route::Post);
+        assert_eq!(route(&c, "FORUM@Lists.Example.org").unwrap().1, Route::Post);
+        assert_eq!(
+            route(&c, "forum-owner@lists.example.org").unwrap().1,
+            Route::Owner
+        );
+        assert_eq!(
+            route(&c, "forum-bounces+Jan.P=ocmw.be@lists.example.org")
+                .unwrap()
+                .1,
+            Route::Bounces {
+                member: Some("Jan.P@ocmw.be".into())
+            }
+        );
+        assert!(route(&c, "forum@example.com").is_none());
+        assert!(route(&c, "other@lists.example.org").is_none());
+        assert!(route(&c, "forum-nothing@lists.example.org").is_none());
+        assert!(route(&c, "nobody").is_none());
+    }
+
+    #[test]
+    fn verp_round_trip() {
+        let c = cfg();
+        let l = &c.lists[0];
+        let v = verp(l, "a.b+tag@example.be");
+        assert_eq!(v, "forum-bounces+a.b+tag=example.be@lists.example.org");
+        match route(&c, &v).unwrap().1 {
+            Route::Bounces { member } => assert_eq!(member.unwrap(), "a.b+tag@example.be"),
+            r => panic!("{r:?}"),
+        }
+    }
+}
