@@ -1,1 +1,251 @@
-fn main() {}
+//! The `vraagbaak` command: the daemon and its administration.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use vraagbaak::admin::{self, Command, Reply, EX_TEMPFAIL, EX_USAGE};
+use vraagbaak::config::{Config, ConfigError};
+use vraagbaak::inbound::Inbound;
+
+const DEFAULT_CONFIG: &str = "config/vraagbaak.toml";
+
+#[derive(Parser)]
+#[command(name = "vraagbaak", version, about = "A mailing-list forum server")]
+struct Cli {
+    /// The configuration file. Without it, config/vraagbaak.toml when it exists, else the
+    /// embedded default.
+    #[arg(long, global = true, env = "VRAAGBAAK_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon: listeners, pipeline, delivery.
+    Serve,
+    /// Validate the configuration and exit (non-zero on an error).
+    CheckConfig,
+    /// Manage members.
+    #[command(subcommand)]
+    Members(MembersCmd),
+    /// Read one message on standard input and post it to LIST (for an MTA pipe).
+    Inject { list: String },
+    /// Inspect the delivery queue.
+    #[command(subcommand)]
+    Queue(QueueCmd),
+    /// Held posts.
+    #[command(subcommand)]
+    Moderate(ModerateCmd),
+}
+
+#[derive(Subcommand)]
+enum MembersCmd {
+    /// Add members (addresses, or `Name <addr>`).
+    Add { list: String, addrs: Vec<String> },
+    /// Remove members.
+    Remove { list: String, addrs: Vec<String> },
+    /// List members.
+    List { list: String },
+    /// Import members from a file: one per line, `addr`, `Name <addr>` or `addr,Name`.
+    Import { list: String, file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum QueueCmd {
+    /// Show pending deliveries.
+    List,
+    /// Make every pending delivery due now.
+    Retry,
+}
+
+#[derive(Subcommand)]
+enum ModerateCmd {
+    /// Show held posts.
+    List,
+    /// Approve a held post: it is delivered like any post.
+    Approve { id: u64 },
+    /// Reject (discard) a held post.
+    Reject { id: u64 },
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
+    match path {
+        Some(p) => Config::load(p),
+        None if std::path::Path::new(DEFAULT_CONFIG).exists() => {
+            Config::load(std::path::Path::new(DEFAULT_CONFIG))
+        }
+        None => Config::embedded(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = match load_config(cli.config.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(78); // EX_CONFIG
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    let code = rt.block_on(run(cli.cmd, cfg));
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+async fn run(cmd: Cmd, cfg: Config) -> i32 {
+    let (command, raw) = match cmd {
+        Cmd::Serve => {
+            return match vraagbaak::daemon::serve(cfg).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    1
+                }
+            }
+        }
+        Cmd::CheckConfig => {
+            println!(
+                "configuration is valid: {} list(s), data_dir {}, relay {}",
+                cfg.lists.len(),
+                cfg.data_dir.display(),
+                cfg.delivery.relay
+            );
+            return 0;
+        }
+        Cmd::Members(MembersCmd::Add { list, addrs }) => {
+            let (members, bad) = admin::parse_member_lines(&addrs.join("\n"));
+            if !bad.is_empty() {
+                for (_, why) in &bad {
+                    eprintln!("error: {why}");
+                }
+                return EX_USAGE;
+            }
+            (Command::MembersAdd { list, members }, Vec::new())
+        }
+        Cmd::Members(MembersCmd::Remove { list, addrs }) => {
+            (Command::MembersRemove { list, addrs }, Vec::new())
+        }
+        Cmd::Members(MembersCmd::List { list }) => (Command::MembersList { list }, Vec::new()),
+        Cmd::Members(MembersCmd::Import { list, file }) => {
+            let text = match std::fs::read(&file) {
+                Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                Err(e) => {
+                    eprintln!("error: cannot read {}: {e}", file.display());
+                    return 66; // EX_NOINPUT
+                }
+            };
+            let (members, bad) = admin::parse_member_lines(&text);
+            for (n, why) in &bad {
+                eprintln!("{}:{n}: skipped: {why}", file.display());
+            }
+            eprintln!(
+                "{}: {} good lines, {} skipped",
+                file.display(),
+                members.len(),
+                bad.len()
+            );
+            (Command::MembersAdd { list, members }, Vec::new())
+        }
+        Cmd::Inject { list } => {
+            match vraagbaak::inbound::inject::read_stdin(cfg.smtp.max_message_size).await {
+                Ok(raw) => (
+                    Command::Inject {
+                        list,
+                        raw_len: raw.len(),
+                    },
+                    raw,
+                ),
+                Err((code, why)) => {
+                    eprintln!("error: {why}");
+                    return code;
+                }
+            }
+        }
+        Cmd::Queue(QueueCmd::List) => (Command::QueueList, Vec::new()),
+        Cmd::Queue(QueueCmd::Retry) => (Command::QueueRetry, Vec::new()),
+        Cmd::Moderate(ModerateCmd::List) => (Command::ModerateList, Vec::new()),
+        Cmd::Moderate(ModerateCmd::Approve { id }) => (Command::ModerateApprove { id }, Vec::new()),
+        Cmd::Moderate(ModerateCmd::Reject { id }) => (Command::ModerateReject { id }, Vec::new()),
+    };
+    let reply = dispatch(cfg, command, raw).await;
+    print!("{}", reply.out);
+    if !reply.err.is_empty() {
+        eprint!("error: {}", reply.err);
+        if !reply.err.ends_with('\n') {
+            eprintln!();
+        }
+    }
+    reply.code
+}
+
+/// Runs a command in the daemon when one is running, else against the store directly.
+async fn dispatch(cfg: Config, cmd: Command, raw: Vec<u8>) -> Reply {
+    let sock = cfg.control_socket();
+    for attempt in 0..3 {
+        if sock.exists() {
+            match admin::call(&sock, &cmd, &raw).await {
+                Ok(r) => return r,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused
+                        || e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Reply {
+                        code: EX_TEMPFAIL,
+                        out: String::new(),
+                        err: format!("the daemon did not answer: {e}"),
+                    }
+                }
+            }
+        }
+        match vraagbaak::daemon::open_store(&cfg) {
+            Ok(store) => {
+                let cfg = Arc::new(cfg);
+                let inbound = Arc::new(Inbound {
+                    cfg: cfg.clone(),
+                    store: store.clone(),
+                    wake: Arc::new(tokio::sync::Notify::new()),
+                });
+                let ctx = admin::Ctx {
+                    cfg,
+                    store,
+                    inbound,
+                };
+                return admin::execute(&ctx, cmd, raw).await;
+            }
+            // The daemon is starting (it holds the lock but has no socket yet): wait.
+            Err(_) if attempt < 2 => {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await
+            }
+            Err(e) => {
+                return Reply {
+                    code: EX_TEMPFAIL,
+                    out: String::new(),
+                    err: format!("{e:#}"),
+                }
+            }
+        }
+    }
+    Reply {
+        code: EX_TEMPFAIL,
+        out: String::new(),
+        err: "neither the daemon nor the store could be reached".into(),
+    }
+}

@@ -68,6 +68,9 @@ pub struct Envelope {
     /// Where it came from: `smtp`, `lmtp`, `inject`, `imap:<account>`.
     pub source: String,
     pub received_ms: i64,
+    /// Approved by a moderator: the posting policy is not applied again.
+    #[serde(default)]
+    pub approved: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -602,6 +605,41 @@ impl Store {
             .collect()
     }
 
+    /// Moves a held post back into the spool, approved, atomically; its Message-ID is
+    /// released so that the post is not taken for a duplicate of itself.
+    pub fn release_held(&self, id: u64) -> Result<Option<Held>> {
+        let hk = id.to_be_bytes();
+        let Some(v) = self.held.get(hk)? else {
+            return Ok(None);
+        };
+        let (mut h, raw) = decode_with_raw::<Held>("held", &v)?;
+        let spool_id = self.next_id()?;
+        let mut env = h.envelope.clone();
+        env.approved = true;
+        let rec = encode_with_raw(&env, &raw);
+        let mk = msgid_key(&h.list, &h.message_id);
+        (&self.held, &self.msgid, &self.spool)
+            .transaction(|(heldt, msgid, spool)| {
+                heldt.remove(&hk)?;
+                msgid.remove(mk.as_slice())?;
+                spool.insert(&spool_id.to_be_bytes(), rec.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        h.raw = raw;
+        Ok(Some(h))
+    }
+
+    /// Removes a held post (rejected by a moderator).
+    pub fn discard_held(&self, id: u64) -> Result<Option<Held>> {
+        let Some(v) = self.held.remove(id.to_be_bytes())? else {
+            return Ok(None);
+        };
+        let (mut h, raw) = decode_with_raw::<Held>("held", &v)?;
+        h.raw = raw;
+        Ok(Some(h))
+    }
+
     // ---- delivery queue ----------------------------------------------------------------
 
     /// Pending rows whose next attempt is due at `now_ms`, at most `limit`.
@@ -781,6 +819,7 @@ mod tests {
             rcpt: "forum@lists.example.org".into(),
             source: "test".into(),
             received_ms: 1,
+            approved: false,
         }
     }
 

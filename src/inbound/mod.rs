@@ -100,27 +100,40 @@ impl Inbound {
             rcpt: rcpt.to_string(),
             source: source.to_string(),
             received_ms,
+            approved: false,
         };
         let mut verdicts = Vec::with_capacity(rcpts.len());
         let insane = sanity_check(raw).err();
+        if let Some(reason) = &insane {
+            let first = rcpts.first().map(String::as_str).unwrap_or("");
+            let v = match self.store.quarantine(reason, env(first), raw) {
+                Ok(id) => {
+                    tracing::warn!(quarantine_id = id, source, reason = %reason, "refused malformed message, kept in quarantine");
+                    Verdict::Refused {
+                        reason: reason.clone(),
+                        quarantined: true,
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot store a malformed message in quarantine");
+                    Verdict::TryLater {
+                        reason: "cannot store the message now, try again later".into(),
+                    }
+                }
+            };
+            if let Err(e) = self.store.flush_async().await {
+                tracing::error!(error = %e, "cannot flush the store");
+            }
+            return vec![v; rcpts.len()];
+        }
         let mut wrote = false;
         for rcpt in rcpts {
-            let res: Result<Verdict, StoreError> = match &insane {
-                Some(reason) => {
-                    let r = self.store.quarantine(reason, env(rcpt), raw);
-                    r.map(|id| {
-                        tracing::warn!(quarantine_id = id, source, reason = %reason, "refused malformed message, kept in quarantine");
-                        Verdict::Refused {
-                            reason: reason.clone(),
-                            quarantined: true,
-                        }
-                    })
-                }
-                None if router::route(&self.cfg, rcpt).is_none() => Ok(Verdict::Refused {
+            let res: Result<Verdict, StoreError> = match router::route(&self.cfg, rcpt) {
+                None => Ok(Verdict::Refused {
                     reason: "no such list address".into(),
                     quarantined: false,
                 }),
-                None => self.store.spool(env(rcpt), raw).map(|id| {
+                Some(_) => self.store.spool(env(rcpt), raw).map(|id| {
                     tracing::debug!(spool_id = id, source, "spooled");
                     Verdict::Stored
                 }),

@@ -1,0 +1,393 @@
+//! Administrative commands, run the same way from the command line and by the daemon.
+//!
+//! sled lets one process open the database. So while `vraagbaak serve` runs, the command
+//! line sends each command over a Unix socket in the data directory (mode 0600: who may
+//! read the data may administer it) and the daemon executes it; when no daemon runs, the
+//! command line opens the store itself and executes the same code.
+//!
+//! Protocol: one JSON [`Command`] per line; for `Inject`, `raw_len` bytes follow the line.
+//! The answer is one JSON [`Reply`] line.
+
+use crate::config::{valid_address, Config};
+use crate::inbound::{Inbound, Verdict};
+use crate::store::{now_ms, Member, Store};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// sysexits(3) codes, as MTAs expect from a delivery command.
+pub const EX_OK: i32 = 0;
+pub const EX_USAGE: i32 = 64;
+pub const EX_DATAERR: i32 = 65;
+pub const EX_NOUSER: i32 = 67;
+pub const EX_SOFTWARE: i32 = 70;
+pub const EX_TEMPFAIL: i32 = 75;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Command {
+    MembersAdd {
+        list: String,
+        members: Vec<NewMember>,
+    },
+    MembersRemove {
+        list: String,
+        addrs: Vec<String>,
+    },
+    MembersList {
+        list: String,
+    },
+    Inject {
+        list: String,
+        raw_len: usize,
+    },
+    QueueList,
+    QueueRetry,
+    ModerateList,
+    ModerateApprove {
+        id: u64,
+    },
+    ModerateReject {
+        id: u64,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Reply {
+    pub code: i32,
+    pub out: String,
+    pub err: String,
+}
+
+impl Reply {
+    fn ok(out: String) -> Reply {
+        Reply {
+            code: EX_OK,
+            out,
+            err: String::new(),
+        }
+    }
+    fn fail(code: i32, err: impl Into<String>) -> Reply {
+        Reply {
+            code,
+            out: String::new(),
+            err: err.into(),
+        }
+    }
+}
+
+/// What a command needs.
+pub struct Ctx {
+    pub cfg: Arc<Config>,
+    pub store: Store,
+    pub inbound: Arc<Inbound>,
+}
+
+/// Executes one command. `raw` is the message for `Inject`.
+pub async fn execute(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> Reply {
+    match run(ctx, cmd, raw).await {
+        Ok(r) => r,
+        Err(e) => Reply::fail(EX_TEMPFAIL, format!("store error: {e}")),
+    }
+}
+
+async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Reply> {
+    let list_key = |name: &str| ctx.cfg.list(name).map(|l| l.key().to_string());
+    let unknown =
+        |name: &str| Reply::fail(EX_NOUSER, format!("no list {name:?} in the configuration"));
+    Ok(match cmd {
+        Command::MembersAdd { list, members } => {
+            let Some(key) = list_key(&list) else {
+                return Ok(unknown(&list));
+            };
+            let (mut added, mut already) = (0, 0);
+            let mut err = String::new();
+            for (addr, name) in members {
+                if !valid_address(&addr) {
+                    let _ = writeln!(err, "not an e-mail address: {addr:?}");
+                    continue;
+                }
+                let m = Member {
+                    address: addr,
+                    name,
+                    joined_ms: now_ms(),
+                };
+                if ctx.store.add_member(&key, &m)? {
+                    added += 1;
+                } else {
+                    already += 1;
+                }
+            }
+            ctx.store.flush_async().await?;
+            tracing::info!(list = %key, added, already, "members added");
+            Reply {
+                code: if err.is_empty() { EX_OK } else { EX_DATAERR },
+                out: format!("{added} added, {already} already members\n"),
+                err,
+            }
+        }
+        Command::MembersRemove { list, addrs } => {
+            let Some(key) = list_key(&list) else {
+                return Ok(unknown(&list));
+            };
+            let mut out = String::new();
+            let mut missing = 0;
+            for a in &addrs {
+                if !ctx.store.remove_member(&key, a)? {
+                    missing += 1;
+                    let _ = writeln!(out, "not a member: {a}");
+                }
+            }
+            ctx.store.flush_async().await?;
+            let _ = writeln!(out, "{} removed", addrs.len() - missing);
+            Reply::ok(out)
+        }
+        Command::MembersList { list } => {
+            let Some(key) = list_key(&list) else {
+                return Ok(unknown(&list));
+            };
+            let mut out = String::new();
+            for m in ctx.store.members(&key)? {
+                match &m.name {
+                    Some(n) if !n.is_empty() => {
+                        let _ = writeln!(out, "{} <{}>", n, m.address);
+                    }
+                    _ => {
+                        let _ = writeln!(out, "{}", m.address);
+                    }
+                }
+            }
+            Reply::ok(out)
+        }
+        Command::Inject { list, .. } => {
+            let Some(l) = ctx.cfg.list(&list) else {
+                return Ok(unknown(&list));
+            };
+            let rcpt = l.address.clone();
+            let v = ctx.inbound.accept("inject", "", &[rcpt], &raw).await;
+            match v.first() {
+                Some(Verdict::Stored) => Reply::ok(String::new()),
+                Some(Verdict::Refused { reason, .. }) => Reply::fail(EX_DATAERR, reason.clone()),
+                Some(Verdict::TryLater { reason }) => Reply::fail(EX_TEMPFAIL, reason.clone()),
+                None => Reply::fail(EX_SOFTWARE, "no verdict"),
+            }
+        }
+        Command::QueueList => {
+            let mut out = String::new();
+            let rows = ctx.store.queue_rows()?;
+            let now = now_ms();
+            for (k, r) in &rows {
+                let _ = writeln!(
+                    out,
+                    "{}\t{}\t{}\tattempts={}\tnext_in={}s\t{}",
+                    k.list,
+                    k.seq,
+                    k.addr,
+                    r.attempts,
+                    ((r.next_ms - now) / 1000).max(0),
+                    r.last_error.as_deref().unwrap_or("")
+                );
+            }
+            let mails = ctx.store.outmails()?;
+            for m in &mails {
+                let _ = writeln!(
+                    out,
+                    "mail\t{}\t{}\tattempts={}\tnext_in={}s\t{}",
+                    m.kind,
+                    m.rcpts.join(","),
+                    m.attempts,
+                    ((m.next_ms - now) / 1000).max(0),
+                    m.last_error.as_deref().unwrap_or("")
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{} recipients and {} messages queued",
+                rows.len(),
+                mails.len()
+            );
+            Reply::ok(out)
+        }
+        Command::QueueRetry => {
+            let n = ctx.store.retry_all_now()?;
+            ctx.store.flush_async().await?;
+            ctx.inbound.wake.notify_one();
+            Reply::ok(format!("{n} queued deliveries made due now\n"))
+        }
+        Command::ModerateList => {
+            let mut out = String::new();
+            for h in ctx.store.held()? {
+                let _ = writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}",
+                    h.id, h.list, h.from_addr, h.subject, h.reason
+                );
+            }
+            Reply::ok(out)
+        }
+        Command::ModerateApprove { id } => match ctx.store.release_held(id)? {
+            Some(h) => {
+                ctx.store.flush_async().await?;
+                ctx.inbound.wake.notify_one();
+                tracing::info!(held_id = id, "held post approved");
+                Reply::ok(format!("approved: {}\n", h.subject))
+            }
+            None => Reply::fail(EX_DATAERR, format!("no held post {id}")),
+        },
+        Command::ModerateReject { id } => match ctx.store.discard_held(id)? {
+            Some(h) => {
+                ctx.store.flush_async().await?;
+                tracing::info!(held_id = id, "held post rejected");
+                Reply::ok(format!("rejected: {}\n", h.subject))
+            }
+            None => Reply::fail(EX_DATAERR, format!("no held post {id}")),
+        },
+    })
+}
+
+/// Serves commands on the control socket until `shutdown`.
+pub async fn serve_socket(
+    path: &Path,
+    ctx: Arc<Ctx>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => r?,
+            _ = shutdown.changed() => break,
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, &ctx).await {
+                tracing::debug!(error = %e, "control connection ended with an error");
+            }
+        });
+    }
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}
+
+const MAX_COMMAND_LINE: u64 = 64 * 1024 * 1024;
+
+async fn handle(stream: tokio::net::UnixStream, ctx: &Ctx) -> std::io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let mut line = String::new();
+    (&mut r).take(MAX_COMMAND_LINE).read_line(&mut line).await?;
+    let reply = match serde_json::from_str::<Command>(&line) {
+        Ok(cmd) => {
+            let mut raw = Vec::new();
+            if let Command::Inject { raw_len, .. } = &cmd {
+                let max = ctx.cfg.smtp.max_message_size;
+                if *raw_len > max {
+                    let reply = Reply::fail(EX_DATAERR, format!("message larger than {max} bytes"));
+                    return write_reply(&mut w, &reply).await;
+                }
+                raw.resize(*raw_len, 0);
+                r.read_exact(&mut raw).await?;
+            }
+            execute(ctx, cmd, raw).await
+        }
+        Err(e) => Reply::fail(EX_USAGE, format!("bad command: {e}")),
+    };
+    write_reply(&mut w, &reply).await
+}
+
+async fn write_reply(
+    w: &mut tokio::net::unix::OwnedWriteHalf,
+    reply: &Reply,
+) -> std::io::Result<()> {
+    let mut s = serde_json::to_string(reply).map_err(std::io::Error::other)?;
+    s.push('\n');
+    w.write_all(s.as_bytes()).await?;
+    w.shutdown().await
+}
+
+/// Sends a command to a running daemon. `Err` with `NotFound`/`ConnectionRefused` means
+/// no daemon is listening.
+pub async fn call(path: &Path, cmd: &Command, raw: &[u8]) -> std::io::Result<Reply> {
+    let mut s = tokio::net::UnixStream::connect(path).await?;
+    let mut line = serde_json::to_string(cmd).map_err(std::io::Error::other)?;
+    line.push('\n');
+    s.write_all(line.as_bytes()).await?;
+    s.write_all(raw).await?;
+    s.flush().await?;
+    let mut out = String::new();
+    BufReader::new(s).read_to_string(&mut out).await?;
+    serde_json::from_str(out.trim()).map_err(std::io::Error::other)
+}
+
+/// Parses a member import file: one member a line, as `addr`, `Name <addr>` or `addr,Name`
+/// (CSV). Blank lines and `#` comments are skipped. Returns the members and, for each bad
+/// line, its number and what is wrong with it.
+/// A member to add: address and optional display name.
+pub type NewMember = (String, Option<String>);
+
+pub fn parse_member_lines(text: &str) -> (Vec<NewMember>, Vec<(usize, String)>) {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = line.trim().trim_start_matches('\u{feff}');
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parsed = if let (Some(lt), true) = (line.rfind('<'), line.ends_with('>')) {
+            let addr = line[lt + 1..line.len() - 1].trim().to_string();
+            let name = line[..lt].trim().trim_matches('"').trim().to_string();
+            Some((addr, (!name.is_empty()).then_some(name)))
+        } else if let Some((a, name)) = line.split_once([',', ';', '\t']) {
+            let name = name.trim().trim_matches('"').trim().to_string();
+            Some((
+                a.trim().trim_matches('"').to_string(),
+                (!name.is_empty()).then_some(name),
+            ))
+        } else {
+            Some((line.to_string(), None))
+        };
+        match parsed {
+            Some((addr, name)) if valid_address(&addr) => good.push((addr, name)),
+            Some((addr, _)) => bad.push((n, format!("not an e-mail address: {addr:?}"))),
+            None => bad.push((n, "unreadable line".into())),
+        }
+    }
+    (good, bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_lines() {
+        let text = "# leden\njan@ocmw.be\nAn Peeters <an.peeters@ocmw-gent.be>\n\
+piet@ocmw.be,Piet Janssens\n\"Els\" <els@x.be>\nnot an address\n\n@y.be,Naam\n";
+        let (good, bad) = parse_member_lines(text);
+        assert_eq!(
+            good,
+            vec![
+                ("jan@ocmw.be".to_string(), None),
+                (
+                    "an.peeters@ocmw-gent.be".to_string(),
+                    Some("An Peeters".to_string())
+                ),
+                (
+                    "piet@ocmw.be".to_string(),
+                    Some("Piet Janssens".to_string())
+                ),
+                ("els@x.be".to_string(), Some("Els".to_string())),
+            ]
+        );
+        assert_eq!(bad.len(), 2);
+        assert_eq!(bad[0].0, 6);
+        assert_eq!(bad[1].0, 8);
+    }
+}

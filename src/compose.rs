@@ -1,0 +1,727 @@
+//! The list copy: what every member receives for one post.
+//!
+//! Built once per post from the stored raw bytes and shared by all recipients; only the
+//! envelope (VERP sender) differs per recipient. The original header bytes are kept as they
+//! came (so signatures over unchanged fields, folding and encodings survive), except:
+//! - list headers of other lists and fields that must not leak through a list
+//!   (Return-Path, Delivered-To, Return-Receipt-To, Disposition-Notification-To, ...) go;
+//! - List-Id (RFC 2919), List-Post/Help/Subscribe/Unsubscribe/Archive/Owner (RFC 2369),
+//!   Precedence: list and X-Loop are set;
+//! - the subject gets the list prefix exactly once (`Re: [forum] x`);
+//! - Reply-To is set to the list when the list's policy says so;
+//! - a footer with the unsubscribe address is added: appended to a plain-text body, or as a
+//!   separate text/plain part of a multipart/mixed (other structures are wrapped in one, as
+//!   Mailman does, so signed and alternative parts stay intact).
+
+use crate::config::{Language, ListConfig, ReplyTo};
+use base64::Engine;
+use mail_parser::{MessageParser, MimeHeaders};
+use std::borrow::Cow;
+
+/// One header field as it appears in the message: its name and its full raw bytes
+/// (name, colon, value, folded continuation lines and the final CRLF).
+#[derive(Debug, Clone, Copy)]
+pub struct Field<'a> {
+    pub name: &'a str,
+    pub raw: &'a [u8],
+}
+
+impl Field<'_> {
+    /// The unfolded value, lossily decoded, trimmed.
+    pub fn value(&self) -> String {
+        let v = &self.raw[self.name.len() + 1..];
+        let s = String::from_utf8_lossy(v);
+        s.replace("\r\n", "").replace('\n', "").trim().to_string()
+    }
+}
+
+/// Splits a message into its header fields and its body (after the empty line).
+/// Lines that are neither a field nor a continuation are skipped (and so dropped from the
+/// copy); the inbound sanity check refuses messages whose headers are that broken anyway.
+pub fn split_message(raw: &[u8]) -> (Vec<Field<'_>>, &[u8]) {
+    let mut fields: Vec<Field> = Vec::new();
+    let mut pos = 0;
+    let mut cur: Option<(usize, usize)> = None; // (start, name_len)
+    let mut body_start = raw.len();
+    while pos < raw.len() {
+        let end = raw[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(raw.len(), |i| pos + i + 1);
+        let line = &raw[pos..end];
+        let content = line
+            .strip_suffix(b"\n")
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .unwrap_or(line);
+        let is_cont = matches!(content.first(), Some(b' ' | b'\t'));
+        if !is_cont {
+            if let Some((s, n)) = cur.take() {
+                push_field(raw, &mut fields, s, n, pos);
+            }
+        }
+        if content.is_empty() {
+            body_start = end;
+            break;
+        }
+        if !is_cont {
+            if let Some(colon) = content.iter().position(|&b| b == b':') {
+                let name = &content[..colon];
+                if !name.is_empty() && name.iter().all(|&b| (33..=126).contains(&b)) {
+                    cur = Some((pos, colon));
+                }
+            }
+        }
+        pos = end;
+    }
+    if let Some((s, n)) = cur {
+        push_field(raw, &mut fields, s, n, pos.min(raw.len()));
+    }
+    (fields, &raw[body_start.min(raw.len())..])
+}
+
+fn push_field<'a>(raw: &'a [u8], fields: &mut Vec<Field<'a>>, s: usize, n: usize, end: usize) {
+    if let Ok(name) = std::str::from_utf8(&raw[s..s + n]) {
+        fields.push(Field {
+            name,
+            raw: &raw[s..end],
+        });
+    }
+}
+
+/// Converts bare LF line ends to CRLF (mail piped in by an MTA uses LF).
+pub fn normalize_crlf(raw: &[u8]) -> Cow<'_, [u8]> {
+    let bare = raw
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || raw[i - 1] != b'\r'));
+    if !bare {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 40);
+    for (i, &b) in raw.iter().enumerate() {
+        if b == b'\n' && (i == 0 || raw[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    Cow::Owned(out)
+}
+
+/// Encodes header text as RFC 2047 encoded-words (UTF-8, base64) when it is not plain
+/// ASCII; each encoded-word stays under 76 characters, folded with CRLF SP.
+pub fn encode_header_text(s: &str) -> String {
+    if s.is_ascii() && !s.contains("=?") {
+        return s.to_string();
+    }
+    let mut words = Vec::new();
+    let mut chunk = String::new();
+    for c in s.chars() {
+        // 45 bytes of UTF-8 encode to 60 base64 characters: 72 with the wrapper.
+        if chunk.len() + c.len_utf8() > 45 {
+            words.push(std::mem::take(&mut chunk));
+        }
+        chunk.push(c);
+    }
+    if !chunk.is_empty() {
+        words.push(chunk);
+    }
+    words
+        .iter()
+        .map(|w| {
+            format!(
+                "=?UTF-8?B?{}?=",
+                base64::engine::general_purpose::STANDARD.encode(w.as_bytes())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n ")
+}
+
+/// A display name as an RFC 5322 phrase: quoted if needed, encoded if not ASCII.
+pub fn phrase(name: &str) -> String {
+    if !name.is_ascii() {
+        return encode_header_text(name);
+    }
+    if name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == ' ' || "!#$%&'*+-/=?^_`{|}~".contains(c))
+    {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+const REPLY_MARKERS: &[&str] = &["re", "aw", "antw", "sv", "vs", "ref", "rif", "odp"];
+
+/// The list copy's subject: the list prefix once, after a single `Re: ` if the post was a
+/// reply. `[forum] Re: [forum] x`, `Re: Re: [forum] x` and `AW: [forum] x` all become
+/// `Re: [forum] x`.
+pub fn prefixed_subject(prefix: Option<&str>, subject: &str) -> String {
+    let Some(prefix) = prefix.filter(|p| !p.trim().is_empty()) else {
+        return subject.to_string();
+    };
+    let prefix = prefix.trim();
+    let mut rest = subject.trim();
+    let mut reply = false;
+    loop {
+        let before = rest;
+        if let Some(r) = strip_ci(rest, prefix) {
+            rest = r.trim_start();
+        }
+        if let Some(r) = strip_reply_marker(rest) {
+            rest = r.trim_start();
+            reply = true;
+        }
+        if rest == before {
+            break;
+        }
+    }
+    let rest = if rest.is_empty() { "" } else { rest };
+    match (reply, rest.is_empty()) {
+        (true, _) => format!("Re: {prefix} {rest}").trim_end().to_string(),
+        (false, true) => prefix.to_string(),
+        (false, false) => format!("{prefix} {rest}"),
+    }
+}
+
+fn strip_ci<'a>(s: &'a str, p: &str) -> Option<&'a str> {
+    let head = s.get(..p.len())?;
+    head.eq_ignore_ascii_case(p).then(|| &s[p.len()..])
+}
+
+fn strip_reply_marker(s: &str) -> Option<&str> {
+    for m in REPLY_MARKERS {
+        if let Some(r) = strip_ci(s, m) {
+            // `Re:`, `RE :`, `Re[2]:`
+            let r = r.trim_start_matches(' ');
+            let r = if let Some(x) = r.strip_prefix('[') {
+                x.trim_start_matches(|c: char| c.is_ascii_digit())
+                    .strip_prefix(']')
+                    .unwrap_or(r)
+            } else {
+                r
+            };
+            if let Some(r) = r.strip_prefix(':') {
+                return Some(r);
+            }
+        }
+    }
+    None
+}
+
+/// The footer every copy carries.
+pub fn footer_text(list: &ListConfig) -> String {
+    let mut s = String::new();
+    if let Some(f) = &list.footer {
+        s.push_str(f.trim_end());
+        s.push('\n');
+    }
+    let leave = list.sub_address("leave");
+    match list.language {
+        Language::Nl => s.push_str(&format!(
+            "{} -- {}\nAfmelden: stuur een mail naar {}\n",
+            list.name, list.address, leave
+        )),
+        Language::En => s.push_str(&format!(
+            "{} -- {}\nUnsubscribe: send a mail to {}\n",
+            list.name, list.address, leave
+        )),
+    }
+    if let Some(url) = &list.archive_url {
+        match list.language {
+            Language::Nl => s.push_str(&format!("Archief: {url}\n")),
+            Language::En => s.push_str(&format!("Archive: {url}\n")),
+        }
+    }
+    s.replace('\n', "\r\n")
+}
+
+/// Fields removed from every list copy (compared case-insensitively).
+const STRIP: &[&str] = &[
+    "list-id",
+    "list-post",
+    "list-help",
+    "list-subscribe",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "list-archive",
+    "list-owner",
+    "precedence",
+    "x-loop",
+    "return-path",
+    "delivered-to",
+    "return-receipt-to",
+    "disposition-notification-to",
+    "x-confirm-reading-to",
+    "x-pmrqc",
+    "errors-to",
+    "approved",
+    "approve",
+    "x-original-to",
+];
+
+/// Builds the list copy of a post (CRLF line ends expected; see [`normalize_crlf`]).
+pub fn list_copy(list: &ListConfig, raw: &[u8]) -> Vec<u8> {
+    let (fields, body) = split_message(raw);
+    let parsed = MessageParser::default().parse_headers(raw);
+    let subject = parsed
+        .as_ref()
+        .and_then(|m| m.subject())
+        .map(str::to_string)
+        .or_else(|| {
+            fields
+                .iter()
+                .find(|f| f.name.eq_ignore_ascii_case("subject"))
+                .map(Field::value)
+        })
+        .unwrap_or_default();
+    let subject = if subject.trim().is_empty() {
+        match list.language {
+            Language::Nl => "(geen onderwerp)".to_string(),
+            Language::En => "(no subject)".to_string(),
+        }
+    } else {
+        subject
+    };
+    let new_subject = prefixed_subject(list.subject_prefix.as_deref(), &subject);
+
+    let mut out = Vec::with_capacity(raw.len() + 1024);
+    let mut subject_written = false;
+    let footer = footer_text(list);
+    let body_plan = plan_footer(&fields, body, &footer);
+    for f in &fields {
+        let lname = f.name.to_ascii_lowercase();
+        if STRIP.contains(&lname.as_str()) {
+            continue;
+        }
+        if lname == "reply-to" && list.reply_to == ReplyTo::List {
+            continue;
+        }
+        if lname == "subject" {
+            if !subject_written {
+                push_header(&mut out, "Subject", &encode_header_text(&new_subject));
+                subject_written = true;
+            }
+            continue;
+        }
+        if body_plan.replaces_mime_headers() && is_mime_field(&lname) {
+            continue;
+        }
+        out.extend_from_slice(f.raw);
+        if !f.raw.ends_with(b"\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    if !subject_written {
+        push_header(&mut out, "Subject", &encode_header_text(&new_subject));
+    }
+    if list.reply_to == ReplyTo::List {
+        push_header(&mut out, "Reply-To", &list.address);
+    }
+    push_header(
+        &mut out,
+        "List-Id",
+        &format!("{} <{}>", phrase(&list.name), list.list_id()),
+    );
+    push_header(&mut out, "List-Post", &format!("<mailto:{}>", list.address));
+    push_header(
+        &mut out,
+        "List-Help",
+        &format!("<mailto:{}?subject=help>", list.sub_address("request")),
+    );
+    push_header(
+        &mut out,
+        "List-Subscribe",
+        &format!("<mailto:{}>", list.sub_address("join")),
+    );
+    push_header(
+        &mut out,
+        "List-Unsubscribe",
+        &format!("<mailto:{}>", list.sub_address("leave")),
+    );
+    if let Some(url) = &list.archive_url {
+        push_header(&mut out, "List-Archive", &format!("<{url}>"));
+    }
+    push_header(
+        &mut out,
+        "List-Owner",
+        &format!("<mailto:{}>", list.sub_address("owner")),
+    );
+    push_header(&mut out, "Precedence", "list");
+    push_header(&mut out, "X-Loop", &list.address);
+    body_plan.write(&mut out, &fields, body, &footer);
+    out
+}
+
+fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn is_mime_field(lname: &str) -> bool {
+    lname.starts_with("content-") || lname == "mime-version"
+}
+
+/// How the footer gets into the body.
+enum FooterPlan {
+    /// Plain text in a transfer encoding we can append to as it is.
+    Append,
+    /// Plain text in base64 or quoted-printable, or a charset the footer cannot be written
+    /// in: decoded, footer appended, re-encoded as UTF-8 base64.
+    Reencode { text: String, params: String },
+    /// multipart/mixed: a footer part is inserted before the closing boundary.
+    AddPart { boundary: String },
+    /// Anything else: wrapped in a new multipart/mixed with the footer as second part.
+    Wrap { boundary: String },
+}
+
+impl FooterPlan {
+    fn replaces_mime_headers(&self) -> bool {
+        matches!(self, FooterPlan::Reencode { .. } | FooterPlan::Wrap { .. })
+    }
+
+    fn write(&self, out: &mut Vec<u8>, fields: &[Field], body: &[u8], footer: &str) {
+        let footer_part = |b: &str| {
+            format!(
+                "--{b}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Content-Transfer-Encoding: 8bit\r\nContent-Disposition: inline\r\n\r\n{footer}"
+            )
+        };
+        match self {
+            FooterPlan::Append => {
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(body);
+                if !body.is_empty() && !body.ends_with(b"\n") {
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"-- \r\n");
+                out.extend_from_slice(footer.as_bytes());
+            }
+            FooterPlan::Reencode { text, params } => {
+                push_header(out, "MIME-Version", "1.0");
+                push_header(
+                    out,
+                    "Content-Type",
+                    &format!("text/plain; charset=utf-8{params}"),
+                );
+                push_header(out, "Content-Transfer-Encoding", "base64");
+                out.extend_from_slice(b"\r\n");
+                let mut t = text.replace("\r\n", "\n").replace('\n', "\r\n");
+                if !t.is_empty() && !t.ends_with("\r\n") {
+                    t.push_str("\r\n");
+                }
+                t.push_str("-- \r\n");
+                t.push_str(footer);
+                let enc = base64::engine::general_purpose::STANDARD.encode(t.as_bytes());
+                for chunk in enc.as_bytes().chunks(76) {
+                    out.extend_from_slice(chunk);
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+            FooterPlan::AddPart { boundary } => {
+                out.extend_from_slice(b"\r\n");
+                let close = format!("--{boundary}--");
+                match find_closing(body, close.as_bytes()) {
+                    Some(at) => {
+                        out.extend_from_slice(&body[..at]);
+                        out.extend_from_slice(footer_part(boundary).as_bytes());
+                        out.extend_from_slice(b"\r\n");
+                        out.extend_from_slice(&body[at..]);
+                    }
+                    None => {
+                        // No closing delimiter (a truncated message): close it ourselves.
+                        out.extend_from_slice(body);
+                        if !body.ends_with(b"\n") {
+                            out.extend_from_slice(b"\r\n");
+                        }
+                        out.extend_from_slice(footer_part(boundary).as_bytes());
+                        out.extend_from_slice(format!("\r\n{close}\r\n").as_bytes());
+                    }
+                }
+            }
+            FooterPlan::Wrap { boundary } => {
+                push_header(out, "MIME-Version", "1.0");
+                push_header(
+                    out,
+                    "Content-Type",
+                    &format!("multipart/mixed; boundary=\"{boundary}\""),
+                );
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+                let mut has_ct = false;
+                for f in fields {
+                    let l = f.name.to_ascii_lowercase();
+                    if l.starts_with("content-") {
+                        has_ct |= l == "content-type";
+                        out.extend_from_slice(f.raw);
+                    }
+                }
+                if !has_ct {
+                    push_header(out, "Content-Type", "text/plain; charset=us-ascii");
+                }
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(body);
+                if !body.ends_with(b"\n") {
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(footer_part(boundary).as_bytes());
+                out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+            }
+        }
+    }
+}
+
+/// The position of the last line that starts with the closing delimiter.
+fn find_closing(body: &[u8], close: &[u8]) -> Option<usize> {
+    let mut found = None;
+    let mut i = 0;
+    while i + close.len() <= body.len() {
+        if (i == 0 || body[i - 1] == b'\n') && body[i..].starts_with(close) {
+            found = Some(i);
+        }
+        i += 1;
+    }
+    found
+}
+
+fn fresh_boundary(body: &[u8]) -> String {
+    let mut n: u64 = rand::random();
+    loop {
+        let b = format!("=_vraagbaak_{n:016x}");
+        if !body.windows(b.len()).any(|w| w == b.as_bytes()) {
+            return b;
+        }
+        n = n.wrapping_add(1);
+    }
+}
+
+fn plan_footer(fields: &[Field], body: &[u8], footer: &str) -> FooterPlan {
+    let get = |n: &str| {
+        fields
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case(n))
+            .map(Field::value)
+    };
+    let ct_raw = get("content-type").unwrap_or_else(|| "text/plain".into());
+    let cte = get("content-transfer-encoding")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    // Parse the Content-Type with mail-parser (parameters, quoting, RFC 2231).
+    let header = format!("Content-Type: {ct_raw}\r\n\r\n");
+    let parsed = MessageParser::default().parse_headers(header.as_bytes());
+    let ct = parsed.as_ref().and_then(|m| m.content_type());
+    let ctype = ct.map_or("text".to_string(), |c| c.ctype().to_ascii_lowercase());
+    let subtype = ct
+        .and_then(|c| c.subtype())
+        .map_or("plain".to_string(), str::to_ascii_lowercase);
+    let charset = ct
+        .and_then(|c| c.attribute("charset"))
+        .map_or("us-ascii".to_string(), str::to_ascii_lowercase);
+
+    if ctype == "multipart" {
+        let boundary = ct.and_then(|c| c.attribute("boundary")).map(str::to_string);
+        return match boundary {
+            Some(b) if subtype == "mixed" && !b.is_empty() => FooterPlan::AddPart { boundary: b },
+            _ => FooterPlan::Wrap {
+                boundary: fresh_boundary(body),
+            },
+        };
+    }
+    if ctype == "text" && subtype == "plain" {
+        let ascii_compatible_charset = matches!(
+            charset.as_str(),
+            "us-ascii" | "utf-8" | "utf8" | "iso-8859-1" | "iso-8859-15" | "windows-1252"
+        );
+        let plain_cte = matches!(cte.as_str(), "" | "7bit" | "8bit" | "binary");
+        let footer_fits = footer.is_ascii() || charset == "utf-8" || charset == "utf8";
+        let eight_bit_ok = footer.is_ascii() || cte == "8bit" || cte == "binary";
+        if plain_cte && ascii_compatible_charset && footer_fits && eight_bit_ok {
+            return FooterPlan::Append;
+        }
+        // Decode with mail-parser (charset and transfer encoding), then re-encode.
+        if let Some(msg) = MessageParser::default().parse(&rebuild(fields, body)) {
+            if let Some(text) = msg.body_text(0) {
+                let mut params = String::new();
+                if let Some(c) = ct {
+                    for (k, v) in [("format", "format"), ("delsp", "delsp")] {
+                        if let Some(val) = c.attribute(k) {
+                            params.push_str(&format!("; {v}={val}"));
+                        }
+                    }
+                }
+                return FooterPlan::Reencode {
+                    text: text.into_owned(),
+                    params,
+                };
+            }
+        }
+    }
+    FooterPlan::Wrap {
+        boundary: fresh_boundary(body),
+    }
+}
+
+fn rebuild(fields: &[Field], body: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for f in fields {
+        v.extend_from_slice(f.raw);
+    }
+    v.extend_from_slice(b"\r\n");
+    v.extend_from_slice(body);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn list() -> ListConfig {
+        Config::embedded().unwrap().lists[0].clone()
+    }
+
+    fn header<'a>(msg: &'a [u8], name: &str) -> Vec<String> {
+        let (fields, _) = split_message(msg);
+        fields
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case(name))
+            .map(|f| f.value())
+            .collect()
+    }
+
+    #[test]
+    fn subject_prefix_once() {
+        let p = Some("[forum]");
+        assert_eq!(
+            prefixed_subject(p, "Vraag over leefloon"),
+            "[forum] Vraag over leefloon"
+        );
+        assert_eq!(prefixed_subject(p, "Re: Vraag"), "Re: [forum] Vraag");
+        assert_eq!(
+            prefixed_subject(p, "Re: [forum] Vraag"),
+            "Re: [forum] Vraag"
+        );
+        assert_eq!(
+            prefixed_subject(p, "[forum] Re: [forum] Vraag"),
+            "Re: [forum] Vraag"
+        );
+        assert_eq!(
+            prefixed_subject(p, "RE: Re: [FORUM] Vraag"),
+            "Re: [forum] Vraag"
+        );
+        assert_eq!(prefixed_subject(p, "AW: Antw: Vraag"), "Re: [forum] Vraag");
+        assert_eq!(prefixed_subject(p, "Re[2]: Vraag"), "Re: [forum] Vraag");
+        assert_eq!(prefixed_subject(p, "[forum] Vraag"), "[forum] Vraag");
+        assert_eq!(prefixed_subject(p, "Fwd: Vraag"), "[forum] Fwd: Vraag");
+        assert_eq!(prefixed_subject(p, "Reglement"), "[forum] Reglement");
+        assert_eq!(prefixed_subject(None, "Re: x"), "Re: x");
+    }
+
+    #[test]
+    fn encoded_words_round_trip() {
+        let s =
+            "Re: [forum] Cliënt met schuldbemiddeling — dringend, wie heeft ervaring met het OCMW?";
+        let enc = encode_header_text(s);
+        assert!(enc.is_ascii());
+        assert!(enc.lines().all(|l| l.trim_end().len() <= 76), "{enc}");
+        let msg = format!("Subject: {enc}\r\n\r\n");
+        let m = MessageParser::default()
+            .parse_headers(msg.as_bytes())
+            .unwrap();
+        assert_eq!(m.subject().unwrap(), s);
+    }
+
+    #[test]
+    fn plain_text_copy() {
+        let raw = b"From: Jan <jan@ocmw.be>\r\nTo: forum@lists.example.org\r\nSubject: Vraag\r\n\
+Message-ID: <a@b>\r\nList-Id: other <other.example.com>\r\nReturn-Path: <x@y>\r\n\
+Reply-To: jan@elders.be\r\n\r\nHallo collega's\r\n";
+        let out = list_copy(&list(), raw);
+        let s = String::from_utf8(out.clone()).unwrap();
+        assert_eq!(header(&out, "Subject"), ["[forum] Vraag"]);
+        assert_eq!(
+            header(&out, "List-Id"),
+            ["Forum OCMW <forum.lists.example.org>"]
+        );
+        assert_eq!(header(&out, "Message-ID"), ["<a@b>"]);
+        assert_eq!(header(&out, "Reply-To"), ["forum@lists.example.org"]);
+        assert_eq!(header(&out, "Precedence"), ["list"]);
+        assert_eq!(header(&out, "X-Loop"), ["forum@lists.example.org"]);
+        assert!(header(&out, "Return-Path").is_empty());
+        for h in [
+            "List-Post",
+            "List-Help",
+            "List-Subscribe",
+            "List-Unsubscribe",
+            "List-Owner",
+        ] {
+            assert_eq!(header(&out, h).len(), 1, "{h}");
+        }
+        assert!(s.contains("\r\n\r\nHallo collega's\r\n-- \r\nForum OCMW"));
+        assert!(s.contains("forum-leave@lists.example.org"));
+    }
+
+    #[test]
+    fn base64_text_is_reencoded_with_footer() {
+        let body = base64::engine::general_purpose::STANDARD.encode(b"Cli\xebnt vraagt steun\n");
+        let raw = format!(
+            "From: a@b.be\r\nSubject: x\r\nMIME-Version: 1.0\r\n\
+Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: base64\r\n\r\n{body}\r\n"
+        );
+        let out = list_copy(&list(), raw.as_bytes());
+        let m = MessageParser::default().parse(&out).unwrap();
+        let text = m.body_text(0).unwrap();
+        assert!(text.starts_with("Cliënt vraagt steun"), "{text}");
+        assert!(text.contains("forum-leave@"));
+        assert_eq!(header(&out, "Content-Transfer-Encoding"), ["base64"]);
+    }
+
+    #[test]
+    fn multipart_mixed_gets_a_footer_part() {
+        let raw = b"From: a@b.be\r\nSubject: x\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"XX\"\r\n\r\npreamble\r\n--XX\r\n\
+Content-Type: text/plain\r\n\r\ntekst\r\n--XX\r\nContent-Type: application/pdf\r\n\
+Content-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n--XX--\r\n";
+        let out = list_copy(&list(), raw);
+        let m = MessageParser::default().parse(&out).unwrap();
+        assert_eq!(m.parts.len(), 4, "{}", String::from_utf8_lossy(&out));
+        assert!(m.body_text(1).unwrap().contains("forum-leave@"));
+        assert_eq!(m.attachment_count(), 1);
+    }
+
+    #[test]
+    fn alternative_is_wrapped() {
+        let raw = b"From: a@b.be\r\nSubject: x\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/alternative; boundary=\"YY\"\r\n\r\n--YY\r\n\
+Content-Type: text/plain\r\n\r\ntekst\r\n--YY\r\nContent-Type: text/html\r\n\r\n<p>tekst</p>\r\n--YY--\r\n";
+        let out = list_copy(&list(), raw);
+        let ct = header(&out, "Content-Type");
+        assert_eq!(ct.len(), 1);
+        assert!(ct[0].starts_with("multipart/mixed"), "{ct:?}");
+        let m = MessageParser::default().parse(&out).unwrap();
+        let s = String::from_utf8_lossy(&out);
+        assert!(s.contains("multipart/alternative; boundary=\"YY\""));
+        assert!(m.parts.iter().any(
+            |p| matches!(&p.body, mail_parser::PartType::Text(t) if t.contains("forum-leave@"))
+        ));
+    }
+
+    #[test]
+    fn crlf_normalisation() {
+        assert_eq!(normalize_crlf(b"a\nb\r\nc\n").as_ref(), b"a\r\nb\r\nc\r\n");
+        assert!(matches!(normalize_crlf(b"a\r\nb"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn split_keeps_folding() {
+        let raw = b"Subject: a\r\n b\r\nFrom: x\r\n\r\nbody";
+        let (f, body) = split_message(raw);
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].raw, b"Subject: a\r\n b\r\n");
+        assert_eq!(f[0].value(), "a b");
+        assert_eq!(body, b"body");
+    }
+}

@@ -1,0 +1,113 @@
+//! `vraagbaak serve`: every part in one tokio process, sharing one store.
+
+use crate::admin::{self, Ctx};
+use crate::config::Config;
+use crate::inbound::{self, Inbound};
+use crate::store::Store;
+use crate::{outbound, pipeline};
+use anyhow::Context as _;
+use std::sync::Arc;
+use tokio::sync::{watch, Notify};
+
+/// Opens the store in `cfg.data_dir`, creating the directory.
+pub fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
+    Ok(Store::open(&cfg.db_path())?)
+}
+
+/// Runs until SIGINT or SIGTERM.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let cfg = Arc::new(cfg);
+    let store = open_store(&cfg)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let wake_in = Arc::new(Notify::new());
+    let wake_out = Arc::new(Notify::new());
+    let inbound = Arc::new(Inbound {
+        cfg: cfg.clone(),
+        store: store.clone(),
+        wake: wake_in.clone(),
+    });
+
+    let mut tasks = Vec::new();
+    let mut listen = |addr: &str, lmtp: bool| -> anyhow::Result<()> {
+        if addr.is_empty() {
+            return Ok(());
+        }
+        let std_listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        std_listener.set_nonblocking(true)?;
+        let l = tokio::net::TcpListener::from_std(std_listener)?;
+        tracing::info!(
+            addr,
+            protocol = if lmtp { "lmtp" } else { "smtp" },
+            "listening"
+        );
+        let (ib, rx) = (inbound.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = inbound::smtp::serve(l, ib, lmtp, rx).await {
+                tracing::error!(error = %e, "listener stopped");
+            }
+        }));
+        Ok(())
+    };
+    listen(&cfg.smtp.listen, false)?;
+    if let Some(l) = &cfg.lmtp {
+        listen(&l.listen, true)?;
+    }
+
+    tasks.push(tokio::spawn(pipeline::run(
+        cfg.clone(),
+        store.clone(),
+        wake_in.clone(),
+        wake_out.clone(),
+        stop_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(outbound::run(
+        cfg.clone(),
+        store.clone(),
+        wake_out.clone(),
+        stop_rx.clone(),
+    )));
+    let ctx = Arc::new(Ctx {
+        cfg: cfg.clone(),
+        store: store.clone(),
+        inbound: inbound.clone(),
+    });
+    let sock = cfg.control_socket();
+    let rx = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = admin::serve_socket(&sock, ctx, rx).await {
+            tracing::error!(error = %e, path = %sock.display(), "control socket stopped");
+        }
+    }));
+    tracing::info!(
+        lists = cfg.lists.len(),
+        relay = %cfg.delivery.relay,
+        data_dir = %cfg.data_dir.display(),
+        "vraagbaak running"
+    );
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let all = futures_join(tasks);
+    if tokio::time::timeout(std::time::Duration::from_secs(15), all)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not stop within 15 s");
+    }
+    store.flush()?;
+    Ok(())
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}

@@ -1,0 +1,573 @@
+//! Delivery: the durable queue's workers.
+//!
+//! A dispatcher reads due rows from the store and hands them to `delivery.connections`
+//! workers; each worker keeps one relay connection open across messages and sends one
+//! transaction per recipient (the envelope sender is that recipient's VERP address). A
+//! collector records results in batches: delivered rows are removed, temporary failures are
+//! rescheduled with exponential backoff, permanent failures are moved to `failures`. One
+//! durable write per batch, never one per recipient; a crash can therefore re-send at most
+//! the results of one unflushed batch, and never loses a recipient.
+//!
+//! Relay connections are opened by us with `TCP_NODELAY` and handed to lettre: lettre writes
+//! the message and the final `.` in separate writes, and with Nagle's algorithm on, each
+//! message would otherwise wait for the relay's delayed ACK (~40 ms, the stall mlmmj has).
+
+use crate::compose;
+use crate::config::{Config, Relay};
+use crate::router;
+use crate::store::{now_ms, DeliveryResult, Failure, OutMail, QueueKey, QueueRow, Store};
+use lettre::address::{Address, Envelope};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::extension::ClientId;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Notify};
+
+/// Results are written to the store when this many are pending, or after [`BATCH_DELAY`].
+const BATCH_SIZE: usize = 256;
+const BATCH_DELAY: Duration = Duration::from_millis(100);
+/// A relay connection unused this long is closed (Postfix closes idle ones at 300 s).
+const IDLE_CLOSE: Duration = Duration::from_secs(30);
+
+enum Job {
+    Post {
+        key: QueueKey,
+        row: QueueRow,
+        sender: String,
+        copy: Arc<Vec<u8>>,
+    },
+    Mail(OutMail),
+}
+
+enum Done {
+    Post(QueueKey, DeliveryResult),
+    Mail(OutMail, MailResult),
+}
+
+enum MailResult {
+    Sent,
+    Retry,
+    Failed(String),
+}
+
+/// The outcome of one SMTP transaction.
+enum Attempt {
+    Ok,
+    Temporary(String),
+    Permanent(String),
+}
+
+/// List copies by (list, seq), with how many due rows used each in the last pass.
+type CopyCache = HashMap<(String, u64), (Arc<Vec<u8>>, usize)>;
+
+#[derive(Default)]
+struct InFlight {
+    rows: HashSet<QueueKey>,
+    mails: HashSet<u64>,
+}
+
+/// Runs the delivery side until `shutdown`.
+pub async fn run(
+    cfg: Arc<Config>,
+    store: Store,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let relay = cfg.relay();
+    let workers = cfg.delivery.connections.max(1);
+    let (job_tx, job_rx) = mpsc::channel::<Job>(workers * 64);
+    let job_rx = Arc::new(tokio::sync::Mutex::new(job_rx));
+    let (done_tx, done_rx) = mpsc::channel::<Done>(BATCH_SIZE * 4);
+    let inflight = Arc::new(Mutex::new(InFlight::default()));
+
+    let mut handles = Vec::new();
+    for n in 0..workers {
+        let w = Worker {
+            cfg: cfg.clone(),
+            relay: relay.clone(),
+            conn: None,
+            n,
+        };
+        handles.push(tokio::spawn(w.run(
+            job_rx.clone(),
+            done_tx.clone(),
+            shutdown.clone(),
+        )));
+    }
+    drop(done_tx);
+    let collector = tokio::spawn(collect(
+        cfg.clone(),
+        store.clone(),
+        done_rx,
+        inflight.clone(),
+        wake.clone(),
+    ));
+
+    let mut copies: CopyCache = HashMap::new();
+    'outer: loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let now = now_ms();
+        let (c, s, inf) = (cfg.clone(), store.clone(), inflight.clone());
+        let jobs = tokio::task::spawn_blocking(move || {
+            due_jobs(&c, &s, &inf, now, &mut copies).map(|j| (j, copies))
+        })
+        .await;
+        let jobs = match jobs {
+            Ok(Ok((jobs, c))) => {
+                copies = c;
+                jobs
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read the delivery queue");
+                copies = HashMap::new();
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "delivery dispatcher panicked");
+                copies = HashMap::new();
+                Vec::new()
+            }
+        };
+        for job in jobs {
+            tokio::select! {
+                r = job_tx.send(job) => if r.is_err() { break 'outer },
+                _ = shutdown.changed() => break 'outer,
+            }
+        }
+        let wait = match store.next_due_ms() {
+            Ok(Some(t)) if t > now_ms() => Duration::from_millis((t - now_ms()) as u64),
+            // Due rows exist but are all in flight: the collector rings when they are done.
+            Ok(Some(_)) => Duration::from_secs(1),
+            _ => Duration::from_secs(5),
+        }
+        .min(Duration::from_secs(5));
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(job_tx);
+    for h in handles {
+        let _ = h.await;
+    }
+    let _ = collector.await;
+}
+
+/// Due rows and mails that are not in flight, as jobs; marks them in flight. List copies are
+/// built once per post and cached between passes (`copies`; evicted when no row needs them).
+fn due_jobs(
+    cfg: &Config,
+    store: &Store,
+    inflight: &Mutex<InFlight>,
+    now: i64,
+    copies: &mut CopyCache,
+) -> crate::store::Result<Vec<Job>> {
+    let mut jobs = Vec::new();
+    let rows = store.due(now, 20_000)?;
+    let mut inf = inflight.lock().unwrap_or_else(|p| p.into_inner());
+    for (_, used) in copies.values_mut() {
+        *used = 0;
+    }
+    for (key, row) in rows {
+        if inf.rows.contains(&key) {
+            continue;
+        }
+        let ck = (key.list.clone(), key.seq);
+        let copy = match copies.get_mut(&ck) {
+            Some((c, used)) => {
+                *used += 1;
+                c.clone()
+            }
+            None => {
+                let Some(list) = cfg.list(&key.list) else {
+                    tracing::warn!(list = %key.list, "queued rows for a list that is no longer configured");
+                    continue;
+                };
+                let Some(raw) = store.raw(&key.list, key.seq)? else {
+                    tracing::error!(list = %key.list, seq = key.seq, "queued post has no stored body");
+                    continue;
+                };
+                let c = Arc::new(compose::list_copy(list, &raw));
+                copies.insert(ck, (c.clone(), 1));
+                c
+            }
+        };
+        let Some(list) = cfg.list(&key.list) else {
+            continue;
+        };
+        let sender = router::verp(list, &key.addr);
+        inf.rows.insert(key.clone());
+        jobs.push(Job::Post {
+            key,
+            row,
+            sender,
+            copy,
+        });
+    }
+    copies.retain(|_, (_, used)| *used > 0);
+    for m in store.outmails()? {
+        if m.next_ms <= now && !inf.mails.contains(&m.id) {
+            inf.mails.insert(m.id);
+            jobs.push(Job::Mail(m));
+        }
+    }
+    Ok(jobs)
+}
+
+struct Worker {
+    cfg: Arc<Config>,
+    relay: Relay,
+    conn: Option<AsyncSmtpConnection>,
+    n: usize,
+}
+
+impl Worker {
+    async fn run(
+        mut self,
+        jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+        done: mpsc::Sender<Done>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let next = {
+                let mut rx = jobs.lock().await;
+                tokio::time::timeout(IDLE_CLOSE, rx.recv()).await
+            };
+            let job = match next {
+                Ok(Some(job)) => job,
+                Ok(None) => break,
+                Err(_) => {
+                    self.close().await;
+                    continue;
+                }
+            };
+            if *shutdown.borrow() {
+                // Not attempted: the row stays due in the store and is sent after restart.
+                break;
+            }
+            let d = match job {
+                Job::Post {
+                    key,
+                    row,
+                    sender,
+                    copy,
+                } => {
+                    let a = self
+                        .deliver(&sender, std::slice::from_ref(&key.addr), &copy, &key)
+                        .await;
+                    Done::Post(key, result_for(&self.cfg, row, a))
+                }
+                Job::Mail(m) => {
+                    let a = self.deliver_mail(&m).await;
+                    let r = match a {
+                        Attempt::Ok => MailResult::Sent,
+                        Attempt::Permanent(e) => MailResult::Failed(e),
+                        Attempt::Temporary(e) => {
+                            if now_ms() - m.first_ms
+                                > self.cfg.delivery.give_up_after.as_millis() as i64
+                            {
+                                MailResult::Failed(format!("gave up: {e}"))
+                            } else {
+                                MailResult::Retry
+                            }
+                        }
+                    };
+                    Done::Mail(m, r)
+                }
+            };
+            if done.send(d).await.is_err() {
+                break;
+            }
+        }
+        self.close().await;
+    }
+
+    async fn deliver_mail(&mut self, m: &OutMail) -> Attempt {
+        let key = QueueKey {
+            list: String::new(),
+            seq: m.id,
+            addr: m.kind.clone(),
+        };
+        self.deliver(&m.mail_from, &m.rcpts, &m.raw, &key).await
+    }
+
+    async fn close(&mut self) {
+        if let Some(mut c) = self.conn.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), c.quit()).await;
+        }
+    }
+
+    async fn deliver(&mut self, from: &str, to: &[String], msg: &[u8], key: &QueueKey) -> Attempt {
+        match &self.relay {
+            Relay::Outbox(dir) => write_outbox(dir, from, to, msg, key).await,
+            Relay::Smtp { host, port } => {
+                let (host, port) = (host.clone(), *port);
+                let envelope = match envelope(from, to) {
+                    Ok(e) => e,
+                    Err(e) => return Attempt::Permanent(e),
+                };
+                // A reused connection may have been closed by the relay meanwhile: on a
+                // network error with a reused connection, reconnect once at once.
+                for fresh in [false, true] {
+                    let reused = self.conn.is_some() && !fresh;
+                    if self.conn.is_none() || fresh {
+                        self.close().await;
+                        match connect(&host, port, &self.cfg).await {
+                            Ok(c) => self.conn = Some(c),
+                            Err(e) => return Attempt::Temporary(e),
+                        }
+                    }
+                    let Some(conn) = self.conn.as_mut() else {
+                        return Attempt::Temporary("no connection".into());
+                    };
+                    let limit = self.cfg.delivery.timeout * 4;
+                    let r = tokio::time::timeout(limit, conn.send(&envelope, msg)).await;
+                    match r {
+                        Ok(Ok(_)) => return Attempt::Ok,
+                        Ok(Err(e)) => {
+                            // Whatever state the transaction is in, start clean next time.
+                            self.close().await;
+                            if e.is_permanent() {
+                                return Attempt::Permanent(e.to_string());
+                            }
+                            if e.is_transient() || !reused {
+                                return Attempt::Temporary(e.to_string());
+                            }
+                            tracing::debug!(
+                                worker = self.n,
+                                "reused relay connection failed; reconnecting"
+                            );
+                        }
+                        Err(_) => {
+                            self.conn = None;
+                            return Attempt::Temporary("relay timed out".into());
+                        }
+                    }
+                }
+                Attempt::Temporary("relay connection failed".into())
+            }
+        }
+    }
+}
+
+fn envelope(from: &str, to: &[String]) -> Result<Envelope, String> {
+    let from = if from.is_empty() {
+        None
+    } else {
+        Some(
+            from.parse::<Address>()
+                .map_err(|e| format!("invalid sender address: {e}"))?,
+        )
+    };
+    let to = to
+        .iter()
+        .map(|t| {
+            t.parse::<Address>()
+                .map_err(|e| format!("invalid recipient address: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Envelope::new(from, to).map_err(|e| e.to_string())
+}
+
+async fn connect(host: &str, port: u16, cfg: &Config) -> Result<AsyncSmtpConnection, String> {
+    let t = cfg.delivery.timeout;
+    let stream = tokio::time::timeout(t, tokio::net::TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| format!("connecting to the relay {host}:{port} timed out"))?
+        .map_err(|e| format!("cannot connect to the relay {host}:{port}: {e}"))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| format!("cannot set TCP_NODELAY: {e}"))?;
+    let hello = ClientId::Domain(cfg.smtp.hostname.clone());
+    tokio::time::timeout(
+        t,
+        AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello),
+    )
+    .await
+    .map_err(|_| format!("relay {host}:{port} did not greet in time"))?
+    .map_err(|e| format!("relay {host}:{port} refused the session: {e}"))
+}
+
+/// Writes one copy per recipient into the outbox, as a local delivery agent would (with
+/// Return-Path and Delivered-To on top); written to a temporary name, then renamed.
+async fn write_outbox(
+    dir: &PathBuf,
+    from: &str,
+    to: &[String],
+    msg: &[u8],
+    key: &QueueKey,
+) -> Attempt {
+    if let Err(e) = tokio::fs::create_dir_all(dir).await {
+        return Attempt::Temporary(format!("cannot create outbox {}: {e}", dir.display()));
+    }
+    for rcpt in to {
+        let safe: String = rcpt
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "@.-_+".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let list = key.list.split('@').next().unwrap_or("mail");
+        let list = if list.is_empty() { &key.addr } else { list };
+        let name = format!("{list}-{:06}-{safe}.eml", key.seq);
+        let mut data = format!("Return-Path: <{from}>\r\nDelivered-To: {rcpt}\r\n").into_bytes();
+        data.extend_from_slice(msg);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        if let Err(e) = tokio::fs::write(&tmp, &data).await {
+            return Attempt::Temporary(format!("cannot write to the outbox: {e}"));
+        }
+        if let Err(e) = tokio::fs::rename(&tmp, dir.join(&name)).await {
+            return Attempt::Temporary(format!("cannot write to the outbox: {e}"));
+        }
+    }
+    Attempt::Ok
+}
+
+/// Exponential backoff: `retry_base * 2^(attempts-1)`, capped at `retry_max`, ±10% jitter.
+fn backoff(cfg: &Config, attempts: u32) -> Duration {
+    let base = cfg.delivery.retry_base.as_millis() as f64;
+    let max = cfg.delivery.retry_max.as_millis() as f64;
+    let d = (base * 2f64.powi(attempts.saturating_sub(1).min(30) as i32)).min(max);
+    let jitter = 0.9 + rand::random::<f64>() * 0.2;
+    Duration::from_millis((d * jitter) as u64)
+}
+
+fn result_for(cfg: &Config, mut row: QueueRow, a: Attempt) -> DeliveryResult {
+    match a {
+        Attempt::Ok => DeliveryResult::Delivered,
+        Attempt::Permanent(error) => DeliveryResult::Failed(Failure {
+            at_ms: now_ms(),
+            attempts: row.attempts + 1,
+            error,
+        }),
+        Attempt::Temporary(error) => {
+            row.attempts += 1;
+            let now = now_ms();
+            if now - row.first_ms > cfg.delivery.give_up_after.as_millis() as i64 {
+                return DeliveryResult::Failed(Failure {
+                    at_ms: now,
+                    attempts: row.attempts,
+                    error: format!("gave up after {} attempts: {error}", row.attempts),
+                });
+            }
+            row.next_ms = now + backoff(cfg, row.attempts).as_millis() as i64;
+            row.last_error = Some(error);
+            DeliveryResult::Retry(row)
+        }
+    }
+}
+
+/// Records results in batches: one store transaction and one flush per batch.
+async fn collect(
+    cfg: Arc<Config>,
+    store: Store,
+    mut rx: mpsc::Receiver<Done>,
+    inflight: Arc<Mutex<InFlight>>,
+    wake: Arc<Notify>,
+) {
+    let mut batch: Vec<Done> = Vec::new();
+    let mut open = true;
+    while open || !batch.is_empty() {
+        if open {
+            let deadline = tokio::time::sleep(BATCH_DELAY);
+            tokio::pin!(deadline);
+            while batch.len() < BATCH_SIZE {
+                tokio::select! {
+                    d = rx.recv() => match d {
+                        Some(d) => batch.push(d),
+                        None => { open = false; break; }
+                    },
+                    _ = &mut deadline, if !batch.is_empty() => break,
+                }
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let items = std::mem::take(&mut batch);
+        let (c, s, inf) = (cfg.clone(), store.clone(), inflight.clone());
+        match tokio::task::spawn_blocking(move || record(&c, &s, &inf, items)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot record delivery results"),
+            Err(e) => tracing::error!(error = %e, "recording delivery results panicked"),
+        }
+        wake.notify_one();
+    }
+}
+
+fn record(
+    cfg: &Config,
+    store: &Store,
+    inflight: &Mutex<InFlight>,
+    items: Vec<Done>,
+) -> crate::store::Result<()> {
+    let mut rows = Vec::new();
+    let mut posts: HashSet<(String, u64)> = HashSet::new();
+    let mut mails = Vec::new();
+    for d in items {
+        match d {
+            Done::Post(k, r) => {
+                if let DeliveryResult::Failed(f) = &r {
+                    tracing::warn!(list = %k.list, seq = k.seq, domain = k.addr.rsplit('@').next().unwrap_or(""), error = %f.error, "delivery failed permanently");
+                }
+                posts.insert((k.list.clone(), k.seq));
+                rows.push((k, r));
+            }
+            Done::Mail(m, r) => mails.push((m, r)),
+        }
+    }
+    let res = (|| {
+        store.record_results(&rows)?;
+        for (mut m, r) in mails.iter().map(|(m, r)| (m.clone(), r)) {
+            match r {
+                MailResult::Sent => store.outmail_done(m.id)?,
+                MailResult::Failed(e) => {
+                    tracing::warn!(kind = %m.kind, error = %e, "single message could not be delivered");
+                    store.outmail_done(m.id)?
+                }
+                MailResult::Retry => {
+                    m.attempts += 1;
+                    m.next_ms = now_ms() + backoff(cfg, m.attempts).as_millis() as i64;
+                    store.outmail_update(&m)?
+                }
+            }
+        }
+        store.flush()
+    })();
+    // Whatever happened, these are no longer in flight: on error they are still due in the
+    // store and will be tried again.
+    {
+        let mut inf = inflight.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, _) in &rows {
+            inf.rows.remove(k);
+        }
+        for (m, _) in &mails {
+            inf.mails.remove(&m.id);
+        }
+    }
+    res?;
+    for (list, seq) in posts {
+        if store.pending_for_post(&list, seq)? == 0 {
+            let total = store.post(&list, seq)?.map_or(0, |p| p.recipients);
+            let failed = store.failures_for_post(&list, seq)?;
+            let l = list.split('@').next().unwrap_or("");
+            tracing::info!(
+                list = l,
+                seq,
+                recipients = total,
+                failed,
+                "fan-out finished"
+            );
+        }
+    }
+    Ok(())
+}
