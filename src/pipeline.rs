@@ -65,14 +65,23 @@ pub fn decide(cfg: &Config, store: &Store, spool_id: u64, item: &SpoolItem) -> O
                 None => "bounce without VERP address; kept for bounce processing".into(),
             },
         },
-        Route::Owner => {
+        Route::Owner | Route::Request(_) => {
             if let Some(reason) = classify(list, &msg) {
                 return Outcome::Quarantine { reason };
             }
-            let mut fwd = format!("X-Loop: {}\r\n", list.sub_address("owner")).into_bytes();
+            // Until mail commands are handled by the software, requests (join, leave, help)
+            // reach the owners, who act with `vraagbaak members add/remove`.
+            let (kind, header) = match route {
+                Route::Request(word) => (
+                    "request-forward",
+                    format!("X-Vraagbaak-Request: {word}\r\n"),
+                ),
+                _ => ("owner-forward", String::new()),
+            };
+            let mut fwd = format!("X-Loop: {}\r\n{header}", list.sub_address("owner")).into_bytes();
             fwd.extend_from_slice(&raw);
             Outcome::Send {
-                mail: vec![out_mail(list, "owner-forward", fwd)],
+                mail: vec![out_mail(list, kind, fwd)],
             }
         }
         Route::Post => decide_post(cfg, store, spool_id, item, list, &raw, &msg),

@@ -1,7 +1,8 @@
 //! Which list, and which of its addresses, a recipient is.
 //!
 //! Per list `forum@host`: `forum@` posts, `forum-owner@` reaches the owners, and
-//! `forum-bounces@` / `forum-bounces+member=domain@` receives bounces (VERP).
+//! `forum-bounces@` / `forum-bounces+member=domain@` receives bounces (VERP);
+//! `forum-request@`, `forum-join@` and `forum-leave@` take requests.
 
 use crate::config::{Config, ListConfig};
 
@@ -11,6 +12,9 @@ pub enum Route {
     Post,
     /// Mail for the owners, forwarded to them.
     Owner,
+    /// A request to the list software: `forum-request@`, `forum-join@`, `forum-leave@`.
+    /// The word is `request`, `join` or `leave`.
+    Request(&'static str),
     /// A bounce; `member` is the VERP-decoded member address when present.
     Bounces { member: Option<String> },
 }
@@ -34,6 +38,9 @@ pub fn route<'a>(cfg: &'a Config, rcpt: &str) -> Option<(&'a ListConfig, Route)>
         let orig_rest = &local[base.len() + 1..];
         match rest {
             "owner" => return Some((l, Route::Owner)),
+            "request" => return Some((l, Route::Request("request"))),
+            "join" => return Some((l, Route::Request("join"))),
+            "leave" => return Some((l, Route::Request("leave"))),
             "bounces" => return Some((l, Route::Bounces { member: None })),
             _ => {}
         }
@@ -94,6 +101,10 @@ mod tests {
         );
         assert!(route(&c, "forum@example.com").is_none());
         assert!(route(&c, "other@lists.example.org").is_none());
+        assert_eq!(
+            route(&c, "forum-leave@lists.example.org").unwrap().1,
+            Route::Request("leave")
+        );
         assert!(route(&c, "forum-nothing@lists.example.org").is_none());
         assert!(route(&c, "nobody").is_none());
     }
