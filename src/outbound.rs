@@ -79,7 +79,9 @@ pub async fn run(
     let workers = cfg.delivery.connections.max(1);
     let (job_tx, job_rx) = mpsc::channel::<Job>(workers * 64);
     let job_rx = Arc::new(tokio::sync::Mutex::new(job_rx));
-    let (done_tx, done_rx) = mpsc::channel::<Done>(BATCH_SIZE * 4);
+    // Small, so that few results wait unrecorded: after a crash, at most the unrecorded ones
+    // (this channel plus one batch plus one per worker) can be sent twice.
+    let (done_tx, done_rx) = mpsc::channel::<Done>(BATCH_SIZE);
     let inflight = Arc::new(Mutex::new(InFlight::default()));
 
     let mut handles = Vec::new();

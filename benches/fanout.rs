@@ -1,0 +1,215 @@
+//! Fan-out benchmark: one 20 KB post to 10,000 members, through the real pipeline and
+//! delivery workers, over SMTP on 127.0.0.1 to a local sink that accepts everything.
+//!
+//! `cargo bench --bench fanout` (env: `FANOUT_MEMBERS`, default 10000; `FANOUT_CONNECTIONS`,
+//! default 8). Prints recipients per second. The sink runs in the same process and on the
+//! same cores as vraagbaak, so the figure includes the sink's own cost.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{watch, Notify};
+use vraagbaak::config::Config;
+use vraagbaak::inbound::Inbound;
+use vraagbaak::store::{Member, Store};
+
+/// A minimal SMTP sink: accepts every transaction and counts messages.
+async fn sink(listener: tokio::net::TcpListener, count: Arc<AtomicUsize>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let count = count.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let (r, mut w) = stream.into_split();
+            let mut r = BufReader::new(r);
+            let mut line = Vec::new();
+            if w.write_all(b"220 sink ESMTP\r\n").await.is_err() {
+                return;
+            }
+            loop {
+                line.clear();
+                match r.read_until(b'\n', &mut line).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                let cmd = line.get(..4).map(|c| c.to_ascii_uppercase());
+                let reply: &[u8] = match cmd.as_deref() {
+                    Some(b"EHLO") => b"250-sink\r\n250-8BITMIME\r\n250 SIZE 52428800\r\n",
+                    Some(b"DATA") => {
+                        if w.write_all(b"354 go\r\n").await.is_err() {
+                            return;
+                        }
+                        loop {
+                            line.clear();
+                            match r.read_until(b'\n', &mut line).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) if line == b".\r\n" => break,
+                                Ok(_) => {}
+                            }
+                        }
+                        count.fetch_add(1, Ordering::Relaxed);
+                        b"250 2.0.0 queued\r\n"
+                    }
+                    Some(b"QUIT") => {
+                        let _ = w.write_all(b"221 bye\r\n").await;
+                        return;
+                    }
+                    _ => b"250 2.0.0 ok\r\n",
+                };
+                if w.write_all(reply).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+fn post_20k() -> Vec<u8> {
+    let mut m = String::from(
+        "From: Jan Peeters <jan@ocmw.be>\r\nTo: forum@lists.example.org\r\n\
+Subject: Vraag over leefloon en verhuis naar een andere gemeente\r\n\
+Message-ID: <bench-1@ocmw.be>\r\nDate: Sun, 22 Nov 2026 10:00:00 +0100\r\n\
+MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n",
+    );
+    let para = "Dag collega's, een cliënt verhuist volgende maand naar een andere gemeente \
+en vraagt of het leefloon doorloopt. Wie heeft hier ervaring mee?\r\n";
+    while m.len() < 20 * 1024 {
+        m.push_str(para);
+    }
+    m.into_bytes()
+}
+
+fn main() {
+    let members: usize = std::env::var("FANOUT_MEMBERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let connections: usize = std::env::var("FANOUT_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start tokio: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(members, connections)) {
+        eprintln!("benchmark failed: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(members: usize, connections: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let count = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(sink(listener, count.clone()));
+
+    let text = format!(
+        r#"
+data_dir = "{dir}"
+[smtp]
+listen = ""
+hostname = "lists.example.org"
+[delivery]
+relay = "smtp://127.0.0.1:{port}"
+connections = {connections}
+[[list]]
+address = "forum@lists.example.org"
+name = "Forum OCMW"
+posting = "members"
+subject_prefix = "[forum]"
+owners = ["beheer@example.org"]
+"#,
+        dir = dir.path().display()
+    );
+    let cfg = Arc::new(Config::parse(&text, "bench.toml")?);
+    let store = Store::open(&cfg.db_path())?;
+    let list = "forum@lists.example.org";
+    for i in 0..members {
+        store.add_member(
+            list,
+            &Member {
+                address: format!("lid{i:05}@ocmw{}.be", i % 300),
+                name: None,
+                joined_ms: 0,
+            },
+        )?;
+    }
+    store.add_member(
+        list,
+        &Member {
+            address: "jan@ocmw.be".into(),
+            name: None,
+            joined_ms: 0,
+        },
+    )?;
+    store.flush()?;
+    let expected = members + 1;
+
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let wake_in = Arc::new(Notify::new());
+    let wake_out = Arc::new(Notify::new());
+    tokio::spawn(vraagbaak::pipeline::run(
+        cfg.clone(),
+        store.clone(),
+        wake_in.clone(),
+        wake_out.clone(),
+        stop_rx.clone(),
+    ));
+    tokio::spawn(vraagbaak::outbound::run(
+        cfg.clone(),
+        store.clone(),
+        wake_out,
+        stop_rx,
+    ));
+    let inbound = Inbound {
+        cfg: cfg.clone(),
+        store: store.clone(),
+        wake: wake_in,
+    };
+    let post = post_20k();
+    println!(
+        "fan-out: one {} byte post to {expected} members, {connections} relay connections",
+        post.len()
+    );
+    let start = Instant::now();
+    let v = inbound
+        .accept("bench", "jan@ocmw.be", &[list.to_string()], &post)
+        .await;
+    let stored = start.elapsed();
+    anyhow::ensure!(
+        v == [vraagbaak::inbound::Verdict::Stored],
+        "post not stored: {v:?}"
+    );
+    let deadline = start + Duration::from_secs(600);
+    while count.load(Ordering::Relaxed) < expected {
+        anyhow::ensure!(Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let all = start.elapsed();
+    // Wait until the queue is recorded empty (the last batch is flushed).
+    while !store.queue_rows()?.is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "queue never drained");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let recorded = start.elapsed();
+    let secs = all.as_secs_f64();
+    println!(
+        "stored and acknowledged in {:.1} ms",
+        stored.as_secs_f64() * 1e3
+    );
+    println!(
+        "all {expected} copies accepted by the sink in {secs:.2} s: {:.0} recipients/s, {:.1} MB/s",
+        expected as f64 / secs,
+        (expected * post.len()) as f64 / secs / 1e6
+    );
+    println!("queue recorded empty after {:.2} s", recorded.as_secs_f64());
+    Ok(())
+}
