@@ -583,7 +583,7 @@ mod tests {
         Config::embedded().unwrap().lists[0].clone()
     }
 
-    fn header<'a>(msg: &'a [u8], name: &str) -> Vec<String> {
+    fn header(msg: &[u8], name: &str) -> Vec<String> {
         let (fields, _) = split_message(msg);
         fields
             .iter()
