@@ -371,6 +371,15 @@ impl Config {
                 "expected a host name such as \"lists.example.org\"".into(),
             ));
         }
+        for (key, d) in [
+            ("smtp.idle_timeout", self.smtp.idle_timeout),
+            ("delivery.timeout", self.delivery.timeout),
+            ("delivery.retry_base", self.delivery.retry_base),
+        ] {
+            if d < Duration::from_secs(1) {
+                return Err(err(key.into(), "expected a duration of at least 1s".into()));
+            }
+        }
         if self.smtp.max_message_size < 1024 {
             return Err(err(
                 "smtp.max_message_size".into(),

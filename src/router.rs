@@ -23,6 +23,15 @@ pub enum Route {
 pub fn route<'a>(cfg: &'a Config, rcpt: &str) -> Option<(&'a ListConfig, Route)> {
     let (local, domain) = rcpt.rsplit_once('@')?;
     let local_lc = local.to_ascii_lowercase();
+    // RFC 5321 4.5.1: postmaster of a domain we receive for must be accepted; it reaches
+    // the owners of the first list of that domain.
+    if local_lc == "postmaster" {
+        return cfg
+            .lists
+            .iter()
+            .find(|l| l.domain().eq_ignore_ascii_case(domain))
+            .map(|l| (l, Route::Owner));
+    }
     for l in &cfg.lists {
         if !l.domain().eq_ignore_ascii_case(domain) {
             continue;
@@ -107,6 +116,11 @@ mod tests {
         );
         assert!(route(&c, "forum-nothing@lists.example.org").is_none());
         assert!(route(&c, "nobody").is_none());
+        assert_eq!(
+            route(&c, "Postmaster@lists.example.org").unwrap().1,
+            Route::Owner
+        );
+        assert!(route(&c, "postmaster@example.com").is_none());
     }
 
     #[test]

@@ -64,8 +64,7 @@ pub fn sanity_check(raw: &[u8]) -> Result<(), String> {
             return Err("message has no header section (a line without a field name)".into());
         };
         let name = &line[..colon];
-        // A "From " mbox separator line in front is tolerated by mail software; we are strict
-        // only about what would make the header unparseable.
+        // (An mbox "From " separator in front is refused here; `inject` strips it first.)
         if name.is_empty() || !name.iter().all(|&b| (33..=126).contains(&b)) {
             return Err("message has a malformed header field name".into());
         }
@@ -102,45 +101,72 @@ impl Inbound {
             received_ms,
             approved: false,
         };
-        let mut verdicts = Vec::with_capacity(rcpts.len());
         let insane = sanity_check(raw).err();
         if let Some(reason) = &insane {
             let first = rcpts.first().map(String::as_str).unwrap_or("");
-            let v = match self.store.quarantine(reason, env(first), raw) {
-                Ok(id) => {
-                    tracing::warn!(quarantine_id = id, source, reason = %reason, "refused malformed message, kept in quarantine");
-                    Verdict::Refused {
-                        reason: reason.clone(),
-                        quarantined: true,
+            let stored = match self.store.quarantine(reason, env(first), raw) {
+                Ok(id) => match self.store.flush_async().await {
+                    Ok(()) => {
+                        tracing::warn!(quarantine_id = id, source, reason = %reason, "refused malformed message, kept in quarantine");
+                        true
                     }
-                }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot flush the store");
+                        false
+                    }
+                },
                 Err(e) => {
                     tracing::error!(error = %e, "cannot store a malformed message in quarantine");
-                    Verdict::TryLater {
-                        reason: "cannot store the message now, try again later".into(),
-                    }
+                    false
                 }
             };
-            if let Err(e) = self.store.flush_async().await {
-                tracing::error!(error = %e, "cannot flush the store");
-            }
+            // Refuse only what we kept; otherwise the client keeps it and tries again.
+            let v = if stored {
+                Verdict::Refused {
+                    reason: reason.clone(),
+                    quarantined: true,
+                }
+            } else {
+                Verdict::TryLater {
+                    reason: "cannot store the message now, try again later".into(),
+                }
+            };
             return vec![v; rcpts.len()];
         }
+        // One stored copy per list address, not per recipient: any number of VERP bounce
+        // addresses of one list share one copy (the bounce is about one message), so a
+        // transaction cannot multiply one message by `max_recipients` on disk.
+        let mut verdicts: Vec<Verdict> = Vec::with_capacity(rcpts.len());
+        let mut stored_for: Vec<(String, String, usize)> = Vec::new();
         let mut wrote = false;
         for rcpt in rcpts {
-            let res: Result<Verdict, StoreError> = match router::route(&self.cfg, rcpt) {
-                None => Ok(Verdict::Refused {
+            let Some((list, route)) = router::route(&self.cfg, rcpt) else {
+                verdicts.push(Verdict::Refused {
                     reason: "no such list address".into(),
                     quarantined: false,
-                }),
-                Some(_) => self.store.spool(env(rcpt), raw).map(|id| {
-                    tracing::debug!(spool_id = id, source, "spooled");
-                    Verdict::Stored
-                }),
+                });
+                continue;
             };
+            let class = match route {
+                router::Route::Bounces { .. } => (list.key().to_string(), "bounces".to_string()),
+                r => (list.key().to_string(), format!("{r:?}")),
+            };
+            if let Some((_, _, i)) = stored_for
+                .iter()
+                .find(|(k, d, _)| *k == class.0 && *d == class.1)
+            {
+                let v = verdicts[*i].clone();
+                verdicts.push(v);
+                continue;
+            }
+            let res: Result<Verdict, StoreError> = self.store.spool(env(rcpt), raw).map(|id| {
+                tracing::debug!(spool_id = id, source, "spooled");
+                Verdict::Stored
+            });
             match res {
                 Ok(v) => {
                     wrote = true;
+                    stored_for.push((class.0, class.1, verdicts.len()));
                     verdicts.push(v);
                 }
                 Err(e) => {
