@@ -177,6 +177,29 @@ struct Session {
 }
 
 impl Session {
+    /// Prepends the `Received:` trace field every SMTP server adds (RFC 5321 4.4). The
+    /// recipient is left out: it is one of ours, and the field reaches every member.
+    fn with_trace(&self, msg: Vec<u8>) -> Vec<u8> {
+        let helo: String = self
+            .helo
+            .as_deref()
+            .unwrap_or("unknown")
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(255)
+            .collect();
+        let with = if self.lmtp { "LMTP" } else { "ESMTP" };
+        let mut out = format!(
+            "Received: from {helo} ([{}])\r\n\tby {} (vraagbaak) with {with};\r\n\t{}\r\n",
+            self.peer.ip(),
+            self.inbound.cfg.smtp.hostname,
+            chrono::Utc::now().to_rfc2822()
+        )
+        .into_bytes();
+        out.extend_from_slice(&msg);
+        out
+    }
+
     fn new(inbound: Arc<Inbound>, lmtp: bool, peer: SocketAddr) -> Session {
         Session {
             inbound,
@@ -471,6 +494,7 @@ impl Session {
                     }
                 }
                 let mail_from = self.mail_from.clone().unwrap_or_default();
+                let msg = self.with_trace(msg);
                 let verdicts = self.inbound.accept(proto, &mail_from, &unique, &msg).await;
                 let stored = verdicts.iter().filter(|v| **v == Verdict::Stored).count();
                 tracing::info!(
