@@ -170,8 +170,11 @@ fn due_jobs(
     copies: &mut CopyCache,
 ) -> crate::store::Result<Vec<Job>> {
     let mut jobs = Vec::new();
-    let rows = store.due(now, 20_000)?;
+    // Lock before reading the queue: the collector removes delivered rows from the store
+    // first and from `inflight` after, so a read taken before the lock could see rows that
+    // are already delivered but no longer marked in flight, and send them again.
     let mut inf = inflight.lock().unwrap_or_else(|p| p.into_inner());
+    let rows = store.due(now, 20_000)?;
     for (_, used) in copies.values_mut() {
         *used = 0;
     }

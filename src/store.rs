@@ -494,10 +494,12 @@ impl Store {
                     mv.extend_from_slice(&seq.to_be_bytes());
                     msgid.insert(mk.as_slice(), mv)?;
                     for addr in &recipients {
+                        // The address as the member gave it: a local part may be
+                        // case-sensitive (RFC 5321 2.4); members are unique ignoring case.
                         let qk = QueueKey {
                             list: m.list.clone(),
                             seq,
-                            addr: addr.to_lowercase(),
+                            addr: addr.clone(),
                         };
                         queue.insert(qk.encode(), row.as_slice())?;
                     }
@@ -877,7 +879,7 @@ mod tests {
 
         let due = s.due(now_ms() + 1, 10).unwrap();
         assert_eq!(due.len(), 2);
-        assert_eq!(due[0].0.addr, "b@example.org");
+        assert_eq!(due[0].0.addr, "B@Example.org");
         s.record_results(&[
             (due[0].0.clone(), DeliveryResult::Delivered),
             (
