@@ -275,6 +275,10 @@ pub fn process(cfg: &Config, store: &Store, spool_id: u64) -> crate::store::Resu
     });
     let list = router::route(cfg, &item.envelope.rcpt).map(|(l, _)| l.local().to_string());
     let applied = store.apply(spool_id, outcome)?;
+    // Durable before anything acts on it: outbound may read the new queue rows at once, and
+    // a decision lost in a crash after some copies went out would be taken again (a new
+    // number, every copy sent twice).
+    store.flush()?;
     let list = list.as_deref().unwrap_or("-");
     match &applied {
         Applied::Posted { seq } => tracing::info!(list, seq, "post accepted"),
@@ -297,9 +301,6 @@ pub fn drain(cfg: &Config, store: &Store) -> crate::store::Result<usize> {
     let n = ids.len();
     for id in ids {
         process(cfg, store, id)?;
-    }
-    if n > 0 {
-        store.flush()?;
     }
     Ok(n)
 }
