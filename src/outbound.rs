@@ -48,7 +48,7 @@ enum Done {
 
 enum MailResult {
     Sent,
-    Retry,
+    Retry(String),
     Failed(String),
 }
 
@@ -278,7 +278,7 @@ impl Worker {
                             {
                                 MailResult::Failed(format!("gave up: {e}"))
                             } else {
-                                MailResult::Retry
+                                MailResult::Retry(e)
                             }
                         }
                     };
@@ -539,8 +539,9 @@ fn record(
                     tracing::warn!(kind = %m.kind, error = %e, "single message could not be delivered");
                     store.outmail_done(m.id)?
                 }
-                MailResult::Retry => {
+                MailResult::Retry(e) => {
                     m.attempts += 1;
+                    m.last_error = Some(e.clone());
                     m.next_ms = now_ms() + backoff(cfg, m.attempts).as_millis() as i64;
                     store.outmail_update(&m)?
                 }

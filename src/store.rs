@@ -252,8 +252,6 @@ pub enum Outcome {
     Hold { held: Held, notices: Vec<OutMail> },
     /// Kept for the owners, never distributed.
     Quarantine { reason: String },
-    /// Nothing to store (a duplicate); only the spool entry goes.
-    Drop,
     /// Something to send that is not a post (a forward to the owners).
     Send { mail: Vec<OutMail> },
 }
@@ -378,10 +376,6 @@ impl Store {
     pub fn apply(&self, spool_id: u64, outcome: Outcome) -> Result<Applied> {
         let sk = spool_id.to_be_bytes();
         match outcome {
-            Outcome::Drop => {
-                self.spool.remove(sk)?;
-                Ok(Applied::Dropped)
-            }
             Outcome::Quarantine { reason } => {
                 let Some(item) = self.spooled(spool_id)? else {
                     return Ok(Applied::Dropped);
@@ -743,13 +737,6 @@ impl Store {
     }
 
     // ---- single messages ---------------------------------------------------------------
-
-    pub fn queue_outmail(&self, mail: Vec<OutMail>) -> Result<()> {
-        for (k, v) in self.outmail_records(mail)? {
-            self.outmail.insert(k, v)?;
-        }
-        Ok(())
-    }
 
     pub fn outmails(&self) -> Result<Vec<OutMail>> {
         self.outmail
