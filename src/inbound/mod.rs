@@ -31,6 +31,13 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The store could not take the message now.
+    pub fn try_later() -> Verdict {
+        Verdict::TryLater {
+            reason: "cannot store the message now, try again later".into(),
+        }
+    }
+
     /// The SMTP reply line (without CRLF).
     pub fn smtp_reply(&self) -> String {
         match self {
@@ -127,9 +134,7 @@ impl Inbound {
                     quarantined: true,
                 }
             } else {
-                Verdict::TryLater {
-                    reason: "cannot store the message now, try again later".into(),
-                }
+                Verdict::try_later()
             };
             return vec![v; rcpts.len()];
         }
@@ -171,9 +176,7 @@ impl Inbound {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot store incoming message");
-                    verdicts.push(Verdict::TryLater {
-                        reason: "cannot store the message now, try again later".into(),
-                    });
+                    verdicts.push(Verdict::try_later());
                 }
             }
         }
@@ -182,9 +185,7 @@ impl Inbound {
                 tracing::error!(error = %e, "cannot flush the store");
                 for v in verdicts.iter_mut() {
                     if *v == Verdict::Stored {
-                        *v = Verdict::TryLater {
-                            reason: "cannot store the message now, try again later".into(),
-                        };
+                        *v = Verdict::try_later();
                     }
                 }
             }

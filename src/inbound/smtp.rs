@@ -481,31 +481,24 @@ impl Session {
         let proto = self.proto();
         let keep_going = match end {
             DataEnd::Complete(msg) => {
-                // An address given twice is stored once (but answered twice in LMTP).
-                let mut unique: Vec<String> = Vec::new();
-                let mut index = Vec::with_capacity(self.rcpts.len());
-                for rcpt in &self.rcpts {
-                    match unique.iter().position(|u| u.eq_ignore_ascii_case(rcpt)) {
-                        Some(i) => index.push(i),
-                        None => {
-                            index.push(unique.len());
-                            unique.push(rcpt.clone());
-                        }
-                    }
-                }
                 let mail_from = self.mail_from.clone().unwrap_or_default();
                 let msg = self.with_trace(msg);
-                let verdicts = self.inbound.accept(proto, &mail_from, &unique, &msg).await;
+                // One verdict per RCPT, in order; `accept` stores one copy per list address,
+                // so an address given twice is stored once (and answered twice in LMTP).
+                let verdicts = self
+                    .inbound
+                    .accept(proto, &mail_from, &self.rcpts, &msg)
+                    .await;
                 let stored = verdicts.iter().filter(|v| **v == Verdict::Stored).count();
                 tracing::info!(
                     proto,
                     bytes = msg.len(),
-                    rcpts = unique.len(),
+                    rcpts = self.rcpts.len(),
                     stored,
                     "message received"
                 );
                 if self.lmtp {
-                    for i in index {
+                    for i in 0..self.rcpts.len() {
                         let r = verdicts
                             .get(i)
                             .map_or_else(try_later_reply, Verdict::smtp_reply);
@@ -513,7 +506,7 @@ impl Session {
                     }
                 } else {
                     // Short (a broken accept) means not stored: the summary says try later.
-                    let all = if verdicts.len() == unique.len() {
+                    let all = if verdicts.len() == self.rcpts.len() {
                         verdicts
                     } else {
                         Vec::new()
@@ -546,10 +539,7 @@ impl Session {
 }
 
 fn try_later_reply() -> String {
-    Verdict::TryLater {
-        reason: "cannot store the message now, try again later".into(),
-    }
-    .smtp_reply()
+    Verdict::try_later().smtp_reply()
 }
 
 /// The single SMTP reply for a transaction: `250` only when every copy was stored; a
