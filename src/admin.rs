@@ -69,7 +69,7 @@ impl Reply {
             err: String::new(),
         }
     }
-    fn fail(code: i32, err: impl Into<String>) -> Reply {
+    pub fn fail(code: i32, err: impl Into<String>) -> Reply {
         Reply {
             code,
             out: String::new(),

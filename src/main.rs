@@ -208,11 +208,7 @@ async fn dispatch(cfg: Config, cmd: Command, raw: Vec<u8>) -> Reply {
                     if e.kind() == std::io::ErrorKind::ConnectionRefused
                         || e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    return Reply {
-                        code: EX_TEMPFAIL,
-                        out: String::new(),
-                        err: format!("the daemon did not answer: {e}"),
-                    }
+                    return Reply::fail(EX_TEMPFAIL, format!("the daemon did not answer: {e}"))
                 }
             }
         }
@@ -235,18 +231,11 @@ async fn dispatch(cfg: Config, cmd: Command, raw: Vec<u8>) -> Reply {
             Err(_) if attempt < 2 => {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await
             }
-            Err(e) => {
-                return Reply {
-                    code: EX_TEMPFAIL,
-                    out: String::new(),
-                    err: format!("{e:#}"),
-                }
-            }
+            Err(e) => return Reply::fail(EX_TEMPFAIL, format!("{e:#}")),
         }
     }
-    Reply {
-        code: EX_TEMPFAIL,
-        out: String::new(),
-        err: "neither the daemon nor the store could be reached".into(),
-    }
+    Reply::fail(
+        EX_TEMPFAIL,
+        "neither the daemon nor the store could be reached",
+    )
 }

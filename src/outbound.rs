@@ -262,25 +262,26 @@ impl Worker {
                     sender,
                     copy,
                 } => {
+                    let label = format!(
+                        "{}-{:06}",
+                        key.list.split('@').next().unwrap_or(""),
+                        key.seq
+                    );
                     let a = self
-                        .deliver(&sender, std::slice::from_ref(&key.addr), &copy, &key)
+                        .deliver(&sender, std::slice::from_ref(&key.addr), &copy, &label)
                         .await;
                     Done::Post(key, result_for(&self.cfg, row, a))
                 }
                 Job::Mail(m) => {
-                    let a = self.deliver_mail(&m).await;
+                    let label = format!("{}-{:06}", m.kind, m.id);
+                    let a = self.deliver(&m.mail_from, &m.rcpts, &m.raw, &label).await;
                     let r = match a {
                         Attempt::Ok => MailResult::Sent,
                         Attempt::Permanent(e) => MailResult::Failed(e),
-                        Attempt::Temporary(e) => {
-                            if now_ms() - m.first_ms
-                                > self.cfg.delivery.give_up_after.as_millis() as i64
-                            {
-                                MailResult::Failed(format!("gave up: {e}"))
-                            } else {
-                                MailResult::Retry(e)
-                            }
+                        Attempt::Temporary(e) if expired(&self.cfg, m.first_ms, now_ms()) => {
+                            MailResult::Failed(format!("gave up: {e}"))
                         }
+                        Attempt::Temporary(e) => MailResult::Retry(e),
                     };
                     Done::Mail(m, r)
                 }
@@ -292,24 +293,16 @@ impl Worker {
         self.close().await;
     }
 
-    async fn deliver_mail(&mut self, m: &OutMail) -> Attempt {
-        let key = QueueKey {
-            list: String::new(),
-            seq: m.id,
-            addr: m.kind.clone(),
-        };
-        self.deliver(&m.mail_from, &m.rcpts, &m.raw, &key).await
-    }
-
     async fn close(&mut self) {
         if let Some(mut c) = self.conn.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), c.quit()).await;
         }
     }
 
-    async fn deliver(&mut self, from: &str, to: &[String], msg: &[u8], key: &QueueKey) -> Attempt {
+    /// One transaction (or, with an outbox, one file per recipient named `<label>-<rcpt>.eml`).
+    async fn deliver(&mut self, from: &str, to: &[String], msg: &[u8], label: &str) -> Attempt {
         match &self.relay {
-            Relay::Outbox(dir) => write_outbox(dir, from, to, msg, key).await,
+            Relay::Outbox(dir) => write_outbox(dir, from, to, msg, label).await,
             Relay::Smtp { host, port } => {
                 let (host, port) = (host.clone(), *port);
                 let envelope = match envelope(from, to) {
@@ -405,7 +398,7 @@ async fn write_outbox(
     from: &str,
     to: &[String],
     msg: &[u8],
-    key: &QueueKey,
+    label: &str,
 ) -> Attempt {
     if let Err(e) = tokio::fs::create_dir_all(dir).await {
         return Attempt::Temporary(format!("cannot create outbox {}: {e}", dir.display()));
@@ -421,9 +414,7 @@ async fn write_outbox(
                 }
             })
             .collect();
-        let list = key.list.split('@').next().unwrap_or("mail");
-        let list = if list.is_empty() { &key.addr } else { list };
-        let name = format!("{list}-{:06}-{safe}.eml", key.seq);
+        let name = format!("{label}-{safe}.eml");
         let mut data = format!("Return-Path: <{from}>\r\nDelivered-To: {rcpt}\r\n").into_bytes();
         data.extend_from_slice(msg);
         let tmp = dir.join(format!(".{name}.tmp"));
@@ -446,6 +437,12 @@ fn backoff(cfg: &Config, attempts: u32) -> Duration {
     Duration::from_millis((d * jitter) as u64)
 }
 
+/// Whether something first tried at `first_ms` has been failing for longer than
+/// `delivery.give_up_after`.
+fn expired(cfg: &Config, first_ms: i64, now: i64) -> bool {
+    now - first_ms > cfg.delivery.give_up_after.as_millis() as i64
+}
+
 fn result_for(cfg: &Config, mut row: QueueRow, a: Attempt) -> DeliveryResult {
     match a {
         Attempt::Ok => DeliveryResult::Delivered,
@@ -457,7 +454,7 @@ fn result_for(cfg: &Config, mut row: QueueRow, a: Attempt) -> DeliveryResult {
         Attempt::Temporary(error) => {
             row.attempts += 1;
             let now = now_ms();
-            if now - row.first_ms > cfg.delivery.give_up_after.as_millis() as i64 {
+            if expired(cfg, row.first_ms, now) {
                 return DeliveryResult::Failed(Failure {
                     at_ms: now,
                     attempts: row.attempts,
