@@ -114,37 +114,42 @@ pub async fn run(
         }
         let now = now_ms();
         let (c, s, inf) = (cfg.clone(), store.clone(), inflight.clone());
-        let jobs = tokio::task::spawn_blocking(move || {
-            due_jobs(&c, &s, &inf, now, &mut copies).map(|j| (j, copies))
+        let pass = tokio::task::spawn_blocking(move || {
+            due_jobs(&c, &s, &inf, now, &mut copies).map(|p| (p, copies))
         })
         .await;
-        let jobs = match jobs {
-            Ok(Ok((jobs, c))) => {
+        let pass = match pass {
+            Ok(Ok((pass, c))) => {
                 copies = c;
-                jobs
+                pass
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot read the delivery queue");
                 copies = HashMap::new();
-                Vec::new()
+                Pass::default()
             }
             Err(e) => {
                 tracing::error!(error = %e, "delivery dispatcher panicked");
                 copies = HashMap::new();
-                Vec::new()
+                Pass::default()
             }
         };
+        let Pass {
+            jobs,
+            next_ms,
+            in_flight,
+        } = pass;
         for job in jobs {
             tokio::select! {
                 r = job_tx.send(job) => if r.is_err() { break 'outer },
                 _ = shutdown.changed() => break 'outer,
             }
         }
-        let wait = match store.next_due_ms() {
-            Ok(Some(t)) if t > now_ms() => Duration::from_millis((t - now_ms()) as u64),
-            // Due rows exist but are all in flight: the collector rings when they are done.
-            Ok(Some(_)) => Duration::from_secs(1),
-            _ => Duration::from_secs(5),
+        let wait = match next_ms {
+            // Due rows exist but are in flight: the collector rings when they are done.
+            _ if in_flight => Duration::from_secs(1),
+            Some(t) => Duration::from_millis((t - now_ms()).max(0) as u64),
+            None => Duration::from_secs(5),
         }
         .min(Duration::from_secs(5));
         tokio::select! {
@@ -160,6 +165,16 @@ pub async fn run(
     let _ = collector.await;
 }
 
+/// One dispatcher pass.
+#[derive(Default)]
+struct Pass {
+    jobs: Vec<Job>,
+    /// When the next not-yet-due row or mail is due.
+    next_ms: Option<i64>,
+    /// Some due work was skipped because it is in flight.
+    in_flight: bool,
+}
+
 /// Due rows and mails that are not in flight, as jobs; marks them in flight. List copies are
 /// built once per post and cached between passes (`copies`; evicted when no row needs them).
 fn due_jobs(
@@ -168,20 +183,26 @@ fn due_jobs(
     inflight: &Mutex<InFlight>,
     now: i64,
     copies: &mut CopyCache,
-) -> crate::store::Result<Vec<Job>> {
+) -> crate::store::Result<Pass> {
     let mut jobs = Vec::new();
+    let mut in_flight = false;
     // Lock before reading the queue: the collector removes delivered rows from the store
     // first and from `inflight` after, so a read taken before the lock could see rows that
     // are already delivered but no longer marked in flight, and send them again.
     let mut inf = inflight.lock().unwrap_or_else(|p| p.into_inner());
-    let rows = store.due(now, 20_000)?;
+    let due = store.due(now, 20_000)?;
     for (_, used) in copies.values_mut() {
         *used = 0;
     }
-    for (key, row) in rows {
+    for (key, row) in due.rows {
         if inf.rows.contains(&key) {
+            in_flight = true;
             continue;
         }
+        let Some(list) = cfg.list(&key.list) else {
+            tracing::warn!(list = %key.list, "queued rows for a list that is no longer configured");
+            continue;
+        };
         let ck = (key.list.clone(), key.seq);
         let copy = match copies.get_mut(&ck) {
             Some((c, used)) => {
@@ -189,10 +210,6 @@ fn due_jobs(
                 c.clone()
             }
             None => {
-                let Some(list) = cfg.list(&key.list) else {
-                    tracing::warn!(list = %key.list, "queued rows for a list that is no longer configured");
-                    continue;
-                };
                 let Some(raw) = store.raw(&key.list, key.seq)? else {
                     tracing::error!(list = %key.list, seq = key.seq, "queued post has no stored body");
                     continue;
@@ -201,9 +218,6 @@ fn due_jobs(
                 copies.insert(ck, (c.clone(), 1));
                 c
             }
-        };
-        let Some(list) = cfg.list(&key.list) else {
-            continue;
         };
         let sender = router::verp(list, &key.addr);
         inf.rows.insert(key.clone());
@@ -215,13 +229,18 @@ fn due_jobs(
         });
     }
     copies.retain(|_, (_, used)| *used > 0);
-    for m in store.outmails()? {
-        if m.next_ms <= now && !inf.mails.contains(&m.id) {
-            inf.mails.insert(m.id);
+    for m in due.mails {
+        if inf.mails.insert(m.id) {
             jobs.push(Job::Mail(m));
+        } else {
+            in_flight = true;
         }
     }
-    Ok(jobs)
+    Ok(Pass {
+        jobs,
+        next_ms: due.next_ms,
+        in_flight,
+    })
 }
 
 struct Worker {

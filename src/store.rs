@@ -215,6 +215,12 @@ fn encode_with_raw<T: Serialize>(meta: &T, raw: &[u8]) -> Vec<u8> {
 }
 
 fn decode_with_raw<T: DeserializeOwned>(tree: &'static str, v: &[u8]) -> Result<(T, Vec<u8>)> {
+    let (meta, raw) = decode_head(tree, v)?;
+    Ok((meta, raw.to_vec()))
+}
+
+/// The metadata of a record with raw bytes, and the bytes, without copying them.
+fn decode_head<'v, T: DeserializeOwned>(tree: &'static str, v: &'v [u8]) -> Result<(T, &'v [u8])> {
     let corrupt = |msg: String| StoreError::Corrupt { tree, msg };
     if v.len() < 4 {
         return Err(corrupt("record shorter than its header".into()));
@@ -224,7 +230,7 @@ fn decode_with_raw<T: DeserializeOwned>(tree: &'static str, v: &[u8]) -> Result<
         return Err(corrupt("record shorter than its metadata".into()));
     }
     let meta = serde_json::from_slice(&v[4..4 + n]).map_err(|e| corrupt(e.to_string()))?;
-    Ok((meta, v[4 + n..].to_vec()))
+    Ok((meta, &v[4 + n..]))
 }
 
 fn decode<T: DeserializeOwned>(tree: &'static str, v: &[u8]) -> Result<T> {
@@ -638,22 +644,32 @@ impl Store {
 
     // ---- delivery queue ----------------------------------------------------------------
 
-    /// Pending rows whose next attempt is due at `now_ms`, at most `limit`.
-    pub fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<(QueueKey, QueueRow)>> {
-        let mut out = Vec::new();
+    /// One pass over the queue and the single messages: what is due at `now_ms` (at most
+    /// `limit` rows; out-mails with their bytes) and when the next not-yet-due item is.
+    pub fn due(&self, now_ms: i64, limit: usize) -> Result<Due> {
+        let mut due = Due::default();
         for kv in self.queue.iter() {
             let (k, v) = kv?;
             let row: QueueRow = decode("queue", &v)?;
-            if row.next_ms <= now_ms {
+            if row.next_ms > now_ms {
+                due_later(&mut due.next_ms, row.next_ms);
+            } else if due.rows.len() < limit {
                 if let Some(key) = QueueKey::decode(&k) {
-                    out.push((key, row));
-                    if out.len() >= limit {
-                        break;
-                    }
+                    due.rows.push((key, row));
                 }
             }
         }
-        Ok(out)
+        for v in self.outmail.iter().values() {
+            let v = v?;
+            let (mut m, raw): (OutMail, &[u8]) = decode_head("outmail", &v)?;
+            if m.next_ms > now_ms {
+                due_later(&mut due.next_ms, m.next_ms);
+            } else {
+                m.raw = raw.to_vec();
+                due.mails.push(m);
+            }
+        }
+        Ok(due)
     }
 
     /// All pending rows (for `queue list`).
@@ -666,20 +682,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// The earliest `next_ms` of any pending row or out-mail.
-    pub fn next_due_ms(&self) -> Result<Option<i64>> {
-        let mut min: Option<i64> = None;
-        for v in self.queue.iter().values() {
-            let row: QueueRow = decode("queue", &v?)?;
-            min = Some(min.map_or(row.next_ms, |m| m.min(row.next_ms)));
-        }
-        for v in self.outmail.iter().values() {
-            let (m, _) = decode_with_raw::<OutMail>("outmail", &v?)?;
-            min = Some(min.map_or(m.next_ms, |x| x.min(m.next_ms)));
-        }
-        Ok(min)
     }
 
     pub fn pending_for_post(&self, list: &str, seq: u64) -> Result<usize> {
@@ -790,6 +792,19 @@ impl Store {
     }
 }
 
+/// What [`Store::due`] found.
+#[derive(Debug, Default)]
+pub struct Due {
+    pub rows: Vec<(QueueKey, QueueRow)>,
+    pub mails: Vec<OutMail>,
+    /// The earliest attempt time of anything not yet due.
+    pub next_ms: Option<i64>,
+}
+
+fn due_later(next: &mut Option<i64>, t: i64) {
+    *next = Some(next.map_or(t, |n| n.min(t)));
+}
+
 /// The result of one delivery attempt for one recipient.
 #[derive(Debug, Clone)]
 pub enum DeliveryResult {
@@ -864,7 +879,7 @@ mod tests {
         assert_eq!(s.pending_for_post(l, 1).unwrap(), 2);
         assert!(s.spooled_ids().unwrap().is_empty());
 
-        let due = s.due(now_ms() + 1, 10).unwrap();
+        let due = s.due(now_ms() + 1, 10).unwrap().rows;
         assert_eq!(due.len(), 2);
         assert_eq!(due[0].0.addr, "B@Example.org");
         s.record_results(&[
