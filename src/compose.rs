@@ -289,7 +289,7 @@ pub fn list_copy(list: &ListConfig, raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len() + 1024);
     let mut subject_written = false;
     let footer = footer_text(list);
-    let body_plan = plan_footer(&fields, body, &footer);
+    let body_plan = plan_footer(parsed.as_ref(), raw, &fields, body, &footer);
     for f in &fields {
         let lname = f.name.to_ascii_lowercase();
         if STRIP.contains(&lname.as_str()) {
@@ -498,21 +498,22 @@ fn fresh_boundary(body: &[u8]) -> String {
     }
 }
 
-fn plan_footer(fields: &[Field], body: &[u8], footer: &str) -> FooterPlan {
-    let get = |n: &str| {
-        fields
-            .iter()
-            .find(|f| f.name.eq_ignore_ascii_case(n))
-            .map(Field::value)
-    };
-    let ct_raw = get("content-type").unwrap_or_else(|| "text/plain".into());
-    let cte = get("content-transfer-encoding")
+/// `headers` is the message's header section as mail-parser read it (Content-Type
+/// parameters, quoting, RFC 2231); `raw` the whole message, `fields` and `body` its parts.
+fn plan_footer(
+    headers: Option<&mail_parser::Message>,
+    raw: &[u8],
+    fields: &[Field],
+    body: &[u8],
+    footer: &str,
+) -> FooterPlan {
+    let cte = fields
+        .iter()
+        .find(|f| f.name.eq_ignore_ascii_case("content-transfer-encoding"))
+        .map(Field::value)
         .unwrap_or_default()
         .to_ascii_lowercase();
-    // Parse the Content-Type with mail-parser (parameters, quoting, RFC 2231).
-    let header = format!("Content-Type: {ct_raw}\r\n\r\n");
-    let parsed = MessageParser::default().parse_headers(header.as_bytes());
-    let ct = parsed.as_ref().and_then(|m| m.content_type());
+    let ct = headers.and_then(|m| m.content_type());
     let ctype = ct.map_or("text".to_string(), |c| c.ctype().to_ascii_lowercase());
     let subtype = ct
         .and_then(|c| c.subtype())
@@ -542,13 +543,13 @@ fn plan_footer(fields: &[Field], body: &[u8], footer: &str) -> FooterPlan {
             return FooterPlan::Append;
         }
         // Decode with mail-parser (charset and transfer encoding), then re-encode.
-        if let Some(msg) = MessageParser::default().parse(&rebuild(fields, body)) {
+        if let Some(msg) = MessageParser::default().parse(raw) {
             if let Some(text) = msg.body_text(0) {
                 let mut params = String::new();
                 if let Some(c) = ct {
-                    for (k, v) in [("format", "format"), ("delsp", "delsp")] {
+                    for k in ["format", "delsp"] {
                         if let Some(val) = c.attribute(k) {
-                            params.push_str(&format!("; {v}={val}"));
+                            params.push_str(&format!("; {k}={val}"));
                         }
                     }
                 }
@@ -562,16 +563,6 @@ fn plan_footer(fields: &[Field], body: &[u8], footer: &str) -> FooterPlan {
     FooterPlan::Wrap {
         boundary: fresh_boundary(body),
     }
-}
-
-fn rebuild(fields: &[Field], body: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    for f in fields {
-        v.extend_from_slice(f.raw);
-    }
-    v.extend_from_slice(b"\r\n");
-    v.extend_from_slice(body);
-    v
 }
 
 #[cfg(test)]
