@@ -232,8 +232,20 @@ fn path_arg(line: &str) -> String {
     }
 }
 
+/// Reads the next line (LF included) into `line`, at most [`SINK_IDLE`] waiting; `false`
+/// when the client closed the connection.
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    line: &mut Vec<u8>,
+) -> io::Result<bool> {
+    line.clear();
+    let n = tokio::time::timeout(SINK_IDLE, r.read_until(b'\n', line))
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+    Ok(n > 0)
+}
+
 async fn sink_session(stream: tokio::net::TcpStream, sh: Arc<SinkShared>) -> io::Result<()> {
-    let timed_out = || io::Error::from(io::ErrorKind::TimedOut);
     let (r, mut w) = stream.into_split();
     let mut r = tokio::io::BufReader::new(r);
     w.write_all(b"220 sink.test ESMTP e2e sink\r\n").await?;
@@ -241,11 +253,7 @@ async fn sink_session(stream: tokio::net::TcpStream, sh: Arc<SinkShared>) -> io:
     let mut rcpts: Vec<String> = Vec::new();
     let mut line = Vec::new();
     loop {
-        line.clear();
-        let n = tokio::time::timeout(SINK_IDLE, r.read_until(b'\n', &mut line))
-            .await
-            .map_err(|_| timed_out())??;
-        if n == 0 {
+        if !read_line(&mut r, &mut line).await? {
             return Ok(());
         }
         let text = String::from_utf8_lossy(&line).trim_end().to_string();
@@ -313,11 +321,7 @@ async fn sink_session(stream: tokio::net::TcpStream, sh: Arc<SinkShared>) -> io:
                     w.write_all(b"354 go ahead\r\n").await?;
                     let mut data = Vec::new();
                     loop {
-                        line.clear();
-                        let n = tokio::time::timeout(SINK_IDLE, r.read_until(b'\n', &mut line))
-                            .await
-                            .map_err(|_| timed_out())??;
-                        if n == 0 {
+                        if !read_line(&mut r, &mut line).await? {
                             return Ok(());
                         }
                         if line == b".\r\n" || line == b".\n" {
