@@ -46,8 +46,64 @@ pub struct Config {
     #[serde(default)]
     pub lmtp: Option<LmtpConfig>,
     pub delivery: DeliveryConfig,
+    /// The web endpoint for one-click unsubscribe and confirmation links; none when absent.
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
+    #[serde(default)]
+    pub commands: CommandsConfig,
+    /// A directory with `nl/` and `en/` template files that replace the shipped texts of
+    /// the same name (see `config/templates/`); files missing there fall back to the shipped ones.
+    #[serde(default)]
+    pub templates_dir: Option<PathBuf>,
     #[serde(rename = "list", default)]
     pub lists: Vec<ListConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `host:port` the endpoint listens on (behind a TLS-terminating proxy in production).
+    pub listen: String,
+    /// The public URL of the endpoint as members reach it, `https://lists.example.org`.
+    pub base_url: String,
+}
+
+/// Mail commands, confirmations and the limits that keep the list from being used to
+/// mail-bomb a stranger.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandsConfig {
+    /// How long a confirmation token stays valid.
+    #[serde(default = "default_confirm_expiry", deserialize_with = "de_duration")]
+    pub confirm_expiry: Duration,
+    /// The window the limits below count in.
+    #[serde(default = "default_rate_window", deserialize_with = "de_duration")]
+    pub rate_window: Duration,
+    /// Confirmation requests (and "already a member" notices) one address receives per window.
+    #[serde(default = "default_max_confirmations_per_address")]
+    pub max_confirmations_per_address: u32,
+    /// Confirmation requests one requester may cause per window, over all addresses.
+    #[serde(default = "default_max_confirmations_per_requester")]
+    pub max_confirmations_per_requester: u32,
+    /// Answers to commands (help, results, errors) one address receives per window.
+    #[serde(default = "default_max_replies_per_address")]
+    pub max_replies_per_address: u32,
+    /// Commands read from one mail; the rest is ignored, and the answer says so.
+    #[serde(default = "default_max_commands")]
+    pub max_commands: usize,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        CommandsConfig {
+            confirm_expiry: default_confirm_expiry(),
+            rate_window: default_rate_window(),
+            max_confirmations_per_address: default_max_confirmations_per_address(),
+            max_confirmations_per_requester: default_max_confirmations_per_requester(),
+            max_replies_per_address: default_max_replies_per_address(),
+            max_commands: default_max_commands(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -108,11 +164,38 @@ pub enum ReplyTo {
     Author,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
     Nl,
     En,
+}
+
+impl Language {
+    pub fn code(self) -> &'static str {
+        match self {
+            Language::Nl => "nl",
+            Language::En => "en",
+        }
+    }
+    pub fn from_code(s: &str) -> Option<Language> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "nl" | "nederlands" | "dutch" | "vlaams" => Some(Language::Nl),
+            "en" | "english" | "engels" => Some(Language::En),
+            _ => None,
+        }
+    }
+}
+
+/// How owners hear of members joining and leaving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyOwners {
+    /// One mail per join or leave.
+    Each,
+    /// One summary a day (nothing when nothing happened).
+    Daily,
+    None,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,6 +220,12 @@ pub struct ListConfig {
     /// Extra footer text; the unsubscribe address is always added.
     #[serde(default)]
     pub footer: Option<String>,
+    /// Owners are told of joins and leaves: "each", "daily" or "none".
+    #[serde(default = "default_notify_owners")]
+    pub notify_owners: NotifyOwners,
+    /// One line about the list, for `info` and the welcome text.
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 impl ListConfig {
@@ -200,6 +289,27 @@ fn default_posting() -> Posting {
 }
 fn default_reply_to() -> ReplyTo {
     ReplyTo::List
+}
+fn default_notify_owners() -> NotifyOwners {
+    NotifyOwners::Each
+}
+fn default_confirm_expiry() -> Duration {
+    Duration::from_secs(7 * 86400)
+}
+fn default_rate_window() -> Duration {
+    Duration::from_secs(86400)
+}
+fn default_max_confirmations_per_address() -> u32 {
+    3
+}
+fn default_max_confirmations_per_requester() -> u32 {
+    10
+}
+fn default_max_replies_per_address() -> u32 {
+    20
+}
+fn default_max_commands() -> usize {
+    20
 }
 
 /// Parses `"30s"`, `"2m"`, `"1h"`, `"5d"`, `"250ms"` or a bare number of seconds.
@@ -396,6 +506,36 @@ impl Config {
             }
         }
         Relay::parse(&self.delivery.relay).map_err(|m| err("delivery.relay".into(), m))?;
+        if let Some(h) = &self.http {
+            check_listen("http.listen", &h.listen)?;
+            let b = h.base_url.trim_end_matches('/');
+            if !(b.starts_with("https://") || b.starts_with("http://"))
+                || b.len() <= "https://".len()
+                || b.contains(char::is_whitespace)
+            {
+                return Err(err(
+                    "http.base_url".into(),
+                    format!(
+                        "expected a URL such as \"https://lists.example.org\", got {:?}",
+                        h.base_url
+                    ),
+                ));
+            }
+        }
+        for (key, d) in [
+            ("commands.confirm_expiry", self.commands.confirm_expiry),
+            ("commands.rate_window", self.commands.rate_window),
+        ] {
+            if d < Duration::from_secs(1) {
+                return Err(err(key.into(), "expected a duration of at least 1s".into()));
+            }
+        }
+        if self.commands.max_commands == 0 {
+            return Err(err(
+                "commands.max_commands".into(),
+                "expected a number of at least 1".into(),
+            ));
+        }
         let mut seen: Vec<String> = Vec::new();
         for (i, l) in self.lists.iter().enumerate() {
             let k = |f: &str| format!("list[{i}].{f}");
@@ -477,6 +617,14 @@ impl Config {
     }
     pub fn control_socket(&self) -> PathBuf {
         self.data_dir.join("control.sock")
+    }
+    /// The HMAC key for tokens, created on first use.
+    pub fn secret_path(&self) -> PathBuf {
+        self.data_dir.join("secret.key")
+    }
+    /// The public base URL of the web endpoint without a trailing slash, when configured.
+    pub fn base_url(&self) -> Option<&str> {
+        self.http.as_ref().map(|h| h.base_url.trim_end_matches('/'))
     }
 }
 

@@ -1,0 +1,250 @@
+//! Tokens for confirmations, moderation and one-click unsubscribe.
+//!
+//! A token is 25 bytes, written in lower-case base32 (40 characters, so it fits in a local
+//! part such as `forum-confirm+TOKEN@` and survives MTAs that fold case):
+//!
+//! `kind (1) | id (8) | expires (4, Unix seconds, 0 = never) | mac (12)`
+//!
+//! `mac` is HMAC-SHA256 over the first 13 bytes plus the list key and the lower-cased address
+//! the token acts on, with a secret kept in the data directory (`secret.key`, mode 0600,
+//! created on first use). A token is thus bound to its action, list and address: changing
+//! any of them, or any byte of the token, makes it invalid. The token itself does not carry
+//! the list or the address; the record it names (a pending request, a held post, a member)
+//! does, so nobody learns an address from a token, and single use is the record's removal.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::path::Path;
+
+const MAC_LEN: usize = 12;
+const TOKEN_LEN: usize = 1 + 8 + 4 + MAC_LEN;
+
+/// What a token does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Confirms a subscription request (a pending record).
+    Subscribe,
+    /// Confirms an unsubscription request (a pending record).
+    Unsubscribe,
+    /// Approves or rejects a held post (the held record).
+    Moderate,
+    /// Removes a member at once (RFC 8058 one-click; the member record).
+    OneClick,
+}
+
+impl Kind {
+    fn byte(self) -> u8 {
+        match self {
+            Kind::Subscribe => 1,
+            Kind::Unsubscribe => 2,
+            Kind::Moderate => 3,
+            Kind::OneClick => 4,
+        }
+    }
+    fn from_byte(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Subscribe,
+            2 => Kind::Unsubscribe,
+            3 => Kind::Moderate,
+            4 => Kind::OneClick,
+            _ => return None,
+        })
+    }
+}
+
+/// A decoded, not yet verified token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub kind: Kind,
+    pub id: u64,
+    /// Unix seconds; 0 means the token does not expire.
+    pub expires: u32,
+    mac: [u8; MAC_LEN],
+}
+
+impl Token {
+    /// Parses the text form (case-insensitive); `None` for anything that is not a token.
+    pub fn parse(s: &str) -> Option<Token> {
+        let s = s.trim().to_ascii_lowercase();
+        if s.len() != 40 {
+            return None;
+        }
+        let b = data_encoding::BASE32_DNSSEC.decode(s.as_bytes()).ok()?;
+        if b.len() != TOKEN_LEN {
+            return None;
+        }
+        let kind = Kind::from_byte(b[0])?;
+        let id = u64::from_be_bytes(b[1..9].try_into().ok()?);
+        let expires = u32::from_be_bytes(b[9..13].try_into().ok()?);
+        let mac = b[13..].try_into().ok()?;
+        Some(Token {
+            kind,
+            id,
+            expires,
+            mac,
+        })
+    }
+
+    /// Whether the token has expired at `now_ms`.
+    pub fn expired(&self, now_ms: i64) -> bool {
+        self.expires != 0 && i64::from(self.expires) * 1000 < now_ms
+    }
+}
+
+/// The HMAC key.
+#[derive(Clone)]
+pub struct Secret([u8; 32]);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Secret {
+    /// Reads the key at `path`, creating it (32 random bytes, mode 0600) when absent.
+    pub fn load_or_create(path: &Path) -> std::io::Result<Secret> {
+        use std::io::{Read, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(mut f) => {
+                let key: [u8; 32] = rand::random();
+                f.write_all(&key)?;
+                f.sync_all()?;
+                if let Some(dir) = path.parent() {
+                    // The key must survive a crash as surely as the tokens sent with it.
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+                Ok(Secret(key))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let mut key = [0u8; 32];
+                let mut f = std::fs::File::open(path)?;
+                f.read_exact(&mut key).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("{}: expected 32 bytes of key: {e}", path.display()),
+                    )
+                })?;
+                Ok(Secret(key))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A fixed key, for tests.
+    pub fn from_bytes(key: [u8; 32]) -> Secret {
+        Secret(key)
+    }
+
+    fn hmac(&self, head: &[u8], list: &str, addr: &str) -> Option<Hmac<Sha256>> {
+        // HMAC takes keys of any length; this never fails for our 32 bytes.
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).ok()?;
+        m.update(head);
+        m.update(&[0]);
+        m.update(list.to_ascii_lowercase().as_bytes());
+        m.update(&[0]);
+        m.update(addr.to_lowercase().as_bytes());
+        Some(m)
+    }
+
+    fn mac(&self, head: &[u8], list: &str, addr: &str) -> [u8; MAC_LEN] {
+        let mut out = [0u8; MAC_LEN];
+        if let Some(m) = self.hmac(head, list, addr) {
+            out.copy_from_slice(&m.finalize().into_bytes()[..MAC_LEN]);
+        }
+        out
+    }
+
+    /// Issues a token for `kind` on record `id`, bound to `list` and `addr`.
+    pub fn issue(&self, kind: Kind, id: u64, expires: u32, list: &str, addr: &str) -> String {
+        let mut b = Vec::with_capacity(TOKEN_LEN);
+        b.push(kind.byte());
+        b.extend_from_slice(&id.to_be_bytes());
+        b.extend_from_slice(&expires.to_be_bytes());
+        let mac = self.mac(&b, list, addr);
+        b.extend_from_slice(&mac);
+        data_encoding::BASE32_DNSSEC.encode(&b)
+    }
+
+    /// Whether `t` was issued by us for this list and address.
+    pub fn verify(&self, t: &Token, list: &str, addr: &str) -> bool {
+        let mut head = Vec::with_capacity(13);
+        head.push(t.kind.byte());
+        head.extend_from_slice(&t.id.to_be_bytes());
+        head.extend_from_slice(&t.expires.to_be_bytes());
+        // Constant-time comparison: a forger learns nothing from response timing.
+        self.hmac(&head, list, addr)
+            .is_some_and(|m| m.verify_truncated_left(&t.mac).is_ok())
+    }
+
+    /// The stable, unguessable id of a member, used in its one-click unsubscribe URL.
+    pub fn member_uid(&self, list: &str, addr: &str) -> u64 {
+        let mac = self.mac(b"member-uid", list, addr);
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&mac[..8]);
+        // 0 means "no uid yet" in stored member records.
+        u64::from_be_bytes(b).max(1)
+    }
+
+    /// The one-click unsubscribe token of a member.
+    pub fn one_click(&self, list: &str, addr: &str) -> String {
+        self.issue(Kind::OneClick, self.member_uid(list, addr), 0, list, addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_parse_verify() {
+        let s = Secret::from_bytes([7; 32]);
+        let t = s.issue(
+            Kind::Subscribe,
+            42,
+            2_000_000_000,
+            "forum@x.org",
+            "Jan@Ocmw.be",
+        );
+        assert_eq!(t.len(), 40);
+        assert!(t
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        let p = Token::parse(&t.to_ascii_uppercase()).unwrap();
+        assert_eq!(p.kind, Kind::Subscribe);
+        assert_eq!(p.id, 42);
+        assert!(s.verify(&p, "forum@x.org", "jan@ocmw.be"));
+        assert!(!s.verify(&p, "forum@x.org", "an@ocmw.be"));
+        assert!(!s.verify(&p, "other@x.org", "jan@ocmw.be"));
+        assert!(!Secret::from_bytes([8; 32]).verify(&p, "forum@x.org", "jan@ocmw.be"));
+        // Any changed character breaks it.
+        let mut forged = t.clone().into_bytes();
+        forged[20] = if forged[20] == b'a' { b'b' } else { b'a' };
+        let f = Token::parse(std::str::from_utf8(&forged).unwrap());
+        assert!(f.is_none_or(|f| !s.verify(&f, "forum@x.org", "jan@ocmw.be")));
+        assert!(Token::parse("hello").is_none());
+        assert!(!p.expired(1_000));
+        assert!(p.expired(2_000_000_001_000));
+    }
+
+    #[test]
+    fn secret_is_created_once() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("secret.key");
+        let a = Secret::load_or_create(&p).unwrap();
+        let b = Secret::load_or_create(&p).unwrap();
+        assert_eq!(a.0, b.0);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(a.member_uid("l", "A@b"), b.member_uid("l", "a@b"));
+    }
+}
