@@ -135,30 +135,19 @@ owners = ["beheer@example.org"]
     for i in 0..members {
         store.add_member(
             list,
-            &Member {
-                address: format!("lid{i:05}@ocmw{}.be", i % 300),
-                name: None,
-                joined_ms: 0,
-            },
+            &Member::new(format!("lid{i:05}@ocmw{}.be", i % 300), None, i as u64 + 1),
         )?;
     }
-    store.add_member(
-        list,
-        &Member {
-            address: "jan@ocmw.be".into(),
-            name: None,
-            joined_ms: 0,
-        },
-    )?;
+    store.add_member(list, &Member::new("jan@ocmw.be".into(), None, 0))?;
     store.flush()?;
     let expected = members + 1;
 
     let (_stop_tx, stop_rx) = watch::channel(false);
     let wake_in = Arc::new(Notify::new());
     let wake_out = Arc::new(Notify::new());
+    let svc = vraagbaak::Services::new(cfg.clone(), store.clone())?;
     tokio::spawn(vraagbaak::pipeline::run(
-        cfg.clone(),
-        store.clone(),
+        svc.clone(),
         wake_in.clone(),
         wake_out.clone(),
         stop_rx.clone(),
@@ -166,6 +155,7 @@ owners = ["beheer@example.org"]
     tokio::spawn(vraagbaak::outbound::run(
         cfg.clone(),
         store.clone(),
+        svc.secret.clone(),
         wake_out,
         stop_rx,
     ));

@@ -8,9 +8,11 @@
 //! Protocol: one JSON [`Command`] per line; for `Inject`, `raw_len` bytes follow the line.
 //! The answer is one JSON [`Reply`] line.
 
-use crate::config::{valid_address, Config};
+use crate::commands::Plan;
+use crate::config::valid_address;
 use crate::inbound::{Inbound, Verdict};
-use crate::store::{now_ms, Member, Store};
+use crate::store::{now_ms, Change, Member};
+use crate::Services;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -31,6 +33,9 @@ pub enum Command {
     MembersAdd {
         list: String,
         members: Vec<NewMember>,
+        /// Send each new member the welcome text.
+        #[serde(default)]
+        welcome: bool,
     },
     MembersRemove {
         list: String,
@@ -38,6 +43,16 @@ pub enum Command {
     },
     MembersList {
         list: String,
+    },
+    /// Members as CSV: address,name,joined,digest,nomail,language.
+    MembersExport {
+        list: String,
+    },
+    MembersSet {
+        list: String,
+        addr: String,
+        setting: String,
+        on: bool,
     },
     Inject {
         list: String,
@@ -48,9 +63,15 @@ pub enum Command {
     ModerateList,
     ModerateApprove {
         id: u64,
+        /// Also add the sender as a member.
+        #[serde(default)]
+        member: bool,
     },
     ModerateReject {
         id: u64,
+        /// Told to the poster.
+        #[serde(default)]
+        reason: Option<String>,
     },
 }
 
@@ -80,8 +101,7 @@ impl Reply {
 
 /// What a command needs.
 pub struct Ctx {
-    pub cfg: Arc<Config>,
-    pub store: Store,
+    pub svc: Services,
     pub inbound: Arc<Inbound>,
 }
 
@@ -94,37 +114,54 @@ pub async fn execute(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> Reply {
 }
 
 async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Reply> {
-    let list_key = |name: &str| ctx.cfg.list(name).map(|l| l.key().to_string());
+    let list_key = |name: &str| ctx.svc.cfg.list(name).map(|l| l.key().to_string());
     let unknown =
         |name: &str| Reply::fail(EX_NOUSER, format!("no list {name:?} in the configuration"));
     Ok(match cmd {
-        Command::MembersAdd { list, members } => {
-            let Some(key) = list_key(&list) else {
+        Command::MembersAdd {
+            list,
+            members,
+            welcome,
+        } => {
+            let Some(l) = ctx.svc.cfg.list(&list) else {
                 return Ok(unknown(&list));
             };
+            let key = l.key().to_string();
             let (mut added, mut already) = (0, 0);
             let mut err = String::new();
+            let mut plan = Plan::new(ctx.svc.ctx(), l);
             for (addr, name) in members {
                 if !valid_address(&addr) {
                     let _ = writeln!(err, "not an e-mail address: {addr:?}");
                     continue;
                 }
-                let m = Member {
-                    address: addr,
-                    name,
-                    joined_ms: now_ms(),
-                };
-                if ctx.store.add_member(&key, &m)? {
+                let uid = ctx.svc.secret.member_uid(&key, &addr);
+                let m = Member::new(addr.clone(), name, uid);
+                if ctx.svc.store.add_member(&key, &m)? {
                     added += 1;
+                    if welcome {
+                        plan.welcome_member(&addr);
+                    }
                 } else {
                     already += 1;
                 }
             }
-            ctx.store.flush_async().await?;
-            tracing::info!(list = %key, added, already, "members added");
+            let welcomed = plan.mail.len();
+            if !plan.mail.is_empty() {
+                ctx.svc.store.commit(plan.changes, plan.mail)?;
+            }
+            ctx.svc.store.flush_async().await?;
+            if welcomed > 0 {
+                ctx.inbound.wake.notify_one();
+            }
+            tracing::info!(list = %key, added, already, welcomed, "members added");
             Reply {
                 code: if err.is_empty() { EX_OK } else { EX_DATAERR },
-                out: format!("{added} added, {already} already members\n"),
+                out: if welcome {
+                    format!("{added} added ({welcomed} welcomed), {already} already members\n")
+                } else {
+                    format!("{added} added, {already} already members\n")
+                },
                 err,
             }
         }
@@ -135,12 +172,12 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
             let mut out = String::new();
             let mut missing = 0;
             for a in &addrs {
-                if !ctx.store.remove_member(&key, a)? {
+                if !ctx.svc.store.remove_member(&key, a)? {
                     missing += 1;
                     let _ = writeln!(out, "not a member: {a}");
                 }
             }
-            ctx.store.flush_async().await?;
+            ctx.svc.store.flush_async().await?;
             let _ = writeln!(out, "{} removed", addrs.len() - missing);
             Reply::ok(out)
         }
@@ -149,7 +186,7 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
                 return Ok(unknown(&list));
             };
             let mut out = String::new();
-            for m in ctx.store.members(&key)? {
+            for m in ctx.svc.store.members(&key)? {
                 match &m.name {
                     Some(n) if !n.is_empty() => {
                         let _ = writeln!(out, "{} <{}>", n, m.address);
@@ -161,8 +198,65 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
             }
             Reply::ok(out)
         }
+        Command::MembersExport { list } => {
+            let Some(key) = list_key(&list) else {
+                return Ok(unknown(&list));
+            };
+            let mut out = String::from("address,name,joined,digest,nomail,language\n");
+            for m in ctx.svc.store.members(&key)? {
+                let joined = chrono::DateTime::from_timestamp_millis(m.joined_ms)
+                    .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "{},{},{},{},{},{}",
+                    csv_field(&m.address),
+                    csv_field(m.name.as_deref().unwrap_or("")),
+                    joined,
+                    if m.digest { "on" } else { "off" },
+                    if m.nomail { "on" } else { "off" },
+                    m.language.map(|l| l.code()).unwrap_or("")
+                );
+            }
+            Reply::ok(out)
+        }
+        Command::MembersSet {
+            list,
+            addr,
+            setting,
+            on,
+        } => {
+            let Some(key) = list_key(&list) else {
+                return Ok(unknown(&list));
+            };
+            let Some(mut m) = ctx.svc.store.member(&key, &addr)? else {
+                return Ok(Reply::fail(EX_NOUSER, format!("not a member: {addr}")));
+            };
+            match setting.as_str() {
+                "digest" => m.digest = on,
+                "nomail" => m.nomail = on,
+                other => {
+                    return Ok(Reply::fail(
+                        EX_USAGE,
+                        format!("unknown setting {other:?}: expected digest or nomail"),
+                    ))
+                }
+            }
+            ctx.svc.store.commit(
+                vec![Change::UpdateMember {
+                    list: key,
+                    member: m,
+                }],
+                Vec::new(),
+            )?;
+            ctx.svc.store.flush_async().await?;
+            Reply::ok(format!(
+                "{setting} {} for {addr}\n",
+                if on { "on" } else { "off" }
+            ))
+        }
         Command::Inject { list, .. } => {
-            let Some(l) = ctx.cfg.list(&list) else {
+            let Some(l) = ctx.svc.cfg.list(&list) else {
                 return Ok(unknown(&list));
             };
             let rcpt = l.address.clone();
@@ -176,7 +270,7 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
         }
         Command::QueueList => {
             let mut out = String::new();
-            let rows = ctx.store.queue_rows()?;
+            let rows = ctx.svc.store.queue_rows()?;
             let now = now_ms();
             for (k, r) in &rows {
                 let _ = writeln!(
@@ -190,7 +284,7 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
                     r.last_error.as_deref().unwrap_or("")
                 );
             }
-            let mails = ctx.store.outmails()?;
+            let mails = ctx.svc.store.outmails()?;
             for m in &mails {
                 let _ = writeln!(
                     out,
@@ -211,14 +305,14 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
             Reply::ok(out)
         }
         Command::QueueRetry => {
-            let n = ctx.store.retry_all_now()?;
-            ctx.store.flush_async().await?;
+            let n = ctx.svc.store.retry_all_now()?;
+            ctx.svc.store.flush_async().await?;
             ctx.inbound.wake.notify_one();
             Reply::ok(format!("{n} queued deliveries made due now\n"))
         }
         Command::ModerateList => {
             let mut out = String::new();
-            for h in ctx.store.held()? {
+            for h in ctx.svc.store.held()? {
                 let _ = writeln!(
                     out,
                     "{}\t{}\t{}\t{}\t{}",
@@ -227,24 +321,53 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
             }
             Reply::ok(out)
         }
-        Command::ModerateApprove { id } => match ctx.store.release_held(id)? {
-            Some(h) => {
-                ctx.store.flush_async().await?;
-                ctx.inbound.wake.notify_one();
-                tracing::info!(held_id = id, "held post approved");
-                Reply::ok(format!("approved: {}\n", h.subject))
-            }
-            None => Reply::fail(EX_DATAERR, format!("no held post {id}")),
-        },
-        Command::ModerateReject { id } => match ctx.store.discard_held(id)? {
-            Some(h) => {
-                ctx.store.flush_async().await?;
-                tracing::info!(held_id = id, "held post rejected");
-                Reply::ok(format!("rejected: {}\n", h.subject))
-            }
-            None => Reply::fail(EX_DATAERR, format!("no held post {id}")),
-        },
+        Command::ModerateApprove { id, member } => moderate(ctx, id, true, member, None).await?,
+        Command::ModerateReject { id, reason } => {
+            moderate(ctx, id, false, false, reason.as_deref()).await?
+        }
     })
+}
+
+/// Approves or rejects held post `id`, as a reply with its token would.
+async fn moderate(
+    ctx: &Ctx,
+    id: u64,
+    approve: bool,
+    member: bool,
+    reason: Option<&str>,
+) -> crate::store::Result<Reply> {
+    let Some(h) = ctx.svc.store.held_one(id)? else {
+        return Ok(Reply::fail(EX_DATAERR, format!("no held post {id}")));
+    };
+    let Some(l) = ctx.svc.cfg.list(&h.list) else {
+        return Ok(Reply::fail(
+            EX_DATAERR,
+            format!(
+                "held post {id} belongs to {}, which is no longer configured",
+                h.list
+            ),
+        ));
+    };
+    let mut plan = Plan::new(ctx.svc.ctx(), l);
+    plan.moderate(&h, approve, member, reason);
+    ctx.svc.store.commit(plan.changes, plan.mail)?;
+    ctx.svc.store.flush_async().await?;
+    ctx.inbound.wake.notify_one();
+    tracing::info!(held_id = id, approve, "held post moderated");
+    Ok(Reply::ok(format!(
+        "{}: {}\n",
+        if approve { "approved" } else { "rejected" },
+        h.subject
+    )))
+}
+
+/// A CSV field (RFC 4180): quoted when it holds a comma, quote or line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 /// Serves commands on the control socket until `shutdown`.
@@ -286,7 +409,7 @@ async fn handle(stream: tokio::net::UnixStream, ctx: &Ctx) -> std::io::Result<()
         Ok(cmd) => {
             let mut raw = Vec::new();
             if let Command::Inject { raw_len, .. } = &cmd {
-                let max = ctx.cfg.smtp.max_message_size;
+                let max = ctx.svc.cfg.smtp.max_message_size;
                 if *raw_len > max {
                     let reply = Reply::fail(EX_DATAERR, format!("message larger than {max} bytes"));
                     return write_reply(&mut w, &reply).await;

@@ -261,8 +261,20 @@ const STRIP: &[&str] = &[
     "x-original-to",
 ];
 
+/// The per-member unsubscribe fields (RFC 2369, RFC 8058) that outbound puts in front of a
+/// shared list copy built with `per_member_unsubscribe`: the member's one-click URL first
+/// (mail providers use it with `List-Unsubscribe-Post`), the leave address second.
+pub fn unsubscribe_fields(list: &ListConfig, url: &str) -> String {
+    format!(
+        "List-Unsubscribe: <{url}>,\r\n <mailto:{}>\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+        list.sub_address("leave")
+    )
+}
+
 /// Builds the list copy of a post (CRLF line ends expected; see [`normalize_crlf`]).
-pub fn list_copy(list: &ListConfig, raw: &[u8]) -> Vec<u8> {
+/// With `per_member_unsubscribe`, List-Unsubscribe is left out: each recipient's copy gets
+/// its own ([`unsubscribe_fields`]).
+pub fn list_copy(list: &ListConfig, raw: &[u8], per_member_unsubscribe: bool) -> Vec<u8> {
     let (fields, body) = split_message(raw);
     let parsed = MessageParser::default().parse_headers(raw);
     let subject = parsed
@@ -335,11 +347,13 @@ pub fn list_copy(list: &ListConfig, raw: &[u8]) -> Vec<u8> {
         "List-Subscribe",
         &format!("<mailto:{}>", list.sub_address("join")),
     );
-    push_header(
-        &mut out,
-        "List-Unsubscribe",
-        &format!("<mailto:{}>", list.sub_address("leave")),
-    );
+    if !per_member_unsubscribe {
+        push_header(
+            &mut out,
+            "List-Unsubscribe",
+            &format!("<mailto:{}>", list.sub_address("leave")),
+        );
+    }
     if let Some(url) = &list.archive_url {
         push_header(&mut out, "List-Archive", &format!("<{url}>"));
     }
@@ -630,7 +644,7 @@ mod tests {
         let raw = b"From: Jan <jan@ocmw.be>\r\nTo: forum@lists.example.org\r\nSubject: Vraag\r\n\
 Message-ID: <a@b>\r\nList-Id: other <other.example.com>\r\nReturn-Path: <x@y>\r\n\
 Reply-To: jan@elders.be\r\n\r\nHallo collega's\r\n";
-        let out = list_copy(&list(), raw);
+        let out = list_copy(&list(), raw, false);
         let s = String::from_utf8(out.clone()).unwrap();
         assert_eq!(header(&out, "Subject"), ["[forum] Vraag"]);
         assert_eq!(
@@ -662,7 +676,7 @@ Reply-To: jan@elders.be\r\n\r\nHallo collega's\r\n";
             "From: a@b.be\r\nSubject: x\r\nMIME-Version: 1.0\r\n\
 Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: base64\r\n\r\n{body}\r\n"
         );
-        let out = list_copy(&list(), raw.as_bytes());
+        let out = list_copy(&list(), raw.as_bytes(), false);
         let m = MessageParser::default().parse(&out).unwrap();
         let text = m.body_text(0).unwrap();
         assert!(text.starts_with("Cliënt vraagt steun"), "{text}");
@@ -676,7 +690,7 @@ Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: base6
 Content-Type: multipart/mixed; boundary=\"XX\"\r\n\r\npreamble\r\n--XX\r\n\
 Content-Type: text/plain\r\n\r\ntekst\r\n--XX\r\nContent-Type: application/pdf\r\n\
 Content-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n--XX--\r\n";
-        let out = list_copy(&list(), raw);
+        let out = list_copy(&list(), raw, false);
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(m.parts.len(), 4, "{}", String::from_utf8_lossy(&out));
         assert!(m.body_text(1).unwrap().contains("forum-leave@"));
@@ -688,7 +702,7 @@ Content-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n--XX--\r\n";
         let raw = b"From: a@b.be\r\nSubject: x\r\nMIME-Version: 1.0\r\n\
 Content-Type: multipart/alternative; boundary=\"YY\"\r\n\r\n--YY\r\n\
 Content-Type: text/plain\r\n\r\ntekst\r\n--YY\r\nContent-Type: text/html\r\n\r\n<p>tekst</p>\r\n--YY--\r\n";
-        let out = list_copy(&list(), raw);
+        let out = list_copy(&list(), raw, false);
         let ct = header(&out, "Content-Type");
         assert_eq!(ct.len(), 1);
         assert!(ct[0].starts_with("multipart/mixed"), "{ct:?}");

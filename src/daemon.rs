@@ -3,8 +3,8 @@
 use crate::admin::{self, Ctx};
 use crate::config::Config;
 use crate::inbound::{self, Inbound};
-use crate::store::Store;
-use crate::{outbound, pipeline};
+use crate::store::{now_ms, Store};
+use crate::{commands, http, outbound, pipeline, Services};
 use anyhow::Context as _;
 use std::sync::Arc;
 use tokio::sync::{watch, Notify};
@@ -20,6 +20,13 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Store> {
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     let store = open_store(&cfg)?;
+    let svc = Services::new(cfg.clone(), store.clone())?;
+    let secret = svc.secret.clone();
+    let n = store.assign_member_uids(|l, a| secret.member_uid(l, a))?;
+    if n > 0 {
+        store.flush()?;
+        tracing::info!(members = n, "gave members their one-click unsubscribe ids");
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let wake_in = Arc::new(Notify::new());
     let wake_out = Arc::new(Notify::new());
@@ -56,9 +63,26 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         listen(&l.listen, true)?;
     }
 
+    if let Some(h) = &cfg.http {
+        let std_listener = std::net::TcpListener::bind(&h.listen)
+            .with_context(|| format!("cannot listen on {}", h.listen))?;
+        std_listener.set_nonblocking(true)?;
+        let l = tokio::net::TcpListener::from_std(std_listener)?;
+        tracing::info!(addr = %h.listen, protocol = "http", "listening");
+        let (s, w, rx) = (svc.clone(), wake_out.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = http::serve(l, s, w, rx).await {
+                tracing::error!(error = %e, "web endpoint stopped");
+            }
+        }));
+    }
+    tasks.push(tokio::spawn(housekeeping(
+        svc.clone(),
+        wake_out.clone(),
+        stop_rx.clone(),
+    )));
     tasks.push(tokio::spawn(pipeline::run(
-        cfg.clone(),
-        store.clone(),
+        svc.clone(),
         wake_in.clone(),
         wake_out.clone(),
         stop_rx.clone(),
@@ -66,12 +90,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     tasks.push(tokio::spawn(outbound::run(
         cfg.clone(),
         store.clone(),
+        svc.secret.clone(),
         wake_out.clone(),
         stop_rx.clone(),
     )));
     let ctx = Arc::new(Ctx {
-        cfg: cfg.clone(),
-        store: store.clone(),
+        svc: svc.clone(),
         inbound: inbound.clone(),
     });
     let sock = cfg.control_socket();
@@ -104,6 +128,40 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     store.flush()?;
     Ok(())
+}
+
+/// Hourly: the owners' daily summaries, and forgetting expired requests and old
+/// rate-limit counts.
+async fn housekeeping(svc: Services, wake_out: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let s = svc.clone();
+        let r = tokio::task::spawn_blocking(move || -> crate::store::Result<usize> {
+            let mut sent = 0;
+            for l in &s.cfg.lists {
+                if let Some((changes, mail)) = commands::owner_summary(s.ctx(), l)? {
+                    s.store.commit(changes, mail)?;
+                    sent += 1;
+                }
+            }
+            // Keep used and expired tokens a day, so that a late click says "already used"
+            // or "expired" rather than "not valid".
+            let keep = (s.cfg.commands.rate_window.as_millis() as i64).max(86_400_000);
+            s.store.purge(now_ms() - keep)?;
+            s.store.flush()?;
+            Ok(sent)
+        })
+        .await;
+        match r {
+            Ok(Ok(n)) if n > 0 => wake_out.notify_one(),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "housekeeping failed"),
+            Err(e) => tracing::error!(error = %e, "housekeeping panicked"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {

@@ -6,11 +6,50 @@
 //! for the command line and the daemon's control socket; `daemon` wires it all together.
 
 pub mod admin;
+pub mod commands;
 pub mod compose;
 pub mod config;
 pub mod daemon;
+pub mod http;
 pub mod inbound;
 pub mod outbound;
 pub mod pipeline;
 pub mod router;
 pub mod store;
+pub mod texts;
+pub mod tokens;
+
+/// What the parts of the daemon share: the configuration, the store, the token key and the
+/// texts.
+#[derive(Clone)]
+pub struct Services {
+    pub cfg: std::sync::Arc<config::Config>,
+    pub store: store::Store,
+    pub secret: tokens::Secret,
+    pub texts: std::sync::Arc<texts::Texts>,
+}
+
+impl Services {
+    /// Loads the token key (creating it) and the texts for an opened store.
+    pub fn new(cfg: std::sync::Arc<config::Config>, store: store::Store) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let secret = tokens::Secret::load_or_create(&cfg.secret_path())
+            .with_context(|| format!("cannot read or create {}", cfg.secret_path().display()))?;
+        let texts = texts::Texts::load(&cfg).map_err(anyhow::Error::msg)?;
+        Ok(Services {
+            cfg,
+            store,
+            secret,
+            texts: std::sync::Arc::new(texts),
+        })
+    }
+
+    pub fn ctx(&self) -> commands::Ctx<'_> {
+        commands::Ctx {
+            cfg: &self.cfg,
+            store: &self.store,
+            secret: &self.secret,
+            texts: &self.texts,
+        }
+    }
+}

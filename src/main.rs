@@ -42,14 +42,38 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum MembersCmd {
-    /// Add members (addresses, or `Name <addr>`).
-    Add { list: String, addrs: Vec<String> },
+    /// Add members (addresses, or `Name <addr>`). No confirmation is asked.
+    Add {
+        list: String,
+        addrs: Vec<String>,
+        /// Send each new member the welcome text.
+        #[arg(long)]
+        welcome: bool,
+    },
     /// Remove members.
     Remove { list: String, addrs: Vec<String> },
     /// List members.
     List { list: String },
     /// Import members from a file: one per line, `addr`, `Name <addr>` or `addr,Name`.
-    Import { list: String, file: PathBuf },
+    /// No welcome mails unless --welcome.
+    Import {
+        list: String,
+        file: PathBuf,
+        /// Send each new member the welcome text.
+        #[arg(long)]
+        welcome: bool,
+    },
+    /// Write the members as CSV (address,name,joined,digest,nomail,language) to stdout.
+    Export { list: String },
+    /// Change a member's setting: `members set LIST ADDR digest|nomail on|off`.
+    Set {
+        list: String,
+        addr: String,
+        #[arg(value_parser = ["digest", "nomail"])]
+        setting: String,
+        #[arg(value_parser = ["on", "off"])]
+        value: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -65,9 +89,19 @@ enum ModerateCmd {
     /// Show held posts.
     List,
     /// Approve a held post: it is delivered like any post.
-    Approve { id: u64 },
-    /// Reject (discard) a held post.
-    Reject { id: u64 },
+    Approve {
+        id: u64,
+        /// Also add the sender to the members.
+        #[arg(long)]
+        member: bool,
+    },
+    /// Reject (discard) a held post; the poster is told.
+    Reject {
+        id: u64,
+        /// The reason, told to the poster.
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
@@ -123,6 +157,10 @@ async fn run(cmd: Cmd, cfg: Config) -> i32 {
             }
         }
         Cmd::CheckConfig => {
+            if let Err(e) = vraagbaak::texts::Texts::load(&cfg) {
+                eprintln!("error: {e}");
+                return 78;
+            }
             println!(
                 "configuration is valid: {} list(s), data_dir {}, relay {}",
                 cfg.lists.len(),
@@ -131,7 +169,11 @@ async fn run(cmd: Cmd, cfg: Config) -> i32 {
             );
             return 0;
         }
-        Cmd::Members(MembersCmd::Add { list, addrs }) => {
+        Cmd::Members(MembersCmd::Add {
+            list,
+            addrs,
+            welcome,
+        }) => {
             let (members, bad) = admin::parse_member_lines(&addrs.join("\n"));
             if !bad.is_empty() {
                 for (_, why) in &bad {
@@ -139,13 +181,39 @@ async fn run(cmd: Cmd, cfg: Config) -> i32 {
                 }
                 return EX_USAGE;
             }
-            (Command::MembersAdd { list, members }, Vec::new())
+            (
+                Command::MembersAdd {
+                    list,
+                    members,
+                    welcome,
+                },
+                Vec::new(),
+            )
         }
         Cmd::Members(MembersCmd::Remove { list, addrs }) => {
             (Command::MembersRemove { list, addrs }, Vec::new())
         }
         Cmd::Members(MembersCmd::List { list }) => (Command::MembersList { list }, Vec::new()),
-        Cmd::Members(MembersCmd::Import { list, file }) => {
+        Cmd::Members(MembersCmd::Export { list }) => (Command::MembersExport { list }, Vec::new()),
+        Cmd::Members(MembersCmd::Set {
+            list,
+            addr,
+            setting,
+            value,
+        }) => (
+            Command::MembersSet {
+                list,
+                addr,
+                setting,
+                on: value == "on",
+            },
+            Vec::new(),
+        ),
+        Cmd::Members(MembersCmd::Import {
+            list,
+            file,
+            welcome,
+        }) => {
             let text = match std::fs::read(&file) {
                 Ok(b) => String::from_utf8_lossy(&b).into_owned(),
                 Err(e) => {
@@ -163,7 +231,14 @@ async fn run(cmd: Cmd, cfg: Config) -> i32 {
                 members.len(),
                 bad.len()
             );
-            (Command::MembersAdd { list, members }, Vec::new())
+            (
+                Command::MembersAdd {
+                    list,
+                    members,
+                    welcome,
+                },
+                Vec::new(),
+            )
         }
         Cmd::Inject { list } => {
             match vraagbaak::inbound::inject::read_stdin(cfg.smtp.max_message_size).await {
@@ -183,8 +258,12 @@ async fn run(cmd: Cmd, cfg: Config) -> i32 {
         Cmd::Queue(QueueCmd::List) => (Command::QueueList, Vec::new()),
         Cmd::Queue(QueueCmd::Retry) => (Command::QueueRetry, Vec::new()),
         Cmd::Moderate(ModerateCmd::List) => (Command::ModerateList, Vec::new()),
-        Cmd::Moderate(ModerateCmd::Approve { id }) => (Command::ModerateApprove { id }, Vec::new()),
-        Cmd::Moderate(ModerateCmd::Reject { id }) => (Command::ModerateReject { id }, Vec::new()),
+        Cmd::Moderate(ModerateCmd::Approve { id, member }) => {
+            (Command::ModerateApprove { id, member }, Vec::new())
+        }
+        Cmd::Moderate(ModerateCmd::Reject { id, reason }) => {
+            (Command::ModerateReject { id, reason }, Vec::new())
+        }
     };
     let reply = dispatch(cfg, command, raw).await;
     print!("{}", reply.out);
@@ -220,11 +299,11 @@ async fn dispatch(cfg: Config, cmd: Command, raw: Vec<u8>) -> Reply {
                     store: store.clone(),
                     wake: Arc::new(tokio::sync::Notify::new()),
                 });
-                let ctx = admin::Ctx {
-                    cfg,
-                    store,
-                    inbound,
+                let svc = match vraagbaak::Services::new(cfg, store) {
+                    Ok(s) => s,
+                    Err(e) => return Reply::fail(EX_TEMPFAIL, format!("{e:#}")),
                 };
+                let ctx = admin::Ctx { svc, inbound };
                 return admin::execute(&ctx, cmd, raw).await;
             }
             // The daemon is starting (it holds the lock but has no socket yet): wait.

@@ -16,6 +16,7 @@ use crate::compose;
 use crate::config::{Config, Relay};
 use crate::router;
 use crate::store::{now_ms, DeliveryResult, Failure, OutMail, QueueKey, QueueRow, Store};
+use crate::tokens::Secret;
 use lettre::address::{Address, Envelope};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::extension::ClientId;
@@ -37,6 +38,8 @@ enum Job {
         row: QueueRow,
         sender: String,
         copy: Arc<Vec<u8>>,
+        /// This member's own fields (one-click unsubscribe), put in front of the copy.
+        prefix: Option<String>,
     },
     Mail(OutMail),
 }
@@ -72,6 +75,7 @@ struct InFlight {
 pub async fn run(
     cfg: Arc<Config>,
     store: Store,
+    secret: Secret,
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -113,9 +117,9 @@ pub async fn run(
             break;
         }
         let now = now_ms();
-        let (c, s, inf) = (cfg.clone(), store.clone(), inflight.clone());
+        let (c, s, inf, k) = (cfg.clone(), store.clone(), inflight.clone(), secret.clone());
         let pass = tokio::task::spawn_blocking(move || {
-            due_jobs(&c, &s, &inf, now, &mut copies).map(|p| (p, copies))
+            due_jobs(&c, &s, &k, &inf, now, &mut copies).map(|p| (p, copies))
         })
         .await;
         let pass = match pass {
@@ -180,6 +184,7 @@ struct Pass {
 fn due_jobs(
     cfg: &Config,
     store: &Store,
+    secret: &Secret,
     inflight: &Mutex<InFlight>,
     now: i64,
     copies: &mut CopyCache,
@@ -214,18 +219,23 @@ fn due_jobs(
                     tracing::error!(list = %key.list, seq = key.seq, "queued post has no stored body");
                     continue;
                 };
-                let c = Arc::new(compose::list_copy(list, &raw));
+                let c = Arc::new(compose::list_copy(list, &raw, cfg.http.is_some()));
                 copies.insert(ck, (c.clone(), 1));
                 c
             }
         };
         let sender = router::verp(list, &key.addr);
+        let prefix = cfg.base_url().map(|b| {
+            let url = format!("{b}/u/{}", secret.one_click(list.key(), &key.addr));
+            compose::unsubscribe_fields(list, &url)
+        });
         inf.rows.insert(key.clone());
         jobs.push(Job::Post {
             key,
             row,
             sender,
             copy,
+            prefix,
         });
     }
     copies.retain(|_, (_, used)| *used > 0);
@@ -280,14 +290,23 @@ impl Worker {
                     row,
                     sender,
                     copy,
+                    prefix,
                 } => {
                     let label = format!(
                         "{}-{:06}",
                         key.list.split('@').next().unwrap_or(""),
                         key.seq
                     );
+                    let own;
+                    let msg: &[u8] = match prefix {
+                        Some(p) => {
+                            own = [p.as_bytes(), copy.as_slice()].concat();
+                            &own
+                        }
+                        None => &copy,
+                    };
                     let a = self
-                        .deliver(&sender, std::slice::from_ref(&key.addr), &copy, &label)
+                        .deliver(&sender, std::slice::from_ref(&key.addr), msg, &label)
                         .await;
                     Done::Post(key, result_for(&self.cfg, row, a))
                 }

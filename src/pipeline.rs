@@ -4,10 +4,13 @@
 //! from the spool in one store transaction ([`Store::apply`]), so a crash at any point
 //! either leaves the message in the spool (decided again on restart) or fully applied.
 
-use crate::compose::{self, normalize_crlf};
-use crate::config::{Config, Language, ListConfig, Posting};
+use crate::commands::{self, Incoming, Via};
+use crate::compose::normalize_crlf;
+use crate::config::{Config, ListConfig, Posting};
 use crate::router::{self, Route};
-use crate::store::{now_ms, Applied, Held, OutMail, Outcome, PostMeta, SpoolItem, Store};
+use crate::store::{Applied, Change, Held, OutMail, Outcome, PostMeta, SpoolItem};
+use crate::texts::{self, MailSpec};
+use crate::Services;
 use mail_parser::MessageParser;
 use std::sync::Arc;
 use tokio::sync::{watch, Notify};
@@ -46,7 +49,8 @@ fn author(msg: &mail_parser::Message) -> Option<(String, Option<String>)> {
 }
 
 /// Decides what becomes of one spooled message. Pure apart from store reads.
-pub fn decide(cfg: &Config, store: &Store, spool_id: u64, item: &SpoolItem) -> Outcome {
+pub fn decide(svc: &Services, spool_id: u64, item: &SpoolItem) -> Outcome {
+    let cfg: &Config = &svc.cfg;
     let Some((list, route)) = router::route(cfg, &item.envelope.rcpt) else {
         return Outcome::Quarantine {
             reason: "recipient is no longer a list address of this configuration".into(),
@@ -65,53 +69,106 @@ pub fn decide(cfg: &Config, store: &Store, spool_id: u64, item: &SpoolItem) -> O
                 None => "bounce without VERP address; kept for bounce processing".into(),
             },
         },
-        Route::Owner | Route::Request(_) => {
+        Route::Owner => {
             if let Some(reason) = classify(list, &msg) {
                 return Outcome::Quarantine { reason };
             }
-            // Until mail commands are handled by the software, requests (join, leave, help)
-            // reach the owners, who act with `vraagbaak members add/remove`.
-            let (kind, header) = match route {
-                Route::Request(word) => (
-                    "request-forward",
-                    format!("X-Vraagbaak-Request: {word}\r\n"),
-                ),
-                _ => ("owner-forward", String::new()),
-            };
-            let mut fwd = format!("X-Loop: {}\r\n{header}", list.sub_address("owner")).into_bytes();
+            let mut fwd = format!("X-Loop: {}\r\n", list.sub_address("owner")).into_bytes();
             fwd.extend_from_slice(&raw);
             Outcome::Send {
-                mail: vec![out_mail(list, kind, fwd)],
+                mail: vec![out_mail(list, "owner-forward", fwd)],
             }
         }
-        Route::Post => decide_post(cfg, store, spool_id, item, list, &raw, &msg),
+        Route::Request(word) => decide_request(svc, list, item, &msg, request_via(word)),
+        Route::Confirm(token) => decide_request(svc, list, item, &msg, Via::Confirm(token)),
+        Route::Post => decide_post(svc, spool_id, item, list, &raw, &msg),
     }
 }
 
+fn request_via(word: &str) -> Via {
+    match word {
+        "join" => Via::Join,
+        "leave" => Via::Leave,
+        "help" => Via::Help,
+        _ => Via::Request,
+    }
+}
+
+/// A mail to the owners.
 fn out_mail(list: &ListConfig, kind: &str, raw: Vec<u8>) -> OutMail {
-    let now = now_ms();
-    OutMail {
-        id: 0,
-        mail_from: list.sub_address("bounces"),
-        rcpts: list.owners.clone(),
-        attempts: 0,
-        first_ms: now,
-        next_ms: now,
-        last_error: None,
-        kind: kind.into(),
-        raw,
+    commands::out_mail(list, kind, list.owners.clone(), raw)
+}
+
+/// Whether a sender must never get an automatic answer (RFC 3834 5.2): bounces and mail
+/// from mailer daemons and no-reply addresses.
+fn unanswerable(envelope_from: &str, from: &str) -> Option<&'static str> {
+    if envelope_from.is_empty() {
+        return Some("request with an empty envelope sender (a bounce?); not answered");
+    }
+    let local = from
+        .rsplit_once('@')
+        .map_or(from, |(l, _)| l)
+        .to_ascii_lowercase();
+    if matches!(
+        local.as_str(),
+        "mailer-daemon" | "postmaster" | "noreply" | "no-reply" | "donotreply" | "do-not-reply"
+    ) || local.ends_with("-bounces")
+        || local.starts_with("owner-")
+    {
+        return Some("request from a mailer daemon or no-reply address; not answered");
+    }
+    None
+}
+
+/// A mail command (to `-request`, `-join`, `-leave`, `-confirm+TOKEN`): its changes and the
+/// mail they cause.
+fn decide_request(
+    svc: &Services,
+    list: &ListConfig,
+    item: &SpoolItem,
+    msg: &mail_parser::Message,
+    via: Via,
+) -> Outcome {
+    if let Some(reason) = classify(list, msg) {
+        return Outcome::Quarantine { reason };
+    }
+    let Some((requester, name)) = author(msg) else {
+        return Outcome::Quarantine {
+            reason: "request without a usable From address".into(),
+        };
+    };
+    if let Some(reason) = unanswerable(&item.envelope.mail_from, &requester) {
+        return Outcome::Quarantine {
+            reason: reason.into(),
+        };
+    }
+    let mail = Incoming {
+        requester,
+        name,
+        message_id: msg.message_id().map(str::to_string),
+        subject: msg.subject().unwrap_or("").to_string(),
+        body: msg.body_text(0).map(|b| b.into_owned()).unwrap_or_default(),
+    };
+    match commands::handle(svc.ctx(), list, &via, &mail) {
+        Ok(plan) => Outcome::Changes {
+            changes: plan.changes,
+            mail: plan.mail,
+        },
+        Err(e) => Outcome::Quarantine {
+            reason: format!("store error while handling a request: {e}"),
+        },
     }
 }
 
 fn decide_post(
-    cfg: &Config,
-    store: &Store,
+    svc: &Services,
     spool_id: u64,
     item: &SpoolItem,
     list: &ListConfig,
     raw: &[u8],
     msg: &mail_parser::Message,
 ) -> Outcome {
+    let (cfg, store) = (&*svc.cfg, &svc.store);
     let mut raw = raw.to_vec();
     if let Some(reason) = classify(list, msg) {
         return Outcome::Quarantine { reason };
@@ -148,27 +205,39 @@ fn decide_post(
         },
     };
     if let Some(reason) = policy_hold {
-        let notice = held_notice(cfg, list, reason, &from_addr, &subject, &raw);
+        let id = match store.new_id() {
+            Ok(id) => id,
+            Err(e) => {
+                return Outcome::Quarantine {
+                    reason: format!("store error while holding a post: {e}"),
+                }
+            }
+        };
+        let held = Held {
+            list: key.to_string(),
+            id,
+            reason: reason.into(),
+            message_id,
+            from_addr,
+            subject,
+            envelope: item.envelope.clone(),
+            raw,
+        };
+        let (notices, changes) = held_notices(svc, list, &held);
         return Outcome::Hold {
-            held: Held {
-                list: key.to_string(),
-                id: 0,
-                reason: reason.into(),
-                message_id,
-                from_addr,
-                subject,
-                envelope: item.envelope.clone(),
-                raw,
-            },
-            notices: list
-                .owners
-                .is_empty()
-                .then(Vec::new)
-                .unwrap_or_else(|| vec![out_mail(list, "held-notice", notice)]),
+            held,
+            notices,
+            changes,
         };
     }
     let recipients = match store.members(key) {
-        Ok(m) => m.into_iter().map(|m| m.address).collect(),
+        // Members on vacation (nomail) get nothing. Digest members still get every post:
+        // digests are not sent yet, and a setting must never silently stop a member's mail.
+        Ok(m) => m
+            .into_iter()
+            .filter(|m| !m.nomail)
+            .map(|m| m.address)
+            .collect(),
         Err(e) => {
             tracing::error!(error = %e, "cannot read members; message stays spooled");
             return Outcome::Quarantine {
@@ -194,81 +263,58 @@ fn decide_post(
     }
 }
 
-/// The mail to the owners about a held post, with the post attached (message/rfc822).
-fn held_notice(
-    cfg: &Config,
-    list: &ListConfig,
-    reason: &str,
-    from: &str,
-    subject: &str,
-    raw: &[u8],
-) -> Vec<u8> {
-    let (subj, text) = match list.language {
-        Language::Nl => (
-            format!("{} Bericht wacht op goedkeuring: {}", list.name, subject),
-            format!(
-                "Een bericht aan {} wacht op goedkeuring.\r\n\r\nAfzender: {}\r\nOnderwerp: {}\r\nReden: {}\r\n\r\n\
-Keur goed of weiger met:\r\n  vraagbaak moderate list\r\n  vraagbaak moderate approve ID\r\n  vraagbaak moderate reject ID\r\n\r\n\
-Het bericht zit als bijlage bij deze mail.\r\n",
-                list.address,
-                from,
-                subject,
-                reason_nl(reason)
-            ),
-        ),
-        Language::En => (
-            format!("{} Post held for approval: {}", list.name, subject),
-            format!(
-                "A post to {} is waiting for approval.\r\n\r\nSender: {}\r\nSubject: {}\r\nReason: {}\r\n\r\n\
-Approve or reject with:\r\n  vraagbaak moderate list\r\n  vraagbaak moderate approve ID\r\n  vraagbaak moderate reject ID\r\n\r\n\
-The post is attached to this mail.\r\n",
-                list.address, from, subject, reason
-            ),
-        ),
+/// The mails about a held post: to the owners (with the post attached and the token to
+/// approve or reject it by reply) and to the poster (counted against the reply limit).
+fn held_notices(svc: &Services, list: &ListConfig, h: &Held) -> (Vec<OutMail>, Vec<Change>) {
+    let cfg = &*svc.cfg;
+    let mut notices = Vec::new();
+    let token = commands::moderation_token(&svc.secret, list.key(), h.id, &h.from_addr);
+    let vars = minijinja::context! {
+        subject => h.subject.clone(), from => h.from_addr.clone(), reason => h.reason.clone(),
+        token, held_id => h.id,
     };
-    let boundary = format!("=_vraagbaak_held_{:016x}", rand::random::<u64>());
-    let mut m = format!(
-        "From: {name} <{owner}>\r\nTo: {owners}\r\nSubject: {subj}\r\nDate: {date}\r\n\
-Message-ID: <held.{rnd:016x}@{host}>\r\nAuto-Submitted: auto-generated\r\nPrecedence: bulk\r\n\
-X-Loop: {addr}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n\
---{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{text}\r\n\
---{boundary}\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment\r\n\r\n",
-        name = compose::phrase(&list.name),
-        owner = list.sub_address("owner"),
-        owners = list.owners.join(", "),
-        subj = compose::encode_header_text(&subj),
-        date = chrono::Utc::now().to_rfc2822(),
-        rnd = rand::random::<u64>(),
-        host = cfg.smtp.hostname,
-        addr = list.address,
-    )
-    .into_bytes();
-    m.extend_from_slice(raw);
-    if !raw.ends_with(b"\n") {
-        m.extend_from_slice(b"\r\n");
+    if !list.owners.is_empty() {
+        match svc
+            .texts
+            .render(cfg, list, list.language, "held-owner", vars)
+        {
+            Ok(text) => {
+                let raw = texts::build(MailSpec {
+                    list,
+                    to: list.owners.clone(),
+                    lang: list.language,
+                    text,
+                    auto: "auto-generated",
+                    reply_to: Some(list.sub_address("request")),
+                    in_reply_to: None,
+                    attach: Some(&h.raw),
+                    hostname: &cfg.smtp.hostname,
+                });
+                notices.push(out_mail(list, "held-notice", raw));
+            }
+            Err(e) => tracing::error!(error = %e, "cannot render the held notice"),
+        }
     }
-    m.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    m
-}
-
-fn reason_nl(reason: &str) -> &str {
-    match reason {
-        "the list is moderated" => "de lijst is gemodereerd",
-        "the sender is not a member" => "de afzender is geen lid",
-        _ => reason,
+    // The poster hears that the post waits, unless that would answer an automatic mail.
+    let mut plan = commands::Plan::new(svc.ctx(), list);
+    if unanswerable(&h.envelope.mail_from, &h.from_addr).is_none() {
+        plan.held_notice(h);
     }
+    notices.extend(plan.mail);
+    (notices, plan.changes)
 }
 
 /// Decides and applies one spooled message. Idempotent: a message no longer in the spool
 /// was already applied.
-pub fn process(cfg: &Config, store: &Store, spool_id: u64) -> crate::store::Result<Applied> {
+pub fn process(svc: &Services, spool_id: u64) -> crate::store::Result<Applied> {
+    let (cfg, store) = (&*svc.cfg, &svc.store);
     let Some(item) = store.spooled(spool_id)? else {
         return Ok(Applied::Dropped);
     };
     // A parser panic on hostile input must cost one message (kept in quarantine), never the
     // pipeline: without this, the message would be retried forever.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        decide(cfg, store, spool_id, &item)
+        decide(svc, spool_id, &item)
     }))
     .unwrap_or_else(|_| Outcome::Quarantine {
         reason: "internal error while reading the message (parser panic)".into(),
@@ -290,17 +336,18 @@ pub fn process(cfg: &Config, store: &Store, spool_id: u64) -> crate::store::Resu
             tracing::warn!(list, quarantine_id = id, "message quarantined")
         }
         Applied::Sent => tracing::info!(list, "forwarded to the owners"),
+        Applied::Done => tracing::info!(list, "request handled"),
         Applied::Dropped => {}
     }
     Ok(applied)
 }
 
 /// Processes every spooled message (oldest first). Returns how many were applied.
-pub fn drain(cfg: &Config, store: &Store) -> crate::store::Result<usize> {
-    let ids = store.spooled_ids()?;
+pub fn drain(svc: &Services) -> crate::store::Result<usize> {
+    let ids = svc.store.spooled_ids()?;
     let n = ids.len();
     for id in ids {
-        process(cfg, store, id)?;
+        process(svc, id)?;
     }
     Ok(n)
 }
@@ -308,17 +355,17 @@ pub fn drain(cfg: &Config, store: &Store) -> crate::store::Result<usize> {
 /// The pipeline task: drains the spool whenever inbound rings, and once at start (a
 /// restart resumes what a crash left). Wakes the outbound side after each pass.
 pub async fn run(
-    cfg: Arc<Config>,
-    store: Store,
+    svc: Services,
     wake_in: Arc<Notify>,
     wake_out: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let (c, s) = (cfg.clone(), store.clone());
-        match tokio::task::spawn_blocking(move || drain(&c, &s)).await {
-            Ok(Ok(n)) if n > 0 => wake_out.notify_one(),
-            Ok(Ok(_)) => {}
+        let s = svc.clone();
+        match tokio::task::spawn_blocking(move || drain(&s)).await {
+            // Also after passes with nothing spooled: the bell may have been rung for mail
+            // queued by a command (welcome texts, a moderation).
+            Ok(Ok(_)) => wake_out.notify_one(),
             Ok(Err(e)) => tracing::error!(error = %e, "pipeline pass failed; retrying"),
             Err(e) => tracing::error!(error = %e, "pipeline task panicked; retrying"),
         }

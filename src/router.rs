@@ -2,7 +2,9 @@
 //!
 //! Per list `forum@host`: `forum@` posts, `forum-owner@` reaches the owners, and
 //! `forum-bounces@` / `forum-bounces+member=domain@` receives bounces (VERP);
-//! `forum-request@`, `forum-join@` and `forum-leave@` take requests.
+//! `forum-request@`, `forum-join@` and `forum-leave@` take requests (as do Mailman's
+//! `forum-subscribe@`/`forum-unsubscribe@` and mlmmj's `forum+subscribe@`,
+//! `forum+unsubscribe@`, `forum+help@`), and `forum-confirm+TOKEN@` confirms.
 
 use crate::config::{Config, ListConfig};
 
@@ -13,8 +15,10 @@ pub enum Route {
     /// Mail for the owners, forwarded to them.
     Owner,
     /// A request to the list software: `forum-request@`, `forum-join@`, `forum-leave@`.
-    /// The word is `request`, `join` or `leave`.
+    /// The word is `request`, `join`, `leave` or `help`.
     Request(&'static str),
+    /// `forum-confirm+TOKEN@`: confirms the request the token names.
+    Confirm(String),
     /// A bounce; `member` is the VERP-decoded member address when present.
     Bounces { member: Option<String> },
 }
@@ -40,6 +44,16 @@ pub fn route<'a>(cfg: &'a Config, rcpt: &str) -> Option<(&'a ListConfig, Route)>
         if local_lc == base {
             return Some((l, Route::Post));
         }
+        if let Some(cmd) = local_lc.strip_prefix(&format!("{base}+")) {
+            return match cmd {
+                "subscribe" | "join" => Some((l, Route::Request("join"))),
+                "unsubscribe" | "leave" => Some((l, Route::Request("leave"))),
+                "help" => Some((l, Route::Request("help"))),
+                "request" => Some((l, Route::Request("request"))),
+                "owner" => Some((l, Route::Owner)),
+                _ => None,
+            };
+        }
         let Some(rest) = local_lc.strip_prefix(&format!("{base}-")) else {
             continue;
         };
@@ -48,10 +62,15 @@ pub fn route<'a>(cfg: &'a Config, rcpt: &str) -> Option<(&'a ListConfig, Route)>
         match rest {
             "owner" => return Some((l, Route::Owner)),
             "request" => return Some((l, Route::Request("request"))),
-            "join" => return Some((l, Route::Request("join"))),
-            "leave" => return Some((l, Route::Request("leave"))),
+            "join" | "subscribe" => return Some((l, Route::Request("join"))),
+            "leave" | "unsubscribe" => return Some((l, Route::Request("leave"))),
             "bounces" => return Some((l, Route::Bounces { member: None })),
             _ => {}
+        }
+        if let Some(token) = rest.strip_prefix("confirm+") {
+            if !token.is_empty() {
+                return Some((l, Route::Confirm(token.to_string())));
+            }
         }
         if rest.starts_with("bounces+") {
             let enc = &orig_rest["bounces+".len()..];
@@ -115,6 +134,21 @@ mod tests {
             Route::Request("leave")
         );
         assert!(route(&c, "forum-nothing@lists.example.org").is_none());
+        assert_eq!(
+            route(&c, "forum+subscribe@lists.example.org").unwrap().1,
+            Route::Request("join")
+        );
+        assert_eq!(
+            route(&c, "Forum+Unsubscribe@lists.example.org").unwrap().1,
+            Route::Request("leave")
+        );
+        assert!(route(&c, "forum+other@lists.example.org").is_none());
+        assert_eq!(
+            route(&c, "forum-confirm+ABC123@lists.example.org")
+                .unwrap()
+                .1,
+            Route::Confirm("abc123".into())
+        );
         assert!(route(&c, "nobody").is_none());
         assert_eq!(
             route(&c, "Postmaster@lists.example.org").unwrap().1,

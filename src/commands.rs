@@ -1,0 +1,1304 @@
+//! Mail commands, confirmations, one-click unsubscribe and moderation by reply.
+//!
+//! Everything here decides; nothing writes. A decision is a [`Plan`]: the store changes and
+//! the mails they cause, applied by the caller in one transaction (the pipeline together
+//! with the request's removal from the spool, the web endpoint and the command line with
+//! [`Store::commit`]).
+//!
+//! Rules that keep the list from being abused:
+//! - subscribing and unsubscribing by mail always needs a confirmation by the address
+//!   concerned (double opt-in); the answer to a request for someone else's address is the
+//!   same whether or not that address is a member;
+//! - every mail to an address counts against a per-address limit, and confirmation
+//!   requests also against a per-requester limit ([`crate::config::CommandsConfig`]);
+//! - automatic mail (RFC 3834) and bounces are never answered (the pipeline quarantines
+//!   them before they get here).
+
+use crate::config::{valid_address, Config, Language, ListConfig, NotifyOwners};
+use crate::store::{now_ms, Change, Held, Member, MemberEvent, OutMail, Pending, Store};
+use crate::texts::{self, MailSpec, Texts};
+use crate::tokens::{Kind, Secret, Token};
+use minijinja::Value;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// What deciding needs.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    pub cfg: &'a Config,
+    pub store: &'a Store,
+    pub secret: &'a Secret,
+    pub texts: &'a Texts,
+}
+
+// ---- parsing ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cmd {
+    Subscribe(Option<String>),
+    Unsubscribe(Option<String>),
+    Confirm(String),
+    Help,
+    Info,
+    SetNomail(bool),
+    SetDigest(bool),
+    SetLanguage(Language),
+    Approve {
+        token: String,
+        member: bool,
+    },
+    Reject {
+        token: String,
+        reason: Option<String>,
+    },
+    End,
+}
+
+/// What one line is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineParse {
+    /// Not a command word: reading stops here.
+    NotCommand,
+    /// A command; `dutch` when written with a Dutch word.
+    Cmd { cmd: Cmd, dutch: bool },
+    /// A command word with arguments that do not fit; why.
+    Invalid(String),
+}
+
+fn on_off(w: Option<&str>) -> Option<bool> {
+    match w?.to_lowercase().as_str() {
+        "on" | "aan" | "yes" | "ja" | "true" | "1" => Some(true),
+        "off" | "uit" | "no" | "nee" | "false" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+fn address_arg(w: &str) -> String {
+    w.trim_matches(|c| c == '<' || c == '>' || c == '"' || c == ',')
+        .strip_prefix("mailto:")
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            w.trim_matches(|c| c == '<' || c == '>' || c == '"' || c == ',')
+                .to_string()
+        })
+}
+
+/// Parses one line (case-insensitive; English and Dutch words).
+pub fn parse_line(line: &str) -> LineParse {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let Some(first) = words.first() else {
+        return LineParse::NotCommand;
+    };
+    let w = first.trim_end_matches(':').to_lowercase();
+    let args = &words[1..];
+    let cmd = |cmd: Cmd, dutch: bool| LineParse::Cmd { cmd, dutch };
+    let addr = |args: &[&str]| -> Result<Option<String>, String> {
+        match args {
+            [] => Ok(None),
+            [a] => {
+                let a = address_arg(a);
+                if valid_address(&a) {
+                    Ok(Some(a))
+                } else {
+                    Err(format!("not an e-mail address: {a}"))
+                }
+            }
+            _ => Err("expected at most one address".into()),
+        }
+    };
+    match w.as_str() {
+        "subscribe" | "join" | "aanmelden" | "inschrijven" => match addr(args) {
+            Ok(a) => cmd(
+                Cmd::Subscribe(a),
+                matches!(w.as_str(), "aanmelden" | "inschrijven"),
+            ),
+            Err(e) => LineParse::Invalid(e),
+        },
+        "unsubscribe" | "leave" | "signoff" | "afmelden" | "uitschrijven" => match addr(args) {
+            Ok(a) => cmd(
+                Cmd::Unsubscribe(a),
+                matches!(w.as_str(), "afmelden" | "uitschrijven"),
+            ),
+            Err(e) => LineParse::Invalid(e),
+        },
+        "confirm" | "bevestig" | "bevestigen" => match args {
+            [t] => cmd(Cmd::Confirm(t.to_string()), w != "confirm"),
+            _ => LineParse::Invalid("expected the code from the confirmation mail".into()),
+        },
+        "help" | "hulp" | "?" => cmd(Cmd::Help, w == "hulp"),
+        "info" | "informatie" => cmd(Cmd::Info, w == "informatie"),
+        "set" | "instellen" | "zet" => {
+            let dutch = w != "set";
+            let what = args.first().map(|s| s.to_lowercase());
+            match what.as_deref() {
+                Some("nomail" | "vakantie" | "vacation" | "geenmail") => {
+                    match (on_off(args.get(1).copied()), args.len()) {
+                        (Some(v), 2) => cmd(Cmd::SetNomail(v), dutch),
+                        _ => LineParse::Invalid("expected: set nomail on|off".into()),
+                    }
+                }
+                Some("digest" | "samenvatting") => match (on_off(args.get(1).copied()), args.len())
+                {
+                    (Some(v), 2) => cmd(Cmd::SetDigest(v), dutch),
+                    _ => LineParse::Invalid("expected: set digest on|off".into()),
+                },
+                Some("language" | "taal" | "lang") => {
+                    match (args.get(1).and_then(|l| Language::from_code(l)), args.len()) {
+                        (Some(l), 2) => cmd(Cmd::SetLanguage(l), dutch),
+                        _ => LineParse::Invalid("expected: set language nl|en".into()),
+                    }
+                }
+                _ => LineParse::Invalid(
+                    "expected: set nomail|digest on|off, or set language nl|en".into(),
+                ),
+            }
+        }
+        "approve" | "goedkeuren" | "goedkeuring" => match args {
+            [t] => cmd(
+                Cmd::Approve {
+                    token: t.to_string(),
+                    member: false,
+                },
+                w != "approve",
+            ),
+            [t, m] if matches!(m.to_lowercase().as_str(), "member" | "lid") => cmd(
+                Cmd::Approve {
+                    token: t.to_string(),
+                    member: true,
+                },
+                w != "approve",
+            ),
+            _ => LineParse::Invalid("expected: approve TOKEN [member]".into()),
+        },
+        "reject" | "weigeren" | "afwijzen" => match args {
+            [] => LineParse::Invalid("expected: reject TOKEN [reason]".into()),
+            [t, rest @ ..] => {
+                let reason = rest.join(" ");
+                cmd(
+                    Cmd::Reject {
+                        token: t.to_string(),
+                        reason: (!reason.is_empty()).then_some(reason),
+                    },
+                    w != "reject",
+                )
+            }
+        },
+        "end" | "stop" | "einde" => cmd(Cmd::End, w == "einde"),
+        _ => LineParse::NotCommand,
+    }
+}
+
+/// The commands found in a request mail.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    /// Commands with the line they came from.
+    pub cmds: Vec<(Cmd, String)>,
+    /// Lines with a command word that could not be used, and why.
+    pub invalid: Vec<(String, String)>,
+    /// The first line that was not a command, when no command came before it.
+    pub unknown: Option<String>,
+    /// Command lines beyond the limit, not carried out.
+    pub truncated: usize,
+    /// Dutch command words were used (and no English ones).
+    pub dutch: Option<bool>,
+}
+
+/// Strips `Re:`/`Antw:`/`Fwd:` and a `[list]` prefix from a subject.
+fn bare_subject(s: &str) -> &str {
+    let mut s = s.trim();
+    loop {
+        let before = s;
+        for p in [
+            "re:", "aw:", "antw:", "sv:", "fw:", "fwd:", "doorst:", "tr:",
+        ] {
+            if s.len() >= p.len() && s[..p.len()].eq_ignore_ascii_case(p) {
+                s = s[p.len()..].trim_start();
+            }
+        }
+        if s.starts_with('[') {
+            if let Some(end) = s.find(']') {
+                s = s[end + 1..].trim_start();
+            }
+        }
+        if s == before {
+            return s;
+        }
+    }
+}
+
+/// Reads the commands of a mail to `-request`: the Subject, then the first lines of the
+/// text body, up to the first line that is not a command, a signature (`-- `) or `end`.
+/// Quoted lines (`>`) and empty lines are skipped.
+pub fn parse_request(subject: &str, body: &str, max: usize) -> Request {
+    let mut r = Request::default();
+    let (mut nl, mut en) = (0, 0);
+    let mut push = |r: &mut Request, cmd: Cmd, dutch: bool, line: &str| {
+        if dutch {
+            nl += 1
+        } else {
+            en += 1
+        }
+        if r.cmds.len() + r.invalid.len() >= max {
+            r.truncated += 1;
+        } else {
+            r.cmds.push((cmd, line.to_string()));
+        }
+    };
+    let subj = bare_subject(subject);
+    match parse_line(subj) {
+        LineParse::Cmd { cmd: Cmd::End, .. } => {}
+        LineParse::Cmd { cmd, dutch } => push(&mut r, cmd, dutch, subj),
+        // A subject is prose more often than not: only a whole command counts. A reply to a
+        // confirmation mail carries `(confirm TOKEN)` at its end.
+        _ => {
+            let lower = subj.to_ascii_lowercase();
+            if let Some(i) = lower.rfind("confirm ") {
+                let t: String = subj[i + 8..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric())
+                    .collect();
+                if Token::parse(&t).is_some() {
+                    push(&mut r, Cmd::Confirm(t), false, subj);
+                }
+            }
+        }
+    }
+    for raw in body.lines() {
+        if raw == "-- " || raw == "--" || raw.trim_end() == "-- " {
+            break;
+        }
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('>') {
+            continue;
+        }
+        match parse_line(line) {
+            LineParse::Cmd { cmd: Cmd::End, .. } => break,
+            LineParse::Cmd { cmd, dutch } => push(&mut r, cmd, dutch, line),
+            LineParse::Invalid(why) => {
+                if r.cmds.len() + r.invalid.len() >= max {
+                    r.truncated += 1;
+                } else {
+                    r.invalid.push((line.to_string(), why));
+                }
+            }
+            LineParse::NotCommand => {
+                if r.cmds.is_empty() && r.invalid.is_empty() {
+                    r.unknown = Some(line.chars().take(200).collect());
+                }
+                break;
+            }
+        }
+    }
+    r.dutch = match (nl, en) {
+        (0, 0) => None,
+        (_, 0) => Some(true),
+        (0, _) => Some(false),
+        _ => None,
+    };
+    r
+}
+
+// ---- deciding --------------------------------------------------------------------------
+
+/// Which address of the list a request came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// `-request`: commands in Subject and body.
+    Request,
+    /// `-join`, `-subscribe`, `+subscribe`: the mail is the command.
+    Join,
+    /// `-leave`, `-unsubscribe`, `+unsubscribe`: the mail is the command.
+    Leave,
+    /// `-confirm+TOKEN`: the mail confirms.
+    Confirm(String),
+    /// `+help`.
+    Help,
+}
+
+/// One line of the answer, for `results.txt`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Res {
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setting: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
+    /// Needs no answer of its own (the confirmation mail or the welcome is the answer).
+    #[serde(skip)]
+    pub silent: bool,
+}
+
+impl Res {
+    fn new(kind: &'static str) -> Res {
+        Res {
+            kind,
+            ..Res::default()
+        }
+    }
+    fn addr(mut self, a: &str) -> Res {
+        self.address = Some(a.to_string());
+        self
+    }
+    fn reason(mut self, r: &str) -> Res {
+        self.reason = Some(r.to_string());
+        self
+    }
+}
+
+/// Why a token does nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenFail {
+    /// Not one of ours, altered, or unknown.
+    Forged,
+    Expired,
+    Used,
+    /// Valid, but for another list than the address it was sent to.
+    OtherList,
+    /// A moderation token whose post was already handled.
+    NoHeld,
+    /// A one-click token whose member is no longer on the list.
+    NotMember,
+    /// A confirmation by mail from another address than the one the token was sent to.
+    OtherAddress,
+    /// A moderation command from someone who is not an owner of the list.
+    NotOwner,
+}
+
+impl TokenFail {
+    pub fn code(self) -> &'static str {
+        match self {
+            TokenFail::Forged => "forged",
+            TokenFail::Expired => "expired",
+            TokenFail::Used => "used",
+            TokenFail::OtherList => "other-list",
+            TokenFail::NoHeld => "no-held",
+            TokenFail::NotMember => "not-member",
+            TokenFail::OtherAddress => "other-address",
+            TokenFail::NotOwner => "not-owner",
+        }
+    }
+}
+
+/// Store changes and mail, to be applied together.
+pub struct Plan<'a> {
+    ctx: Ctx<'a>,
+    pub list: &'a ListConfig,
+    pub changes: Vec<Change>,
+    pub mail: Vec<OutMail>,
+    pub results: Vec<Res>,
+    /// Mails counted in this plan, per (bucket, address), not yet in the store.
+    hits: HashMap<(String, String), u32>,
+    /// Membership changes made in this plan, so that later commands see them.
+    joined: Vec<String>,
+    left: Vec<String>,
+    now: i64,
+}
+
+/// Rate-limit buckets.
+const CONFIRM: &str = "confirm";
+const CONFIRM_BY: &str = "confirm-by";
+const REPLY: &str = "reply";
+
+impl<'a> Plan<'a> {
+    pub fn new(ctx: Ctx<'a>, list: &'a ListConfig) -> Plan<'a> {
+        Plan {
+            ctx,
+            list,
+            changes: Vec::new(),
+            mail: Vec::new(),
+            results: Vec::new(),
+            hits: HashMap::new(),
+            joined: Vec::new(),
+            left: Vec::new(),
+            now: now_ms(),
+        }
+    }
+
+    fn key(&self) -> &str {
+        self.list.key()
+    }
+
+    fn bucket(&self, b: &str) -> String {
+        format!("{b}:{}", self.key())
+    }
+
+    fn is_member(&self, addr: &str) -> crate::store::Result<bool> {
+        let lc = addr.to_lowercase();
+        if self.joined.contains(&lc) {
+            return Ok(true);
+        }
+        if self.left.contains(&lc) {
+            return Ok(false);
+        }
+        self.ctx.store.is_member(self.key(), addr)
+    }
+
+    /// Whether one more mail to `addr` in `bucket` stays within `limit`.
+    fn within(&self, bucket: &str, addr: &str, limit: u32) -> crate::store::Result<bool> {
+        let b = self.bucket(bucket);
+        let since = self.now - self.ctx.cfg.commands.rate_window.as_millis() as i64;
+        let stored = self.ctx.store.rate_hits(&b, addr, since)? as u32;
+        let planned = self
+            .hits
+            .get(&(b, addr.to_lowercase()))
+            .copied()
+            .unwrap_or(0);
+        Ok(stored + planned < limit)
+    }
+
+    fn hit(&mut self, bucket: &str, addr: &str) {
+        let b = self.bucket(bucket);
+        *self
+            .hits
+            .entry((b.clone(), addr.to_lowercase()))
+            .or_default() += 1;
+        let since = self.now - self.ctx.cfg.commands.rate_window.as_millis() as i64;
+        self.changes.push(Change::RateHit {
+            bucket: b,
+            addr: addr.to_string(),
+            at_ms: self.now,
+            since_ms: since,
+        });
+    }
+
+    fn lang_for(&self, addr: &str, hint: Option<Language>) -> Language {
+        if let Ok(Some(m)) = self.ctx.store.member(self.key(), addr) {
+            if let Some(l) = m.language {
+                return l;
+            }
+        }
+        hint.unwrap_or(self.list.language)
+    }
+
+    /// Renders and queues a text mail to one person. Returns false (and sends nothing)
+    /// when the template fails; the caller checks limits first.
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &mut self,
+        to: &str,
+        lang: Language,
+        template: &str,
+        vars: Value,
+        auto: &str,
+        reply_to: Option<String>,
+        in_reply_to: Option<&str>,
+        attach: Option<&[u8]>,
+    ) -> bool {
+        let text = match self
+            .ctx
+            .texts
+            .render(self.ctx.cfg, self.list, lang, template, vars)
+        {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(template, error = %e, "cannot render a text; not sent");
+                return false;
+            }
+        };
+        let raw = texts::build(MailSpec {
+            list: self.list,
+            to: vec![to.to_string()],
+            lang,
+            text,
+            auto,
+            reply_to,
+            in_reply_to: in_reply_to.map(str::to_string),
+            attach,
+            hostname: &self.ctx.cfg.smtp.hostname,
+        });
+        self.mail
+            .push(out_mail(self.list, template, vec![to.to_string()], raw));
+        true
+    }
+
+    /// A text to a person, counted against the per-address reply limit.
+    fn reply(&mut self, to: &str, lang: Language, template: &str, vars: Value, re: Option<&str>) {
+        match self.within(REPLY, to, self.ctx.cfg.commands.max_replies_per_address) {
+            Ok(true) => {
+                if self.send(to, lang, template, vars, "auto-replied", None, re, None) {
+                    self.hit(REPLY, to);
+                }
+            }
+            Ok(false) => tracing::info!(template, "reply limit reached for an address; not sent"),
+            Err(e) => tracing::error!(error = %e, "cannot read rate limits; not sent"),
+        }
+    }
+
+    /// Tells the owners of a join or leave, as the list says (each, daily, none).
+    fn notify_owners(&mut self, kind: &str, addr: &str, via: &str) {
+        match self.list.notify_owners {
+            NotifyOwners::None => {}
+            NotifyOwners::Daily => self.changes.push(Change::Event {
+                list: self.key().to_string(),
+                event: MemberEvent {
+                    at_ms: self.now,
+                    kind: kind.into(),
+                    address: addr.into(),
+                    via: via.into(),
+                },
+            }),
+            NotifyOwners::Each => {
+                if self.list.owners.is_empty() {
+                    return;
+                }
+                let count = self.ctx.store.member_count(self.key()).unwrap_or(0) as i64
+                    + self.joined.len() as i64
+                    - self.left.len() as i64;
+                let vars = minijinja::context! {
+                    kind, address => addr, via, members_count => count.max(0),
+                };
+                let owners = self.list.owners.clone();
+                if let Ok(text) = self.ctx.texts.render(
+                    self.ctx.cfg,
+                    self.list,
+                    self.list.language,
+                    "owner-event",
+                    vars,
+                ) {
+                    let raw = texts::build(MailSpec {
+                        list: self.list,
+                        to: owners.clone(),
+                        lang: self.list.language,
+                        text,
+                        auto: "auto-generated",
+                        reply_to: None,
+                        in_reply_to: None,
+                        attach: None,
+                        hostname: &self.ctx.cfg.smtp.hostname,
+                    });
+                    self.mail
+                        .push(out_mail(self.list, "owner-event", owners, raw));
+                }
+            }
+        }
+    }
+
+    fn add_member(&mut self, addr: &str, name: Option<String>, lang: Option<Language>, via: &str) {
+        let mut m = Member::new(
+            addr.to_string(),
+            name,
+            self.ctx.secret.member_uid(self.key(), addr),
+        );
+        m.language = lang.filter(|l| *l != self.list.language);
+        self.changes.push(Change::AddMember {
+            list: self.key().to_string(),
+            member: m,
+        });
+        let lc = addr.to_lowercase();
+        self.left.retain(|a| a != &lc);
+        self.joined.push(lc);
+        self.notify_owners("joined", addr, via);
+    }
+
+    fn remove_member(&mut self, addr: &str, via: &str) {
+        self.changes.push(Change::RemoveMember {
+            list: self.key().to_string(),
+            addr: addr.to_string(),
+        });
+        let lc = addr.to_lowercase();
+        self.joined.retain(|a| a != &lc);
+        self.left.push(lc);
+        self.notify_owners("left", addr, via);
+    }
+
+    /// The welcome text, with the member's one-click unsubscribe link when there is a web
+    /// endpoint.
+    fn welcome(&mut self, addr: &str, lang: Language, re: Option<&str>) {
+        let url = self
+            .ctx
+            .cfg
+            .base_url()
+            .map(|b| format!("{b}/u/{}", self.ctx.secret.one_click(self.key(), addr)));
+        let vars = minijinja::context! { address => addr, unsubscribe_url => url };
+        self.reply(addr, lang, "welcome", vars, re);
+    }
+
+    /// `subscribe [addr]` / `unsubscribe [addr]` from `requester`: a confirmation request to
+    /// the address concerned.
+    fn request_change(
+        &mut self,
+        subscribe: bool,
+        target: Option<String>,
+        requester: &str,
+        name: Option<String>,
+        hint: Option<Language>,
+    ) -> crate::store::Result<()> {
+        let target = target.unwrap_or_else(|| requester.to_string());
+        let own = target.eq_ignore_ascii_case(requester);
+        let member = self.is_member(&target)?;
+        let c = &self.ctx.cfg.commands;
+        let (per_addr, per_req) = (
+            c.max_confirmations_per_address,
+            c.max_confirmations_per_requester,
+        );
+        let nothing_to_do = subscribe == member;
+        if nothing_to_do && own {
+            // About the asker's own address: say so in the answer.
+            let kind = if subscribe {
+                "already-member"
+            } else {
+                "not-member"
+            };
+            self.results.push(Res::new(kind).addr(&target));
+            return Ok(());
+        }
+        if !self.within(CONFIRM, &target, per_addr)?
+            || (!own && !self.within(CONFIRM_BY, requester, per_req)?)
+        {
+            tracing::info!(
+                list = %self.list.local(),
+                "confirmation limit reached; nothing sent"
+            );
+            // Not even a "too many requests" answer to the address itself: that would be
+            // one more mail to someone who may never have asked for any.
+            let mut r = Res::new("rate-limited").addr(&target);
+            r.silent = own;
+            self.results.push(r);
+            return Ok(());
+        }
+        let lang = self.lang_for(&target, hint);
+        let sent = if nothing_to_do {
+            // Someone asked for another address: tell that address, and answer the asker
+            // exactly as if a confirmation had gone out (membership is nobody else's business).
+            let t = if subscribe {
+                "already-member"
+            } else {
+                "not-member"
+            };
+            let vars = minijinja::context! { address => target.clone() };
+            self.send(&target, lang, t, vars, "auto-replied", None, None, None)
+        } else {
+            let id = self.ctx.store.new_id()?;
+            let expires_ms = self.now + self.ctx.cfg.commands.confirm_expiry.as_millis() as i64;
+            let expires_s = u32::try_from(expires_ms / 1000).unwrap_or(u32::MAX);
+            let kind = if subscribe {
+                Kind::Subscribe
+            } else {
+                Kind::Unsubscribe
+            };
+            let token = self
+                .ctx
+                .secret
+                .issue(kind, id, expires_s, self.key(), &target);
+            self.changes.push(Change::PutPending {
+                id,
+                pending: Pending {
+                    action: if subscribe {
+                        "subscribe"
+                    } else {
+                        "unsubscribe"
+                    }
+                    .into(),
+                    list: self.key().to_string(),
+                    address: target.clone(),
+                    name: if own { name } else { None },
+                    expires_ms,
+                    language: hint,
+                    used_ms: None,
+                },
+            });
+            let confirm_address = format!(
+                "{}-confirm+{}@{}",
+                self.list.local(),
+                token,
+                self.list.domain()
+            );
+            let confirm_url = self
+                .ctx
+                .cfg
+                .base_url()
+                .map(|b| format!("{b}/confirm/{token}"));
+            let expires = chrono::DateTime::from_timestamp_millis(expires_ms)
+                .map(|d| d.format("%d-%m-%Y %H:%M UTC").to_string())
+                .unwrap_or_default();
+            let vars = minijinja::context! {
+                address => target.clone(), token, confirm_address => confirm_address.clone(),
+                confirm_url, expires, by_other => !own,
+            };
+            let t = if subscribe {
+                "confirm-subscribe"
+            } else {
+                "confirm-unsubscribe"
+            };
+            self.send(
+                &target,
+                lang,
+                t,
+                vars,
+                "auto-replied",
+                Some(confirm_address),
+                None,
+                None,
+            )
+        };
+        if sent {
+            self.hit(CONFIRM, &target);
+            if !own {
+                self.hit(CONFIRM_BY, requester);
+            }
+            let mut r = Res::new("confirm-sent").addr(&target);
+            r.silent = own;
+            self.results.push(r);
+        }
+        Ok(())
+    }
+
+    /// Checks a confirmation token; on success returns the pending request and its id.
+    pub fn check_pending(
+        &self,
+        text: &str,
+        expect_list: bool,
+    ) -> crate::store::Result<Result<(u64, Pending), TokenFail>> {
+        let Some(t) = Token::parse(text) else {
+            return Ok(Err(TokenFail::Forged));
+        };
+        if !matches!(t.kind, Kind::Subscribe | Kind::Unsubscribe) {
+            return Ok(Err(TokenFail::Forged));
+        }
+        let Some(p) = self.ctx.store.pending(t.id)? else {
+            return Ok(Err(TokenFail::Forged));
+        };
+        if !self.ctx.secret.verify(&t, &p.list, &p.address) {
+            return Ok(Err(TokenFail::Forged));
+        }
+        if expect_list && !p.list.eq_ignore_ascii_case(self.key()) {
+            return Ok(Err(TokenFail::OtherList));
+        }
+        if p.used_ms.is_some() {
+            return Ok(Err(TokenFail::Used));
+        }
+        if t.expired(self.now) || p.expires_ms < self.now {
+            return Ok(Err(TokenFail::Expired));
+        }
+        Ok(Ok((t.id, p)))
+    }
+
+    /// Carries out a confirmed request. `re` is the Message-ID of the confirming mail.
+    pub fn confirm(&mut self, id: u64, p: Pending, via: &str, re: Option<&str>) {
+        self.changes.push(Change::UsePending {
+            id,
+            at_ms: self.now,
+        });
+        let member = self.is_member(&p.address).unwrap_or(false);
+        let lang = self.lang_for(&p.address, p.language);
+        if p.action == "subscribe" {
+            if member {
+                self.results
+                    .push(Res::new("already-member").addr(&p.address));
+                return;
+            }
+            self.add_member(&p.address, p.name.clone(), p.language, via);
+            self.welcome(&p.address, lang, re);
+            let mut r = Res::new("subscribed").addr(&p.address);
+            r.silent = true;
+            self.results.push(r);
+        } else {
+            if !member {
+                self.results.push(Res::new("not-member").addr(&p.address));
+                return;
+            }
+            self.remove_member(&p.address, via);
+            let vars = minijinja::context! { address => p.address.clone() };
+            self.reply(&p.address, lang, "goodbye", vars, re);
+            let mut r = Res::new("unsubscribed").addr(&p.address);
+            r.silent = true;
+            self.results.push(r);
+        }
+    }
+
+    /// The welcome text for a member added by an owner.
+    pub fn welcome_member(&mut self, addr: &str) {
+        let lang = self.list.language;
+        self.welcome(addr, lang, None);
+    }
+
+    /// RFC 8058 one-click: removes the member the token names, at once.
+    pub fn one_click(&mut self, text: &str) -> crate::store::Result<Result<String, TokenFail>> {
+        let Some(t) = Token::parse(text).filter(|t| t.kind == Kind::OneClick) else {
+            return Ok(Err(TokenFail::Forged));
+        };
+        let Some((list, m)) = self.ctx.store.member_by_uid(t.id)? else {
+            return Ok(Err(TokenFail::NotMember));
+        };
+        if !list.eq_ignore_ascii_case(self.key()) {
+            return Ok(Err(TokenFail::OtherList));
+        }
+        if !self.ctx.secret.verify(&t, &list, &m.address) {
+            return Ok(Err(TokenFail::Forged));
+        }
+        let lang = m.language.unwrap_or(self.list.language);
+        self.remove_member(&m.address, "web");
+        let vars = minijinja::context! { address => m.address.clone() };
+        self.reply(&m.address, lang, "goodbye", vars, None);
+        Ok(Ok(m.address))
+    }
+
+    /// Approves or rejects a held post. The poster hears of a rejection.
+    pub fn moderate(&mut self, h: &Held, approve: bool, add_member: bool, reason: Option<&str>) {
+        if approve {
+            self.changes.push(Change::ReleaseHeld { id: h.id });
+            if add_member && !self.is_member(&h.from_addr).unwrap_or(true) {
+                self.add_member(&h.from_addr, None, None, "moderator");
+                let lang = self.list.language;
+                self.welcome(&h.from_addr.clone(), lang, None);
+            }
+            let mut r = Res::new("approved");
+            r.subject = Some(h.subject.clone());
+            r.value = add_member.then(|| "member".to_string());
+            self.results.push(r);
+        } else {
+            self.changes.push(Change::DiscardHeld { id: h.id });
+            if !h.envelope.mail_from.is_empty() {
+                let lang = self.lang_for(&h.from_addr, None);
+                let vars = minijinja::context! { subject => h.subject.clone(), reason };
+                let re = Some(h.message_id.clone());
+                self.reply(&h.from_addr.clone(), lang, "rejected", vars, re.as_deref());
+            }
+            let mut r = Res::new("rejected");
+            r.subject = Some(h.subject.clone());
+            self.results.push(r);
+        }
+    }
+
+    /// Tells a poster that the post waits for a moderator.
+    pub fn held_notice(&mut self, h: &Held) {
+        let lang = self.lang_for(&h.from_addr, None);
+        let vars = minijinja::context! { subject => h.subject.clone(), reason => h.reason.clone() };
+        let re = Some(h.message_id.clone());
+        self.reply(&h.from_addr.clone(), lang, "held", vars, re.as_deref());
+    }
+
+    /// Checks a moderation token.
+    pub fn check_moderation(&self, text: &str) -> crate::store::Result<Result<Held, TokenFail>> {
+        let Some(t) = Token::parse(text).filter(|t| t.kind == Kind::Moderate) else {
+            return Ok(Err(TokenFail::Forged));
+        };
+        let Some(h) = self.ctx.store.held_one(t.id)? else {
+            return Ok(Err(TokenFail::NoHeld));
+        };
+        if !self.ctx.secret.verify(&t, &h.list, &h.from_addr) {
+            return Ok(Err(TokenFail::Forged));
+        }
+        if !h.list.eq_ignore_ascii_case(self.key()) {
+            return Ok(Err(TokenFail::OtherList));
+        }
+        Ok(Ok(h))
+    }
+}
+
+/// The owners' daily summary of joins and leaves, when one is due (`notify_owners =
+/// "daily"`, events waiting, the last summary a day ago or more).
+pub fn owner_summary(
+    ctx: Ctx,
+    list: &ListConfig,
+) -> crate::store::Result<Option<(Vec<Change>, Vec<OutMail>)>> {
+    if list.notify_owners != NotifyOwners::Daily || list.owners.is_empty() {
+        return Ok(None);
+    }
+    let now = now_ms();
+    if let Some(last) = ctx.store.last_summary_ms(list.key())? {
+        if now - last < 24 * 3600 * 1000 {
+            return Ok(None);
+        }
+    }
+    let events = ctx.store.events(list.key())?;
+    let Some(upto) = events.iter().map(|(id, _)| *id).max() else {
+        return Ok(None);
+    };
+    let rows: Vec<BTreeMap<&str, String>> = events
+        .iter()
+        .map(|(_, e)| {
+            let at = chrono::DateTime::from_timestamp_millis(e.at_ms)
+                .map(|d| d.format("%d-%m-%Y %H:%M UTC").to_string())
+                .unwrap_or_default();
+            BTreeMap::from([
+                ("kind", e.kind.clone()),
+                ("address", e.address.clone()),
+                ("via", e.via.clone()),
+                ("at", at),
+            ])
+        })
+        .collect();
+    let joined = events.iter().filter(|(_, e)| e.kind == "joined").count();
+    let vars = minijinja::context! {
+        events => rows, joined_count => joined, left_count => events.len() - joined,
+        members_count => ctx.store.member_count(list.key())?,
+    };
+    let text = match ctx
+        .texts
+        .render(ctx.cfg, list, list.language, "owner-summary", vars)
+    {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render the owners' summary");
+            return Ok(None);
+        }
+    };
+    let raw = texts::build(MailSpec {
+        list,
+        to: list.owners.clone(),
+        lang: list.language,
+        text,
+        auto: "auto-generated",
+        reply_to: None,
+        in_reply_to: None,
+        attach: None,
+        hostname: &ctx.cfg.smtp.hostname,
+    });
+    Ok(Some((
+        vec![Change::SummarySent {
+            list: list.key().to_string(),
+            upto,
+            at_ms: now,
+        }],
+        vec![out_mail(list, "owner-summary", list.owners.clone(), raw)],
+    )))
+}
+
+/// A single mail from the list software (envelope sender: the bounce address).
+pub fn out_mail(list: &ListConfig, kind: &str, rcpts: Vec<String>, raw: Vec<u8>) -> OutMail {
+    let now = now_ms();
+    OutMail {
+        id: 0,
+        mail_from: list.sub_address("bounces"),
+        rcpts,
+        attempts: 0,
+        first_ms: now,
+        next_ms: now,
+        last_error: None,
+        kind: kind.into(),
+        raw,
+    }
+}
+
+/// The moderation token of a held post (bound to its list and sender).
+pub fn moderation_token(secret: &Secret, list: &str, held_id: u64, from: &str) -> String {
+    secret.issue(Kind::Moderate, held_id, 0, list, from)
+}
+
+/// A request mail, already classified as not automatic.
+pub struct Incoming {
+    /// The From address: answers go there.
+    pub requester: String,
+    pub name: Option<String>,
+    pub message_id: Option<String>,
+    pub subject: String,
+    /// The text of the body (the first text part).
+    pub body: String,
+}
+
+/// Decides what a request mail does. Returns the plan (changes and mail).
+pub fn handle<'a>(
+    ctx: Ctx<'a>,
+    list: &'a ListConfig,
+    via: &Via,
+    mail: &Incoming,
+) -> crate::store::Result<Plan<'a>> {
+    let mut plan = Plan::new(ctx, list);
+    let requester = mail.requester.as_str();
+    let re = mail.message_id.as_deref();
+    let (cmds, parsed) = match via {
+        Via::Join => (vec![(Cmd::Subscribe(None), "subscribe".into())], None),
+        Via::Leave => (vec![(Cmd::Unsubscribe(None), "unsubscribe".into())], None),
+        Via::Help => (vec![(Cmd::Help, "help".into())], None),
+        Via::Confirm(t) => (vec![(Cmd::Confirm(t.clone()), "confirm".into())], None),
+        Via::Request => {
+            let r = parse_request(&mail.subject, &mail.body, ctx.cfg.commands.max_commands);
+            (r.cmds.clone(), Some(r))
+        }
+    };
+    let hint = match parsed.as_ref().and_then(|r| r.dutch) {
+        Some(true) => Some(Language::Nl),
+        Some(false) if list.language == Language::En => Some(Language::En),
+        _ => None,
+    };
+    let lang = plan.lang_for(requester, hint);
+    let (mut show_help, mut show_info) = (false, false);
+    for (cmd, line) in cmds {
+        match cmd {
+            Cmd::Subscribe(t) => {
+                plan.request_change(true, t, requester, mail.name.clone(), hint)?
+            }
+            Cmd::Unsubscribe(t) => plan.request_change(false, t, requester, None, hint)?,
+            Cmd::Confirm(t) => match plan.check_pending(&t, true)? {
+                // By mail, the token must come back from the address it was sent to (the
+                // link in the confirmation mail serves forwarded and aliased mailboxes).
+                Ok((_, p)) if !p.address.eq_ignore_ascii_case(requester) => plan
+                    .results
+                    .push(Res::new("token-invalid").reason(TokenFail::OtherAddress.code())),
+                Ok((id, p)) => plan.confirm(id, p, "mail", re),
+                Err(f) => plan
+                    .results
+                    .push(Res::new("token-invalid").reason(f.code())),
+            },
+            Cmd::Help => {
+                show_help = true;
+                plan.results.push(Res::new("help"));
+            }
+            Cmd::Info => {
+                show_info = true;
+                plan.results.push(Res::new("info"));
+            }
+            Cmd::SetNomail(_) | Cmd::SetDigest(_) | Cmd::SetLanguage(_) => {
+                match ctx.store.member(list.key(), requester)? {
+                    None => plan.results.push(Res::new("not-member-set")),
+                    Some(mut m) => {
+                        let (setting, value) = match cmd {
+                            Cmd::SetNomail(v) => {
+                                m.nomail = v;
+                                ("nomail", if v { "on" } else { "off" }.to_string())
+                            }
+                            Cmd::SetDigest(v) => {
+                                m.digest = v;
+                                ("digest", if v { "on" } else { "off" }.to_string())
+                            }
+                            Cmd::SetLanguage(l) => {
+                                m.language = Some(l);
+                                ("language", l.code().to_string())
+                            }
+                            _ => continue,
+                        };
+                        plan.changes.push(Change::UpdateMember {
+                            list: list.key().to_string(),
+                            member: m,
+                        });
+                        let mut r = Res::new("set");
+                        r.setting = Some(setting);
+                        r.value = Some(value);
+                        plan.results.push(r);
+                    }
+                }
+            }
+            Cmd::Approve { .. } | Cmd::Reject { .. } if !is_owner(list, requester) => plan
+                .results
+                .push(Res::new("token-invalid").reason(TokenFail::NotOwner.code())),
+            Cmd::Approve { token, member } => match plan.check_moderation(&token)? {
+                Ok(h) => plan.moderate(&h, true, member, None),
+                Err(f) => plan
+                    .results
+                    .push(Res::new("token-invalid").reason(f.code())),
+            },
+            Cmd::Reject { token, reason } => match plan.check_moderation(&token)? {
+                Ok(h) => plan.moderate(&h, false, false, reason.as_deref()),
+                Err(f) => plan
+                    .results
+                    .push(Res::new("token-invalid").reason(f.code())),
+            },
+            Cmd::End => break,
+        }
+        let _ = line;
+    }
+    if let Some(r) = &parsed {
+        for (line, why) in &r.invalid {
+            let mut x = Res::new("invalid").reason(why);
+            x.line = Some(line.clone());
+            plan.results.push(x);
+            show_help = true;
+        }
+        if let Some(u) = &r.unknown {
+            let mut x = Res::new("unknown");
+            x.line = Some(u.clone());
+            plan.results.push(x);
+            show_help = true;
+        }
+        if r.truncated > 0 {
+            let mut x = Res::new("truncated");
+            x.count = Some(r.truncated);
+            plan.results.push(x);
+        }
+        if r.cmds.is_empty() && r.invalid.is_empty() && r.unknown.is_none() {
+            plan.results.push(Res::new("no-commands"));
+            show_help = true;
+        }
+    }
+    // The language may have just been changed by `set language`.
+    let lang = plan
+        .changes
+        .iter()
+        .rev()
+        .find_map(|c| match c {
+            Change::UpdateMember { member, .. } => member.language,
+            _ => None,
+        })
+        .unwrap_or(lang);
+    if plan.results.iter().any(|r| !r.silent) {
+        answer(&mut plan, requester, lang, show_help, show_info, re)?;
+    }
+    Ok(plan)
+}
+
+fn is_owner(list: &ListConfig, addr: &str) -> bool {
+    list.owners.iter().any(|o| o.eq_ignore_ascii_case(addr))
+}
+
+/// The one answer to a request mail: results, then help and info texts when asked for.
+fn answer(
+    plan: &mut Plan,
+    to: &str,
+    lang: Language,
+    show_help: bool,
+    show_info: bool,
+    re: Option<&str>,
+) -> crate::store::Result<()> {
+    let ctx = plan.ctx;
+    let results: Vec<&Res> = plan.results.iter().filter(|r| !r.silent).collect();
+    let only_texts = results.iter().all(|r| r.kind == "help" || r.kind == "info");
+    let render = |name: &str, vars: Value| ctx.texts.render(ctx.cfg, plan.list, lang, name, vars);
+    let mut parts: Vec<texts::Text> = Vec::new();
+    if !only_texts {
+        match render(
+            "results",
+            minijinja::context! { results => Value::from_serialize(&results), show_help },
+        ) {
+            Ok(t) => parts.push(t),
+            Err(e) => tracing::error!(error = %e, "cannot render results"),
+        }
+    }
+    if show_info {
+        let m = ctx.store.member(plan.list.key(), to)?;
+        let vars = minijinja::context! {
+            member => m.is_some(),
+            digest => m.as_ref().is_some_and(|m| m.digest),
+            nomail => m.as_ref().is_some_and(|m| m.nomail),
+            member_language => m.as_ref().and_then(|m| m.language).unwrap_or(plan.list.language).code(),
+            owners_count => plan.list.owners.len(),
+            address => to,
+        };
+        match render("info", vars) {
+            Ok(t) => parts.push(t),
+            Err(e) => tracing::error!(error = %e, "cannot render info"),
+        }
+    }
+    if show_help {
+        match render("help", Value::from(BTreeMap::<String, String>::new())) {
+            Ok(t) => parts.push(t),
+            Err(e) => tracing::error!(error = %e, "cannot render help"),
+        }
+    }
+    let Some(first) = parts.first() else {
+        return Ok(());
+    };
+    let text = texts::Text {
+        subject: first.subject.clone(),
+        body: parts
+            .iter()
+            .map(|p| p.body.trim_end())
+            .collect::<Vec<_>>()
+            .join("\n\n")
+            + "\n",
+    };
+    if !plan.within(REPLY, to, ctx.cfg.commands.max_replies_per_address)? {
+        tracing::info!("reply limit reached for an address; answer not sent");
+        return Ok(());
+    }
+    let raw = texts::build(MailSpec {
+        list: plan.list,
+        to: vec![to.to_string()],
+        lang,
+        text,
+        auto: "auto-replied",
+        reply_to: None,
+        in_reply_to: re.map(str::to_string),
+        attach: None,
+        hostname: &ctx.cfg.smtp.hostname,
+    });
+    plan.mail
+        .push(out_mail(plan.list, "answer", vec![to.to_string()], raw));
+    plan.hit(REPLY, to);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines() {
+        assert_eq!(
+            parse_line("SUBSCRIBE"),
+            LineParse::Cmd {
+                cmd: Cmd::Subscribe(None),
+                dutch: false
+            }
+        );
+        assert_eq!(
+            parse_line("aanmelden <jan@ocmw.be>"),
+            LineParse::Cmd {
+                cmd: Cmd::Subscribe(Some("jan@ocmw.be".into())),
+                dutch: true
+            }
+        );
+        assert!(matches!(
+            parse_line("subscribe not-an-address"),
+            LineParse::Invalid(_)
+        ));
+        assert_eq!(
+            parse_line("instellen vakantie aan"),
+            LineParse::Cmd {
+                cmd: Cmd::SetNomail(true),
+                dutch: true
+            }
+        );
+        assert_eq!(
+            parse_line("set language EN"),
+            LineParse::Cmd {
+                cmd: Cmd::SetLanguage(Language::En),
+                dutch: false
+            }
+        );
+        assert!(matches!(
+            parse_line("set colour blue"),
+            LineParse::Invalid(_)
+        ));
+        assert_eq!(parse_line("Beste collega's,"), LineParse::NotCommand);
+        assert_eq!(
+            parse_line("reject abc te commercieel"),
+            LineParse::Cmd {
+                cmd: Cmd::Reject {
+                    token: "abc".into(),
+                    reason: Some("te commercieel".into())
+                },
+                dutch: false
+            }
+        );
+    }
+
+    #[test]
+    fn request_reading_rules() {
+        let body =
+            "\r\n> subscribe quoted\r\nhelp\r\n\r\nset nomail on\r\nBedankt!\r\nunsubscribe\r\n";
+        let r = parse_request("Re: [forum] vraag", body, 20);
+        assert_eq!(
+            r.cmds.iter().map(|c| c.0.clone()).collect::<Vec<_>>(),
+            vec![Cmd::Help, Cmd::SetNomail(true)]
+        );
+        assert!(
+            r.unknown.is_none(),
+            "stopping after commands is not an error"
+        );
+        let r = parse_request("", "Graag wil ik me afmelden.\nGroeten\n", 20);
+        assert!(r.cmds.is_empty());
+        assert_eq!(r.unknown.as_deref(), Some("Graag wil ik me afmelden."));
+        let r = parse_request("afmelden", "hulp\n-- \nhelp\n", 20);
+        assert_eq!(r.cmds.len(), 2);
+        assert_eq!(r.dutch, Some(true));
+        let r = parse_request("", &"help\n".repeat(30), 20);
+        assert_eq!((r.cmds.len(), r.truncated), (20, 10));
+        let t = Secret::from_bytes([1; 32]).issue(Kind::Subscribe, 9, 0, "l", "a@b.c");
+        let r = parse_request(&format!("Re: Bevestig je aanmelding (confirm {t})"), "", 20);
+        assert_eq!(r.cmds.len(), 1);
+        assert_eq!(r.cmds[0].0, Cmd::Confirm(t));
+        let r = parse_request("Set up of the meeting", "end\nsubscribe\n", 20);
+        assert!(r.cmds.is_empty() && r.unknown.is_none());
+    }
+}
