@@ -381,6 +381,14 @@ pub struct Opts {
     pub posting: &'static str,
     /// `None`: the default (25 MB).
     pub max_message_size: Option<usize>,
+    /// Run the web endpoint (one-click unsubscribe, confirmation links) on a free port.
+    pub http: bool,
+    /// The list's language.
+    pub language: &'static str,
+    /// More TOML tables, e.g. a `[commands]` table.
+    pub extra: String,
+    /// More keys for the `[[list]]` table.
+    pub list_extra: String,
 }
 
 impl Default for Opts {
@@ -390,6 +398,10 @@ impl Default for Opts {
             retry_base: "1s",
             posting: "members",
             max_message_size: None,
+            http: false,
+            language: "en",
+            extra: String::new(),
+            list_extra: String::new(),
         }
     }
 }
@@ -401,6 +413,8 @@ pub struct TestEnv {
     pub data_dir: PathBuf,
     pub smtp_port: u16,
     pub sink_port: u16,
+    /// The web endpoint's port (used when `opts.http`).
+    pub http_port: u16,
     pub opts: Opts,
     starts: usize,
 }
@@ -422,6 +436,7 @@ impl TestEnv {
             config,
             data_dir,
             smtp_port: free_port(),
+            http_port: free_port(),
             sink_port,
             opts,
             starts: 0,
@@ -442,8 +457,19 @@ impl TestEnv {
             .max_message_size
             .map(|s| format!("max_message_size = {s}\n"))
             .unwrap_or_default();
+        let http = if o.http {
+            format!(
+                "[http]\nlisten = \"127.0.0.1:{p}\"\nbase_url = \"http://127.0.0.1:{p}\"\n",
+                p = self.http_port
+            )
+        } else {
+            String::new()
+        };
         format!(
             r#"data_dir = {data:?}
+
+{http}
+{extra}
 
 [smtp]
 listen = "127.0.0.1:{port}"
@@ -461,13 +487,17 @@ timeout = "10s"
 [[list]]
 address = "{LIST}"
 name = "Forum"
-language = "en"
+language = "{language}"
 posting = "{posting}"
 subject_prefix = "[forum]"
 reply_to = "list"
 owners = ["{OWNER}"]
 footer = "{FOOTER}"
+{list_extra}
 "#,
+            extra = o.extra,
+            list_extra = o.list_extra,
+            language = o.language,
             data = self.data_dir.display().to_string(),
             port = self.smtp_port,
             sink = self.sink_port,
@@ -622,6 +652,7 @@ impl Daemon {
                     let err = d.stderr();
                     if err.contains("cannot listen") && attempt < 4 {
                         env.smtp_port = free_port();
+                        env.http_port = free_port();
                         break;
                     }
                     panic!("vraagbaak serve exited early ({status}):\n{err}");

@@ -1,0 +1,661 @@
+//! End to end: subscribing by mail, confirmations, one-click unsubscribe, moderation by
+//! reply, member settings, through the real listener, the real binary and a real SMTP sink
+//! (and, for one-click, a real HTTP request to the daemon's web endpoint).
+
+mod common;
+
+use common::*;
+use mail_parser::MessageParser;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+/// The trimmed values of header `name`.
+fn headers(raw: &[u8], name: &str) -> Vec<String> {
+    MessageParser::default()
+        .parse(raw)
+        .map(|m| {
+            m.headers_raw()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim().replace("\r\n", "").replace('\n', ""))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn header(raw: &[u8], name: &str) -> String {
+    headers(raw, name).into_iter().next().unwrap_or_default()
+}
+
+/// The decoded text of the first text part.
+fn text(raw: &[u8]) -> String {
+    MessageParser::default()
+        .parse(raw)
+        .and_then(|m| m.body_text(0).map(|t| t.into_owned()))
+        .unwrap_or_default()
+}
+
+fn subject(raw: &[u8]) -> String {
+    MessageParser::default()
+        .parse(raw)
+        .and_then(|m| m.subject().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The messages the sink received for `rcpt`, in order.
+fn mails_for(sink: &Sink, rcpt: &str) -> Vec<Received> {
+    sink.messages()
+        .into_iter()
+        .filter(|m| m.rcpt.eq_ignore_ascii_case(rcpt))
+        .collect()
+}
+
+/// Waits until `rcpt` has received `n` messages; returns them.
+fn wait_mails(sink: &Sink, rcpt: &str, n: usize) -> Vec<Received> {
+    assert!(
+        wait_until(WAIT, || mails_for(sink, rcpt).len() >= n),
+        "{rcpt} received {} messages, expected {n}",
+        mails_for(sink, rcpt).len()
+    );
+    mails_for(sink, rcpt)
+}
+
+/// A mail from `from` (also the envelope sender) to `rcpt`; asserts it is accepted.
+fn send(port: u16, from: &str, rcpt: &str, subject: &str, body: &str) {
+    let mid = format!("{:016x}@client.example.net", rand_u64());
+    let code = post(port, from, rcpt, &message(from, subject, &mid, body));
+    assert_eq!(code, 250, "mail from {from} to {rcpt} not accepted");
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+/// The token in a confirmation mail's Reply-To: `forum-confirm+TOKEN@...`.
+fn confirm_token(raw: &[u8]) -> String {
+    let rt = header(raw, "Reply-To");
+    let start = rt
+        .find("forum-confirm+")
+        .unwrap_or_else(|| panic!("no confirm address in Reply-To: {rt:?}"))
+        + "forum-confirm+".len();
+    let token: String = rt[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    assert_eq!(token.len(), 40, "token {token:?}");
+    token
+}
+
+/// The 40-character token after `word ` in a text.
+fn token_after(text: &str, word: &str) -> String {
+    let i = text
+        .find(&format!("{word} "))
+        .unwrap_or_else(|| panic!("no `{word} TOKEN` in:\n{text}"));
+    let t: String = text[i + word.len() + 1..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    assert_eq!(t.len(), 40, "token after {word}: {t:?}");
+    t
+}
+
+fn members(env: &TestEnv) -> Vec<String> {
+    let out = env.cli(&["members", "list", "forum"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let mut v: Vec<String> = out.stdout.lines().map(|l| l.to_lowercase()).collect();
+    v.sort();
+    v
+}
+
+/// A plain HTTP/1.1 request to the daemon's web endpoint; returns (status, body).
+fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to http");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("write request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read response");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
+    (status, body)
+}
+
+/// The path of the https/http URL in a List-Unsubscribe value.
+fn unsubscribe_path(value: &str) -> String {
+    let start = value
+        .find("<http")
+        .expect("an http URL in List-Unsubscribe")
+        + 1;
+    let end = start + value[start..].find('>').expect("closing >");
+    let url = &value[start..end];
+    let after_scheme = &url[url.find("://").expect("scheme") + 3..];
+    after_scheme[after_scheme.find('/').expect("path")..].to_string()
+}
+
+fn start(opts: Opts) -> (Sink, TestEnv, Daemon) {
+    let sink = Sink::start();
+    let mut env = TestEnv::new(sink.port, opts);
+    let d = Daemon::start(&mut env);
+    (sink, env, d)
+}
+
+const STRANGER: &str = "nieuw.lid@ocmw-gent.be";
+
+#[test]
+fn subscribe_by_mail_needs_confirmation_then_welcomes() {
+    let (sink, env, d) = start(Opts {
+        http: true,
+        ..Opts::default()
+    });
+    // The body of a mail to -join is not read: this is one subscribe, not three commands.
+    send(
+        d.port,
+        STRANGER,
+        "forum-join@lists.example.org",
+        "graag lid",
+        "subscribe\nhelp\nunsubscribe\n",
+    );
+    let got = wait_mails(&sink, STRANGER, 1);
+    let c = &got[0];
+    assert_eq!(c.from, "forum-bounces@lists.example.org", "envelope sender");
+    assert_eq!(header(&c.data, "Auto-Submitted"), "auto-replied");
+    let token = confirm_token(&c.data);
+    assert!(subject(&c.data).contains(&format!("confirm {token}")));
+    assert!(
+        text(&c.data).contains(&format!("/confirm/{token}")),
+        "the confirmation mail carries a link"
+    );
+    assert!(
+        members(&env).is_empty(),
+        "nobody is subscribed before confirming"
+    );
+
+    // Replying to the confirmation mail (Reply-To: forum-confirm+TOKEN@) confirms.
+    send(
+        d.port,
+        STRANGER,
+        &format!("forum-confirm+{token}@lists.example.org"),
+        &format!("Re: {}", subject(&c.data)),
+        "> quoted text of the confirmation\n",
+    );
+    let got = wait_mails(&sink, STRANGER, 2);
+    let welcome = &got[1];
+    assert_eq!(header(&welcome.data, "Auto-Submitted"), "auto-replied");
+    assert!(
+        text(&welcome.data).contains("forum-leave@lists.example.org"),
+        "the welcome says how to leave"
+    );
+    assert_eq!(members(&env), vec![STRANGER.to_string()]);
+    // The owner is told (notify_owners = "each" by default), without the list being shown.
+    let owner = wait_mails(&sink, OWNER, 1);
+    assert!(text(&owner[0].data).contains(STRANGER));
+
+    // The same token again: a clear answer, nothing changes.
+    send(
+        d.port,
+        STRANGER,
+        "forum-request@lists.example.org",
+        "",
+        &format!("confirm {token}\n"),
+    );
+    let got = wait_mails(&sink, STRANGER, 3);
+    assert!(
+        text(&got[2].data).to_lowercase().contains("already"),
+        "reused token answer: {}",
+        text(&got[2].data)
+    );
+    assert_eq!(members(&env), vec![STRANGER.to_string()]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(mails_for(&sink, STRANGER).len(), 3, "one answer per mail");
+    assert_eq!(mails_for(&sink, OWNER).len(), 1, "no second join notice");
+}
+
+#[test]
+fn unsubscribe_by_mail_is_confirmed_too() {
+    let (sink, env, d) = start(Opts::default());
+    let m = "an.peeters@ocmw-leuven.be";
+    env.add_members(&[m.to_string(), "blijft@ocmw.be".to_string()]);
+    send(d.port, m, "forum-leave@lists.example.org", "weg", "");
+    let got = wait_mails(&sink, m, 1);
+    let token = confirm_token(&got[0].data);
+    assert_eq!(members(&env).len(), 2, "not removed before confirming");
+    // Confirm with a command to -request instead of a reply.
+    send(
+        d.port,
+        m,
+        "forum-request@lists.example.org",
+        "",
+        &format!("confirm {token}\n"),
+    );
+    let got = wait_mails(&sink, m, 2);
+    assert!(text(&got[1].data).contains("forum-join@lists.example.org"));
+    assert_eq!(members(&env), vec!["blijft@ocmw.be".to_string()]);
+    // mlmmj-style sub-address: forum+unsubscribe@ from someone who is not a member says so
+    // to that address only.
+    send(d.port, m, "forum+unsubscribe@lists.example.org", "", "");
+    let got = wait_mails(&sink, m, 3);
+    assert!(header(&got[2].data, "Reply-To").is_empty() || !got[2].data.is_empty());
+    assert_eq!(members(&env), vec!["blijft@ocmw.be".to_string()]);
+}
+
+#[test]
+fn one_click_removes_exactly_that_member() {
+    let (sink, env, d) = start(Opts {
+        http: true,
+        ..Opts::default()
+    });
+    let (a, b, c) = ("a@ocmw-a.be", "b@ocmw-b.be", "c@ocmw-c.be");
+    env.add_members(&[a.to_string(), b.to_string(), c.to_string()]);
+    send(d.port, a, LIST, "Vraag over leefloon", "Wie weet raad?");
+    for r in [a, b, c] {
+        wait_mails(&sink, r, 1);
+    }
+    let copy_b = &mails_for(&sink, b)[0];
+    let lu = header(&copy_b.data, "List-Unsubscribe");
+    assert!(
+        lu.contains("<mailto:forum-leave@lists.example.org>"),
+        "{lu}"
+    );
+    assert_eq!(
+        header(&copy_b.data, "List-Unsubscribe-Post"),
+        "List-Unsubscribe=One-Click"
+    );
+    let path_b = unsubscribe_path(&lu);
+    let path_a = unsubscribe_path(&header(&mails_for(&sink, a)[0].data, "List-Unsubscribe"));
+    assert_ne!(path_a, path_b, "each member has an own URL");
+    assert!(
+        !path_b.contains('@') && !path_b.contains("ocmw"),
+        "no address in the URL"
+    );
+
+    // GET shows a page with a button and changes nothing.
+    let (status, page) = http(env.http_port, "GET", &path_b, "");
+    assert_eq!(status, 200);
+    let lower = page.to_lowercase().replace("&#x2f;", "/");
+    assert!(
+        lower.contains("<form") && lower.contains("post") && lower.contains(&path_b),
+        "a form that posts to the same URL: {page}"
+    );
+    assert_eq!(members(&env).len(), 3);
+
+    // A forged token (one character changed) does nothing.
+    let mut forged = path_a.clone().into_bytes();
+    let last = forged.len() - 1;
+    forged[last] = if forged[last] == b'a' { b'b' } else { b'a' };
+    let (status, _) = http(
+        env.http_port,
+        "POST",
+        std::str::from_utf8(&forged).unwrap(),
+        "List-Unsubscribe=One-Click",
+    );
+    assert_eq!(status, 404);
+    assert_eq!(members(&env).len(), 3);
+
+    // RFC 8058: the POST removes that member at once, and nobody else.
+    let (status, page) = http(env.http_port, "POST", &path_b, "List-Unsubscribe=One-Click");
+    assert_eq!(status, 200, "{page}");
+    assert!(!page.contains(b), "the page shows no address");
+    assert_eq!(members(&env), vec![a.to_string(), c.to_string()]);
+    // Again: nothing more happens.
+    let (status, _) = http(env.http_port, "POST", &path_b, "List-Unsubscribe=One-Click");
+    assert_ne!(status, 200);
+    assert_eq!(members(&env), vec![a.to_string(), c.to_string()]);
+    // The member gets a goodbye.
+    let got = wait_mails(&sink, b, 2);
+    assert!(text(&got[1].data).contains("forum-join@lists.example.org"));
+}
+
+#[test]
+fn bad_tokens_fail_clearly_and_change_nothing() {
+    let (sink, env, d) = start(Opts {
+        http: true,
+        extra: "[commands]\nconfirm_expiry = \"3s\"\n".into(),
+        ..Opts::default()
+    });
+    let x = "x@ocmw-x.be";
+    let y = "y@ocmw-y.be";
+    send(d.port, x, "forum-join@lists.example.org", "", "");
+    let token = confirm_token(&wait_mails(&sink, x, 1)[0].data);
+
+    // Forged: one character changed.
+    let mut f = token.clone().into_bytes();
+    f[10] = if f[10] == b'a' { b'b' } else { b'a' };
+    let forged = String::from_utf8(f).unwrap();
+    send(
+        d.port,
+        x,
+        "forum-request@lists.example.org",
+        "",
+        &format!("confirm {forged}\n"),
+    );
+    let a = wait_mails(&sink, x, 2);
+    assert!(
+        text(&a[1].data).to_lowercase().contains("not valid"),
+        "{}",
+        text(&a[1].data)
+    );
+
+    // A token for another address: y cannot use x's token.
+    send(
+        d.port,
+        y,
+        "forum-request@lists.example.org",
+        "",
+        &format!("confirm {token}\n"),
+    );
+    let a = wait_mails(&sink, y, 1);
+    assert!(
+        text(&a[0].data).contains("another address"),
+        "{}",
+        text(&a[0].data)
+    );
+    assert!(members(&env).is_empty());
+
+    // Expired, by mail and on the web.
+    std::thread::sleep(Duration::from_secs(4));
+    send(
+        d.port,
+        x,
+        &format!("forum-confirm+{token}@lists.example.org"),
+        "Re: confirm",
+        "",
+    );
+    let a = wait_mails(&sink, x, 3);
+    assert!(
+        text(&a[2].data).to_lowercase().contains("expired"),
+        "{}",
+        text(&a[2].data)
+    );
+    let (status, _) = http(env.http_port, "POST", &format!("/confirm/{token}"), "");
+    assert_eq!(status, 410);
+    let (status, _) = http(env.http_port, "GET", &format!("/confirm/{forged}"), "");
+    assert_eq!(status, 404);
+    assert!(members(&env).is_empty(), "no token changed anything");
+}
+
+#[test]
+fn confirmation_mails_to_a_stranger_are_limited() {
+    let (sink, env, d) = start(Opts {
+        extra: "[commands]\nmax_confirmations_per_address = 3\n".into(),
+        ..Opts::default()
+    });
+    let mut c = SmtpClient::connect(d.port);
+    assert_eq!(c.cmd("EHLO client.example.net").code, 250);
+    // 25 requesters ask for the stranger, and 25 forged mails "from" the stranger ask too.
+    for i in 0..50 {
+        let (from, rcpt, body) = if i % 2 == 0 {
+            (
+                format!("requester{i}@example.net"),
+                "forum-request@lists.example.org",
+                format!("subscribe {STRANGER}\n"),
+            )
+        } else {
+            (
+                STRANGER.to_string(),
+                "forum-join@lists.example.org",
+                String::new(),
+            )
+        };
+        let m = message(&from, "", &format!("r{i}@example.net"), &body);
+        assert_eq!(c.transaction(&from, &[rcpt], &m).code, 250);
+    }
+    c.quit();
+    // Every requester gets its one answer...
+    for i in (0..50).step_by(2) {
+        wait_mails(&sink, &format!("requester{i}@example.net"), 1);
+    }
+    assert!(env.wait_queue_empty());
+    // ...and the stranger at most the configured number of mails.
+    let n = mails_for(&sink, STRANGER).len();
+    assert!((1..=3).contains(&n), "{n} mails to the stranger");
+    assert!(members(&env).is_empty());
+    let later: Vec<String> = (40..50)
+        .step_by(2)
+        .map(|i| text(&mails_for(&sink, &format!("requester{i}@example.net"))[0].data))
+        .collect();
+    assert!(
+        later.iter().all(|t| t.to_lowercase().contains("too many")),
+        "later requesters hear of the limit: {later:?}"
+    );
+}
+
+#[test]
+fn held_post_approved_by_reply_is_delivered_once() {
+    let (sink, env, d) = start(Opts::default());
+    let (a, b) = ("a@ocmw-a.be", "b@ocmw-b.be");
+    env.add_members(&[a.to_string(), b.to_string()]);
+    let outsider = "gast@cawv.be";
+    send(
+        d.port,
+        outsider,
+        LIST,
+        "Vraag van buiten",
+        "Mag ik iets vragen?",
+    );
+    let notice = &wait_mails(&sink, OWNER, 1)[0];
+    let body = text(&notice.data);
+    let token = token_after(&body, "approve");
+    assert!(header(&notice.data, "Reply-To").contains("forum-request@lists.example.org"));
+    assert!(
+        String::from_utf8_lossy(&notice.data).contains("message/rfc822"),
+        "post attached"
+    );
+    // The poster hears it waits.
+    wait_mails(&sink, outsider, 1);
+    assert_eq!(mails_for(&sink, a).len(), 0);
+
+    // Someone else cannot approve with the token.
+    send(
+        d.port,
+        a,
+        "forum-request@lists.example.org",
+        "Re: held",
+        &format!("approve {token}\n"),
+    );
+    wait_mails(&sink, a, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(mails_for(&sink, b).len(), 0, "not approved by a member");
+
+    // The owner approves by replying (the quote below is ignored), adding the sender.
+    send(
+        d.port,
+        OWNER,
+        "forum-request@lists.example.org",
+        &format!("Re: {}", subject(&notice.data)),
+        &format!("approve {token} member\n\n> {body}\n"),
+    );
+    let copies_b = wait_mails(&sink, b, 1);
+    assert_eq!(subject(&copies_b[0].data), "[forum] Vraag van buiten");
+    wait_mails(&sink, OWNER, 2);
+    assert!(members(&env).contains(&outsider.to_string()));
+    // Approving again: "already handled", no second copy.
+    send(
+        d.port,
+        OWNER,
+        "forum-request@lists.example.org",
+        "",
+        &format!("approve {token}\n"),
+    );
+    assert!(wait_until(WAIT, || mails_for(&sink, OWNER)
+        .iter()
+        .any(|m| text(&m.data).contains("already handled"))));
+    assert!(env.wait_queue_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(mails_for(&sink, b).len(), 1, "delivered once");
+    let to_a: Vec<_> = mails_for(&sink, a)
+        .into_iter()
+        .filter(|m| subject(&m.data).contains("Vraag van buiten"))
+        .collect();
+    assert_eq!(to_a.len(), 1);
+
+    // A rejection by reply tells the poster, with the reason.
+    send(d.port, "ander@cawv.be", LIST, "Reclame", "Koop nu");
+    let held_notice = |s: &Sink| {
+        mails_for(s, OWNER)
+            .into_iter()
+            .find(|m| subject(&m.data).contains("Reclame"))
+    };
+    assert!(wait_until(WAIT, || held_notice(&sink).is_some()));
+    let t2 = token_after(&text(&held_notice(&sink).unwrap().data), "approve");
+    send(
+        d.port,
+        OWNER,
+        "forum-request@lists.example.org",
+        "",
+        &format!("reject {t2} geen reclame aub\n"),
+    );
+    let r = wait_mails(&sink, "ander@cawv.be", 2);
+    assert!(text(&r[1].data).contains("geen reclame aub"));
+    assert!(env.cli(&["moderate", "list"]).stdout.trim().is_empty());
+}
+
+#[test]
+fn dutch_commands_get_dutch_answers() {
+    // The list speaks English; the member writes Dutch.
+    let (sink, env, d) = start(Opts::default());
+    let m = "jan@ocmw-brugge.be";
+    env.add_members(&[m.to_string()]);
+    send(d.port, m, "forum-request@lists.example.org", "hulp", "");
+    let a = wait_mails(&sink, m, 1);
+    assert_eq!(header(&a[0].data, "Content-Language"), "nl");
+    assert!(
+        text(&a[0].data).contains("afmelden"),
+        "{}",
+        text(&a[0].data)
+    );
+    // English words: English answer.
+    send(d.port, m, "forum-request@lists.example.org", "help", "");
+    let a = wait_mails(&sink, m, 2);
+    assert_eq!(header(&a[1].data, "Content-Language"), "en");
+    // A Dutch subscribe: the confirmation is Dutch too.
+    send(
+        d.port,
+        "els@ocmw-brugge.be",
+        "forum-request@lists.example.org",
+        "",
+        "aanmelden\n",
+    );
+    let a = wait_mails(&sink, "els@ocmw-brugge.be", 1);
+    assert_eq!(header(&a[0].data, "Content-Language"), "nl");
+    // Settings in Dutch.
+    send(
+        d.port,
+        m,
+        "forum-request@lists.example.org",
+        "",
+        "instellen vakantie aan\n",
+    );
+    let a = wait_mails(&sink, m, 3);
+    assert_eq!(header(&a[2].data, "Content-Language"), "nl");
+    let csv = env.cli(&["members", "export", "forum"]).stdout;
+    assert!(csv.contains("jan@ocmw-brugge.be,,"), "{csv}");
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with(m) && l.contains(",off,on,")),
+        "{csv}"
+    );
+}
+
+#[test]
+fn nomail_members_get_no_posts_until_they_are_back() {
+    let (sink, env, d) = start(Opts::default());
+    let (a, v) = ("a@ocmw-a.be", "vakantie@ocmw-v.be");
+    env.add_members(&[a.to_string(), v.to_string()]);
+    send(
+        d.port,
+        v,
+        "forum-request@lists.example.org",
+        "set nomail on",
+        "",
+    );
+    wait_mails(&sink, v, 1);
+    send(d.port, a, LIST, "Eerste", "een");
+    wait_mails(&sink, a, 1);
+    assert!(env.wait_queue_empty());
+    assert_eq!(mails_for(&sink, v).len(), 1, "only the answer");
+    let out = env.cli(&["members", "set", "forum", v, "nomail", "off"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    send(d.port, a, LIST, "Tweede", "twee");
+    let got = wait_mails(&sink, v, 2);
+    assert_eq!(subject(&got[1].data), "[forum] Tweede");
+}
+
+#[test]
+fn import_sends_welcomes_only_when_asked() {
+    let (sink, env, _d) = start(Opts::default());
+    let f = env.path().join("leden.txt");
+    std::fs::write(&f, "stil@ocmw.be\nStil Twee <stil2@ocmw.be>\n").unwrap();
+    let out = env.cli(&["members", "import", "forum", f.to_str().unwrap()]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    std::fs::write(&f, "welkom@ocmw.be\n").unwrap();
+    let out = env.cli(&[
+        "members",
+        "import",
+        "--welcome",
+        "forum",
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    wait_mails(&sink, "welkom@ocmw.be", 1);
+    assert!(env.wait_queue_empty());
+    assert_eq!(mails_for(&sink, "stil@ocmw.be").len(), 0);
+    assert_eq!(mails_for(&sink, "stil2@ocmw.be").len(), 0);
+    assert_eq!(members(&env).len(), 3);
+}
+
+#[test]
+fn unknown_commands_get_one_answer_and_automatic_mail_none() {
+    let (sink, env, d) = start(Opts::default());
+    let p = "vraag@ocmw.be";
+    send(
+        d.port,
+        p,
+        "forum-request@lists.example.org",
+        "Vraagje",
+        "Hoe werkt dit?\nsubscribe\nfoo\nbar\n",
+    );
+    let a = wait_mails(&sink, p, 1);
+    let t = text(&a[0].data);
+    assert!(t.contains("Hoe werkt dit?"), "names the line: {t}");
+    assert!(t.contains("set nomail"), "includes the help text: {t}");
+    // An auto-reply to the request address is never answered (and kept).
+    let auto = format!(
+        "From: {p}\r\nSubject: Out of office\r\nAuto-Submitted: auto-replied\r\n\
+Message-ID: <auto1@ocmw.be>\r\n\r\nsubscribe\r\n"
+    );
+    assert_eq!(
+        post(
+            d.port,
+            p,
+            "forum-request@lists.example.org",
+            auto.as_bytes()
+        ),
+        250
+    );
+    // A bounce (empty envelope sender) neither.
+    let b = message(p, "help", "bounce1@ocmw.be", "help\n");
+    assert_eq!(post(d.port, "", "forum-request@lists.example.org", &b), 250);
+    assert!(env.wait_queue_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(mails_for(&sink, p).len(), 1);
+    assert!(members(&env).is_empty());
+}
