@@ -2,7 +2,8 @@
 //! delivery workers, over SMTP on 127.0.0.1 to a local sink that accepts everything.
 //!
 //! `cargo bench --bench fanout` (env: `FANOUT_MEMBERS`, default 10000; `FANOUT_CONNECTIONS`,
-//! default 8). Prints recipients per second. The sink runs in the same process and on the
+//! default 8; `FANOUT_HTTP=1` adds an `[http]` section, so that every copy gets its own
+//! one-click List-Unsubscribe fields). Prints recipients per second. The sink runs in the same process and on the
 //! same cores as vraagbaak, so the figure includes the sink's own cost.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -114,6 +115,7 @@ async fn run(members: usize, connections: usize) -> anyhow::Result<()> {
     let text = format!(
         r#"
 data_dir = "{dir}"
+{http}
 [smtp]
 listen = ""
 hostname = "lists.example.org"
@@ -127,7 +129,12 @@ posting = "members"
 subject_prefix = "[forum]"
 owners = ["beheer@example.org"]
 "#,
-        dir = dir.path().display()
+        dir = dir.path().display(),
+        http = if std::env::var("FANOUT_HTTP").is_ok_and(|v| v == "1") {
+            "[http]\nlisten = \"127.0.0.1:0\"\nbase_url = \"https://lists.example.org\"\n"
+        } else {
+            ""
+        }
     );
     let cfg = Arc::new(Config::parse(&text, "bench.toml")?);
     let store = Store::open(&cfg.db_path())?;
