@@ -211,7 +211,7 @@ fn bare_subject(s: &str) -> &str {
         for p in [
             "re:", "aw:", "antw:", "sv:", "fw:", "fwd:", "doorst:", "tr:",
         ] {
-            if s.len() >= p.len() && s[..p.len()].eq_ignore_ascii_case(p) {
+            if s.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p)) {
                 s = s[p.len()..].trim_start();
             }
         }
@@ -1298,6 +1298,9 @@ mod tests {
         let r = parse_request(&format!("Re: Bevestig je aanmelding (confirm {t})"), "", 20);
         assert_eq!(r.cmds.len(), 1);
         assert_eq!(r.cmds[0].0, Cmd::Confirm(t));
+        // Non-ASCII subjects (byte offsets inside a character) are read, not a panic.
+        let r = parse_request("éé vraag", "ö\n", 20);
+        assert_eq!(r.unknown.as_deref(), Some("ö"));
         let r = parse_request("Set up of the meeting", "end\nsubscribe\n", 20);
         assert!(r.cmds.is_empty() && r.unknown.is_none());
     }

@@ -192,7 +192,13 @@ fn decide_post(
             id
         }
     };
-    let subject = msg.subject().unwrap_or("").to_string();
+    // One line, always: the subject goes into notices and the archive.
+    let subject: String = msg
+        .subject()
+        .unwrap_or("")
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     let key = list.key();
     let policy_hold = match list.posting {
         _ if item.envelope.approved => None,

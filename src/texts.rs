@@ -201,14 +201,16 @@ fn split_subject(out: &str) -> Option<Text> {
         .trim_end_matches('\r')
         .strip_prefix("Subject:")?
         .trim();
+    // Never a second header line, whatever a template or a value put in.
+    let subject: String = subject
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     let rest = rest
         .strip_prefix("\r\n")
         .or_else(|| rest.strip_prefix('\n'))?;
     let body = rest.trim_end().to_string() + "\n";
-    Some(Text {
-        subject: subject.to_string(),
-        body,
-    })
+    Some(Text { subject, body })
 }
 
 /// How a text mail relates to what caused it.
