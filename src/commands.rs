@@ -557,27 +557,22 @@ impl<'a> Plan<'a> {
                 let vars = minijinja::context! {
                     kind, address => addr, via, members_count => count.max(0),
                 };
-                let owners = self.list.owners.clone();
-                if let Ok(text) = self.ctx.texts.render(
+                match self.ctx.texts.render(
                     self.ctx.cfg,
                     self.list,
                     self.list.language,
                     "owner-event",
                     vars,
                 ) {
-                    let raw = texts::build(MailSpec {
-                        list: self.list,
-                        to: owners.clone(),
-                        lang: self.list.language,
+                    Ok(text) => self.mail.push(owner_mail(
+                        self.ctx.cfg,
+                        self.list,
+                        "owner-event",
                         text,
-                        auto: "auto-generated",
-                        reply_to: None,
-                        in_reply_to: None,
-                        attach: None,
-                        hostname: &self.ctx.cfg.smtp.hostname,
-                    });
-                    self.mail
-                        .push(out_mail(self.list, "owner-event", owners, raw));
+                        None,
+                        None,
+                    )),
+                    Err(e) => tracing::error!(error = %e, "cannot render the owners' notice"),
                 }
             }
         }
@@ -944,25 +939,37 @@ pub fn owner_summary(
             return Ok(None);
         }
     };
-    let raw = texts::build(MailSpec {
-        list,
-        to: list.owners.clone(),
-        lang: list.language,
-        text,
-        auto: "auto-generated",
-        reply_to: None,
-        in_reply_to: None,
-        attach: None,
-        hostname: &ctx.cfg.smtp.hostname,
-    });
     Ok(Some((
         vec![Change::SummarySent {
             list: list.key().to_string(),
             upto,
             at_ms: now,
         }],
-        vec![out_mail(list, "owner-summary", list.owners.clone(), raw)],
+        vec![owner_mail(ctx.cfg, list, "owner-summary", text, None, None)],
     )))
+}
+
+/// A notice to the owners of a list (`Auto-Submitted: auto-generated`).
+pub fn owner_mail(
+    cfg: &Config,
+    list: &ListConfig,
+    kind: &str,
+    text: texts::Text,
+    reply_to: Option<String>,
+    attach: Option<&[u8]>,
+) -> OutMail {
+    let raw = texts::build(MailSpec {
+        list,
+        to: list.owners.clone(),
+        lang: list.language,
+        text,
+        auto: "auto-generated",
+        reply_to,
+        in_reply_to: None,
+        attach,
+        hostname: &cfg.smtp.hostname,
+    });
+    out_mail(list, kind, list.owners.clone(), raw)
 }
 
 /// A single mail from the list software (envelope sender: the bounce address).

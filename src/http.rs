@@ -192,14 +192,9 @@ async fn unsubscribe_do(State(app): State<Arc<App>>, Path(token): Path<String>) 
         Ok(Err(f)) => return fail_page(&app, Some(list), lang, f),
         Err(e) => return error_page(&app, e),
     }
-    let (changes, mail) = (plan.changes, plan.mail);
-    if let Err(e) = app.svc.store.commit(changes, mail) {
-        return error_page(&app, e);
+    if let Err(r) = apply(&app, plan).await {
+        return r;
     }
-    if let Err(e) = app.svc.store.flush_async().await {
-        return error_page(&app, e);
-    }
-    app.wake_out.notify_one();
     tracing::info!(list = %list.local(), "member left by one-click unsubscribe");
     page(
         &app,
@@ -209,6 +204,22 @@ async fn unsubscribe_do(State(app): State<Arc<App>>, Path(token): Path<String>) 
         "unsubscribe-done",
         None,
     )
+}
+
+/// Applies a plan durably and wakes delivery for the mail it queued.
+async fn apply(app: &App, plan: Plan<'_>) -> Result<(), Response> {
+    let (changes, mail) = (plan.changes, plan.mail);
+    app.svc
+        .store
+        .commit(changes, mail)
+        .map_err(|e| error_page(app, e))?;
+    app.svc
+        .store
+        .flush_async()
+        .await
+        .map_err(|e| error_page(app, e))?;
+    app.wake_out.notify_one();
+    Ok(())
 }
 
 /// The list and language of a confirmation token's request, when it is one of ours.
@@ -276,14 +287,9 @@ async fn confirm_do(State(app): State<Arc<App>>, Path(token): Path<String>) -> R
         Some("not-member") => "unsubscribed",
         _ => which,
     };
-    let (changes, mail) = (plan.changes, plan.mail);
-    if let Err(e) = app.svc.store.commit(changes, mail) {
-        return error_page(&app, e);
+    if let Err(r) = apply(&app, plan).await {
+        return r;
     }
-    if let Err(e) = app.svc.store.flush_async().await {
-        return error_page(&app, e);
-    }
-    app.wake_out.notify_one();
     tracing::info!(list = %list.local(), result = done, "request confirmed on the web");
     page(&app, Some(list), lang, StatusCode::OK, done, None)
 }

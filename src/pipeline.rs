@@ -9,7 +9,6 @@ use crate::compose::normalize_crlf;
 use crate::config::{Config, ListConfig, Posting};
 use crate::router::{self, Route};
 use crate::store::{Applied, Change, Held, OutMail, Outcome, PostMeta, SpoolItem};
-use crate::texts::{self, MailSpec};
 use crate::Services;
 use mail_parser::MessageParser;
 use std::sync::Arc;
@@ -284,20 +283,14 @@ fn held_notices(svc: &Services, list: &ListConfig, h: &Held) -> (Vec<OutMail>, V
             .texts
             .render(cfg, list, list.language, "held-owner", vars)
         {
-            Ok(text) => {
-                let raw = texts::build(MailSpec {
-                    list,
-                    to: list.owners.clone(),
-                    lang: list.language,
-                    text,
-                    auto: "auto-generated",
-                    reply_to: Some(list.sub_address("request")),
-                    in_reply_to: None,
-                    attach: Some(&h.raw),
-                    hostname: &cfg.smtp.hostname,
-                });
-                notices.push(out_mail(list, "held-notice", raw));
-            }
+            Ok(text) => notices.push(commands::owner_mail(
+                cfg,
+                list,
+                "held-notice",
+                text,
+                Some(list.sub_address("request")),
+                Some(&h.raw),
+            )),
             Err(e) => tracing::error!(error = %e, "cannot render the held notice"),
         }
     }

@@ -1061,41 +1061,6 @@ impl Store {
             .collect()
     }
 
-    /// Moves a held post back into the spool, approved, atomically; its Message-ID is
-    /// released so that the post is not taken for a duplicate of itself.
-    pub fn release_held(&self, id: u64) -> Result<Option<Held>> {
-        let hk = id.to_be_bytes();
-        let Some(v) = self.held.get(hk)? else {
-            return Ok(None);
-        };
-        let (mut h, raw) = decode_with_raw::<Held>("held", &v)?;
-        let spool_id = self.next_id()?;
-        let mut env = h.envelope.clone();
-        env.approved = true;
-        let rec = encode_with_raw(&env, &raw);
-        let mk = msgid_key(&h.list, &h.message_id);
-        (&self.held, &self.msgid, &self.spool)
-            .transaction(|(heldt, msgid, spool)| {
-                heldt.remove(&hk)?;
-                msgid.remove(mk.as_slice())?;
-                spool.insert(&spool_id.to_be_bytes(), rec.as_slice())?;
-                Ok(())
-            })
-            .map_err(tx_err)?;
-        h.raw = raw;
-        Ok(Some(h))
-    }
-
-    /// Removes a held post (rejected by a moderator).
-    pub fn discard_held(&self, id: u64) -> Result<Option<Held>> {
-        let Some(v) = self.held.remove(id.to_be_bytes())? else {
-            return Ok(None);
-        };
-        let (mut h, raw) = decode_with_raw::<Held>("held", &v)?;
-        h.raw = raw;
-        Ok(Some(h))
-    }
-
     // ---- delivery queue ----------------------------------------------------------------
 
     /// One pass over the queue and the single messages: what is due at `now_ms` (at most
