@@ -57,6 +57,118 @@ pub struct Config {
     pub templates_dir: Option<PathBuf>,
     #[serde(rename = "list", default)]
     pub lists: Vec<ListConfig>,
+    /// Mailboxes polled over IMAP, for list addresses that live at a provider.
+    #[serde(rename = "imap", default)]
+    pub imap: Vec<ImapConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImapTls {
+    /// TLS from the first byte (port 993).
+    Implicit,
+    /// Plain connection upgraded with STARTTLS (port 143).
+    Starttls,
+    /// No TLS: only allowed to a loopback address.
+    None,
+}
+
+/// What is done with a message on the server once it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImapAfter {
+    Delete,
+    Move(String),
+    /// Marked `\Seen` and left where it is.
+    Flag,
+}
+
+/// A password that never shows in logs, errors or `Debug` output.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Password(pub String);
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapConfig {
+    /// The account's name, for `vraagbaak imap test NAME` and the logs.
+    pub name: String,
+    pub host: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default = "default_imap_tls")]
+    pub tls: ImapTls,
+    pub username: String,
+    #[serde(default)]
+    pub password: Option<Password>,
+    /// A file holding the password (one line); read at start-up.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_mailbox")]
+    pub mailbox: String,
+    /// The list the mailbox feeds; without it, the list is found from the recipient headers
+    /// (Delivered-To, X-Original-To, To, Cc).
+    #[serde(default)]
+    pub list: Option<String>,
+    /// `"delete"`, `"move:Folder"` or `"flag"`.
+    #[serde(default = "default_after", deserialize_with = "de_after")]
+    pub after: ImapAfter,
+    /// How often to look for new mail when the server has no IDLE (and at most how long
+    /// an IDLE waits before looking anyway).
+    #[serde(default = "default_poll_interval", deserialize_with = "de_duration")]
+    pub poll_interval: Duration,
+}
+
+impl ImapConfig {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.tls {
+            ImapTls::Implicit => 993,
+            _ => 143,
+        })
+    }
+
+    /// The password, from `password` or `password_file`; the error never contains it.
+    pub fn read_password(&self) -> Result<String, String> {
+        if let Some(p) = &self.password {
+            return Ok(p.0.clone());
+        }
+        match &self.password_file {
+            Some(f) => std::fs::read_to_string(f)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                .map_err(|e| format!("cannot read password_file {}: {e}", f.display())),
+            None => Err("expected `password` or `password_file`".into()),
+        }
+    }
+}
+
+fn default_imap_tls() -> ImapTls {
+    ImapTls::Implicit
+}
+fn default_mailbox() -> String {
+    "INBOX".into()
+}
+fn default_after() -> ImapAfter {
+    ImapAfter::Flag
+}
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn de_after<'de, D: Deserializer<'de>>(d: D) -> Result<ImapAfter, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "delete" => Ok(ImapAfter::Delete),
+        "flag" => Ok(ImapAfter::Flag),
+        m if m.starts_with("move:") && m.len() > 5 => Ok(ImapAfter::Move(m[5..].to_string())),
+        _ => Err(de::Error::custom(format!(
+            "expected \"delete\", \"move:Folder\" or \"flag\", got {s:?}"
+        ))),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -576,6 +688,53 @@ impl Config {
                 }
             }
         }
+        let mut names: Vec<&str> = Vec::new();
+        for (i, a) in self.imap.iter().enumerate() {
+            let k = |f: &str| format!("imap[{i}].{f}");
+            if a.name.is_empty()
+                || a.name.contains(char::is_whitespace)
+                || names.contains(&a.name.as_str())
+            {
+                return Err(err(
+                    k("name"),
+                    format!("expected a unique name without spaces, got {:?}", a.name),
+                ));
+            }
+            names.push(&a.name);
+            if a.host.is_empty() {
+                return Err(err(k("host"), "expected a host name".into()));
+            }
+            let loopback = matches!(a.host.as_str(), "localhost" | "127.0.0.1" | "::1")
+                || a.host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if a.tls == ImapTls::None && !loopback {
+                return Err(err(
+                    k("tls"),
+                    "expected \"implicit\" or \"starttls\": \"none\" is only allowed to a loopback address".into(),
+                ));
+            }
+            if a.password.is_some() == a.password_file.is_some() {
+                return Err(err(
+                    k("password"),
+                    "expected exactly one of `password` and `password_file`".into(),
+                ));
+            }
+            if let Some(l) = &a.list {
+                if self.list(l).is_none() {
+                    return Err(err(
+                        k("list"),
+                        format!("expected a configured list, got {l:?}"),
+                    ));
+                }
+            }
+            if a.poll_interval < Duration::from_secs(1) {
+                return Err(err(
+                    k("poll_interval"),
+                    "expected a duration of at least 1s".into(),
+                ));
+            }
+        }
         // A list's sub-addresses (forum-request@ ...) must not collide with another list.
         for a in &self.lists {
             for b in &self.lists {
@@ -697,6 +856,27 @@ name = "Forum"
         )
         .unwrap_err();
         assert_eq!(e.key, "delivery.retry_base", "{e}");
+    }
+
+    #[test]
+    fn imap_accounts_are_checked_and_passwords_hidden() {
+        let acct = |extra: &str| {
+            format!(
+                "{MIN}\n[[imap]]\nname = \"p\"\nhost = \"imap.provider.be\"\nusername = \"u\"\n\
+password = \"s3cret\"\nlist = \"forum\"\n{extra}"
+            )
+        };
+        let c = Config::parse(&acct("after = \"move:Verwerkt\""), "t.toml").unwrap();
+        assert_eq!(c.imap[0].after, ImapAfter::Move("Verwerkt".into()));
+        assert_eq!(c.imap[0].port(), 993);
+        assert!(!format!("{:?}", c.imap[0]).contains("s3cret"));
+        let e = Config::parse(&acct("tls = \"none\""), "t.toml").unwrap_err();
+        assert_eq!(e.key, "imap[0].tls", "{e}");
+        let e = Config::parse(&acct("after = \"archive\""), "t.toml").unwrap_err();
+        assert_eq!(e.key, "imap[0].after", "{e}");
+        assert!(!e.to_string().contains("s3cret"));
+        let e = Config::parse(&acct("password_file = \"/x\""), "t.toml").unwrap_err();
+        assert_eq!(e.key, "imap[0].password", "{e}");
     }
 
     #[test]

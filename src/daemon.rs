@@ -76,6 +76,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             }
         }));
     }
+    for acct in &cfg.imap {
+        tracing::info!(account = %acct.name, host = %acct.host, mailbox = %acct.mailbox, "polling imap");
+        tasks.push(tokio::spawn(inbound::imap::run(
+            inbound.clone(),
+            acct.clone(),
+            stop_rx.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(housekeeping(
         svc.clone(),
         wake_out.clone(),

@@ -38,6 +38,15 @@ enum Cmd {
     /// Held posts.
     #[command(subcommand)]
     Moderate(ModerateCmd),
+    /// IMAP accounts.
+    #[command(subcommand)]
+    Imap(ImapCmd),
+}
+
+#[derive(Subcommand)]
+enum ImapCmd {
+    /// Log in to ACCOUNT, show its capabilities and its mailbox's message count, and exit.
+    Test { account: String },
 }
 
 #[derive(Subcommand)]
@@ -168,6 +177,22 @@ async fn run(cmd: Cmd, cfg: Config) -> i32 {
                 cfg.delivery.relay
             );
             return 0;
+        }
+        Cmd::Imap(ImapCmd::Test { account }) => {
+            let Some(acct) = cfg.imap.iter().find(|a| a.name == account) else {
+                eprintln!("error: no [[imap]] account named {account:?} in the configuration");
+                return admin::EX_NOUSER;
+            };
+            return match vraagbaak::inbound::imap::test(acct).await {
+                Ok(report) => {
+                    print!("{report}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: imap account {}: {e}", acct.name);
+                    69 // EX_UNAVAILABLE
+                }
+            };
         }
         Cmd::Members(MembersCmd::Add {
             list,

@@ -16,6 +16,8 @@
 //! - `pending`    `<id>` → [`Pending`] (a subscribe/unsubscribe request awaiting confirmation)
 //! - `ratelimit`  `<bucket>\0<addr>` → recent send times (limits mail to one address)
 //! - `events`     `<list>\0<id>` → [`MemberEvent`] (joins and leaves for the daily summary)
+//! - `imap`       `state\0<account>` → [`ImapState`]; `seen\0<account>\0<message-id>` → uid
+//!   (what an IMAP poller has stored, written with the stored message itself)
 //!
 //! `<list>` is the lower-cased posting address and `<addr>` a lower-cased member address.
 //! Everything that changes the meaning of an acknowledged message happens in one sled
@@ -106,6 +108,23 @@ pub struct Pending {
     /// When it was confirmed; a used token is kept until it expires, to say "already used".
     #[serde(default)]
     pub used_ms: Option<i64>,
+}
+
+/// How far an IMAP poller got in its mailbox.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImapState {
+    pub uidvalidity: u32,
+    /// The highest UID stored (spooled or quarantined) under this UIDVALIDITY.
+    pub last_uid: u32,
+}
+
+/// Which IMAP message a stored message is, recorded in the same transaction.
+#[derive(Debug, Clone)]
+pub struct ImapMark {
+    pub account: String,
+    pub uidvalidity: u32,
+    pub uid: u32,
+    pub message_id: Option<String>,
 }
 
 /// A join or leave, kept for the owners' daily summary.
@@ -312,6 +331,20 @@ fn rate_key(bucket: &str, addr: &str) -> Vec<u8> {
     k
 }
 
+fn imap_state_key(account: &str) -> Vec<u8> {
+    [b"state\0".as_slice(), account.as_bytes()].concat()
+}
+
+fn imap_seen_key(account: &str, message_id: &str) -> Vec<u8> {
+    [
+        b"seen\0".as_slice(),
+        account.as_bytes(),
+        b"\0",
+        message_id.as_bytes(),
+    ]
+    .concat()
+}
+
 fn summary_key(list: &str) -> Vec<u8> {
     [b"summary\0".as_slice(), &list_prefix(list)].concat()
 }
@@ -435,6 +468,7 @@ pub struct Store {
     pending: sled::Tree,
     ratelimit: sled::Tree,
     events: sled::Tree,
+    imap: sled::Tree,
 }
 
 impl Store {
@@ -471,6 +505,7 @@ impl Store {
             pending: t("pending")?,
             ratelimit: t("ratelimit")?,
             events: t("events")?,
+            imap: t("imap")?,
             db,
         })
     }
@@ -796,6 +831,81 @@ impl Store {
 
     pub fn member_count(&self, list: &str) -> Result<usize> {
         Ok(self.members.scan_prefix(list_prefix(list)).count())
+    }
+
+    // ---- IMAP polling -----------------------------------------------------------------
+
+    pub fn imap_state(&self, account: &str) -> Result<Option<ImapState>> {
+        self.imap
+            .get(imap_state_key(account))?
+            .map(|v| decode("imap", &v))
+            .transpose()
+    }
+
+    /// Whether a message with this Message-ID was already stored from this account.
+    pub fn imap_seen(&self, account: &str, message_id: &str) -> Result<bool> {
+        Ok(self.imap.contains_key(imap_seen_key(account, message_id))?)
+    }
+
+    /// Stores a fetched message in the spool (or, with `quarantine`, in the quarantine) and
+    /// records its UID and Message-ID for the account, in one transaction; `envelope: None`
+    /// records the mark only (a message found to be stored already). Flush before acting
+    /// on the server.
+    pub fn store_imap(
+        &self,
+        envelope: Option<Envelope>,
+        quarantine: Option<&str>,
+        raw: &[u8],
+        mark: &ImapMark,
+    ) -> Result<()> {
+        let id = self.next_id()?;
+        let rec = match (&envelope, quarantine) {
+            (Some(env), Some(reason)) => Some(encode_with_raw(
+                &Quarantined {
+                    id,
+                    reason: reason.to_string(),
+                    envelope: env.clone(),
+                    raw: Vec::new(),
+                },
+                raw,
+            )),
+            (Some(env), None) => Some(encode_with_raw(env, raw)),
+            (None, _) => None,
+        };
+        let sk = imap_state_key(&mark.account);
+        (&self.spool, &self.quarantine, &self.imap)
+            .transaction(|(spool, quar, imap)| {
+                match (&rec, quarantine) {
+                    (Some(r), Some(_)) => {
+                        quar.insert(&id.to_be_bytes(), r.as_slice())?;
+                    }
+                    (Some(r), None) => {
+                        spool.insert(&id.to_be_bytes(), r.as_slice())?;
+                    }
+                    (None, _) => {}
+                }
+                let mut st = match imap.get(&sk)? {
+                    Some(v) => decode::<ImapState>("imap", &v)
+                        .map_err(ConflictableTransactionError::Abort)?,
+                    None => ImapState {
+                        uidvalidity: mark.uidvalidity,
+                        last_uid: 0,
+                    },
+                };
+                if st.uidvalidity != mark.uidvalidity {
+                    st = ImapState {
+                        uidvalidity: mark.uidvalidity,
+                        last_uid: 0,
+                    };
+                }
+                st.last_uid = st.last_uid.max(mark.uid);
+                imap.insert(sk.as_slice(), encode(&st))?;
+                if let Some(mid) = &mark.message_id {
+                    imap.insert(imap_seen_key(&mark.account, mid), &mark.uid.to_be_bytes())?;
+                }
+                Ok(())
+            })
+            .map_err(tx_err)
     }
 
     // ---- requests, limits, events -------------------------------------------------------

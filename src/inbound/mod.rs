@@ -2,12 +2,13 @@
 //! is ours ([`crate::router`]), and hands the message to [`accept`], which stores it in the
 //! spool and flushes before the listener may acknowledge it.
 
+pub mod imap;
 pub mod inject;
 pub mod smtp;
 
 use crate::config::Config;
 use crate::router;
-use crate::store::{now_ms, Envelope, Store, StoreError};
+use crate::store::{now_ms, Envelope, ImapMark, Store, StoreError};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -194,6 +195,49 @@ impl Inbound {
             self.wake.notify_one();
         }
         verdicts
+    }
+}
+
+impl Inbound {
+    /// Stores a message fetched over IMAP for `rcpt` (a list address; `None` when no list
+    /// could be found for it: the message is kept in quarantine), together with its mark
+    /// (UID, Message-ID), and flushes. Only after `Ok` may the poller touch the message on
+    /// the server. Malformed messages are kept in quarantine, like at the SMTP door.
+    pub async fn accept_imap(
+        &self,
+        mail_from: &str,
+        rcpt: Option<&str>,
+        raw: &[u8],
+        mark: &ImapMark,
+    ) -> Result<Verdict, StoreError> {
+        let env = Envelope {
+            mail_from: mail_from.to_string(),
+            rcpt: rcpt.unwrap_or("").to_string(),
+            source: format!("imap:{}", mark.account),
+            received_ms: now_ms(),
+            approved: false,
+        };
+        let reason = match (sanity_check(raw), rcpt) {
+            (Err(r), _) => Some(r),
+            (Ok(()), None) => Some("no list address in the recipient headers".to_string()),
+            (Ok(()), Some(_)) => None,
+        };
+        self.store
+            .store_imap(Some(env), reason.as_deref(), raw, mark)?;
+        self.store.flush_async().await?;
+        Ok(match reason {
+            Some(reason) => {
+                tracing::warn!(account = %mark.account, uid = mark.uid, reason = %reason, "fetched message kept in quarantine");
+                Verdict::Refused {
+                    reason,
+                    quarantined: true,
+                }
+            }
+            None => {
+                self.wake.notify_one();
+                Verdict::Stored
+            }
+        })
     }
 }
 
