@@ -14,6 +14,8 @@
 
 #![allow(dead_code)]
 
+pub mod dovecot;
+
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener as StdListener, TcpStream as StdStream};
@@ -416,6 +418,8 @@ pub struct TestEnv {
     /// The web endpoint's port (used when `opts.http`).
     pub http_port: u16,
     pub opts: Opts,
+    /// Extra environment for the next `Daemon::start`.
+    pub daemon_env: Vec<(String, String)>,
     starts: usize,
 }
 
@@ -437,6 +441,7 @@ impl TestEnv {
             data_dir,
             smtp_port: free_port(),
             http_port: free_port(),
+            daemon_env: Vec::new(),
             sink_port,
             opts,
             starts: 0,
@@ -633,6 +638,7 @@ impl Daemon {
                 .arg(&env.config)
                 .arg("serve")
                 .env("RUST_LOG", "info")
+                .envs(env.daemon_env.iter().map(|(k, v)| (k, v)))
                 .env_remove("VRAAGBAAK_CONFIG")
                 .current_dir(env.path())
                 .stdin(Stdio::null())

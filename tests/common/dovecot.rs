@@ -1,0 +1,261 @@
+//! A real Dovecot (Debian's `dovecot-imapd`) for the IMAP tests: started by the test on a
+//! free 127.0.0.1 port with its own config, a passwd-file user and a temporary mail
+//! directory; no system service is involved. `.ci/run` installs the package.
+//!
+//! Also a small IMAP client (async-imap on a private tokio runtime) to append, list and
+//! recreate mailboxes as a mail provider would.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const DOVECOT: &str = "/usr/sbin/dovecot";
+pub const USER: &str = "forum";
+pub const PASSWORD: &str = "geheim-wachtwoord";
+
+/// Whether the tests can run here. Under CI a missing Dovecot is an error, elsewhere the
+/// test says why it is skipped.
+pub fn available(test: &str) -> bool {
+    if Path::new(DOVECOT).exists() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{DOVECOT} is missing; .ci/run installs dovecot-imapd");
+    }
+    eprintln!("skipping {test}: {DOVECOT} not installed (apt-get install dovecot-imapd)");
+    false
+}
+
+pub struct Dovecot {
+    pub dir: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+fn id(args: &[&str]) -> String {
+    Command::new("id")
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+impl Dovecot {
+    /// Writes the config under `dir` and starts Dovecot.
+    pub fn start(dir: &Path) -> Dovecot {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = dir.join("dovecot");
+        let mail = dir.join("mail");
+        std::fs::create_dir_all(&mail).expect("mail dir");
+        let port = super::free_port();
+        let root = id(&["-u"]) == "0";
+        // Dovecot will not run mail processes as root: as root, they run as its own user.
+        let (login, internal, uid, gid) = if root {
+            (
+                "dovenull".to_string(),
+                "dovecot".to_string(),
+                id(&["-u", "dovecot"]),
+                id(&["-g", "dovecot"]),
+            )
+        } else {
+            let me = id(&["-un"]);
+            (me.clone(), me, id(&["-u"]), id(&["-g"]))
+        };
+        // The login and mail processes must reach their directories.
+        let mut p = dir.clone();
+        while p.parent().is_some() && p.starts_with(std::env::temp_dir()) {
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755));
+            p.pop();
+        }
+        if root {
+            let (u, g) = (uid.parse().ok(), gid.parse().ok());
+            std::os::unix::fs::chown(&mail, u, g).expect("chown mail dir");
+        }
+        let conf = format!(
+            r#"protocols = imap
+listen = 127.0.0.1
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:{d}/mail/%u
+first_valid_uid = 0
+default_login_user = {login}
+default_internal_user = {internal}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={d}/home/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+"#,
+            d = dir.display()
+        );
+        std::fs::write(dir.join("dovecot.conf"), conf).expect("write dovecot.conf");
+        let pw = dir.join("passwd");
+        std::fs::write(&pw, format!("{USER}:{{PLAIN}}{PASSWORD}::::::\n")).expect("passwd");
+        let _ = std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644));
+        let mut d = Dovecot {
+            dir,
+            port,
+            child: None,
+        };
+        d.run();
+        d
+    }
+
+    fn run(&mut self) {
+        let child = Command::new(DOVECOT)
+            .arg("-F")
+            .arg("-c")
+            .arg(self.dir.join("dovecot.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dovecot");
+        self.child = Some(child);
+        let deadline = Instant::now() + super::WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "dovecot did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dovecot.log")).unwrap_or_default()
+    }
+
+    /// Stops Dovecot (SIGTERM, and waits).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+
+    /// The Maildir of a mailbox (`INBOX` or another folder), for delivering a message the
+    /// way a provider's delivery agent does while IMAP is down.
+    pub fn maildir(&self, mailbox: &str) -> PathBuf {
+        let base = self.dir.join("mail").join(USER);
+        if mailbox == "INBOX" {
+            base
+        } else {
+            base.join(format!(".{mailbox}"))
+        }
+    }
+
+    /// Runs `f` with a logged-in IMAP session.
+    pub fn with<T>(
+        &self,
+        f: impl for<'a> FnOnce(
+            &'a mut async_imap::Session<tokio::net::TcpStream>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>,
+    ) -> T {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .expect("connect to dovecot");
+            let mut c = async_imap::Client::new(tcp);
+            c.read_response().await.expect("greeting");
+            let mut s = c
+                .login(USER, PASSWORD)
+                .await
+                .map_err(|(e, _)| e)
+                .expect("login");
+            let r = f(&mut s).await;
+            let _ = s.logout().await;
+            r
+        })
+    }
+
+    /// APPENDs a message to `mailbox`.
+    pub fn append(&self, mailbox: &str, raw: &[u8]) {
+        let (mb, raw) = (mailbox.to_string(), raw.to_vec());
+        self.with(move |s| {
+            Box::pin(async move {
+                s.append(&mb, None, None, &raw).await.expect("APPEND");
+            })
+        })
+    }
+
+    /// The number of messages in `mailbox` (0 when it does not exist).
+    pub fn count(&self, mailbox: &str) -> u32 {
+        let mb = mailbox.to_string();
+        self.with(move |s| {
+            Box::pin(async move { s.examine(&mb).await.map(|m| m.exists).unwrap_or(0) })
+        })
+    }
+
+    pub fn uidvalidity(&self, mailbox: &str) -> u32 {
+        let mb = mailbox.to_string();
+        self.with(move |s| {
+            Box::pin(async move {
+                s.examine(&mb)
+                    .await
+                    .ok()
+                    .and_then(|m| m.uid_validity)
+                    .unwrap_or(0)
+            })
+        })
+    }
+
+    pub fn create(&self, mailbox: &str) {
+        let mb = mailbox.to_string();
+        self.with(move |s| Box::pin(async move { s.create(&mb).await.expect("CREATE") }))
+    }
+
+    pub fn delete(&self, mailbox: &str) {
+        let mb = mailbox.to_string();
+        self.with(move |s| Box::pin(async move { s.delete(&mb).await.expect("DELETE") }))
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- dovecot.log:\n{}", self.log());
+        }
+        self.stop();
+    }
+}
