@@ -258,3 +258,28 @@ fn wrong_password_gives_one_clear_line() {
     assert!(log.contains("provider"));
     assert!(!log.contains("not-the-password") && !log.contains("panicked"));
 }
+
+#[test]
+fn a_24_mb_message_comes_through() {
+    if !dovecot::available("a_24_mb_message_comes_through") {
+        return;
+    }
+    let mut s = setup("INBOX", "delete", dovecot::PASSWORD);
+    let _d = Daemon::start(&mut s.env);
+    // 24 MB of base64 lines, as a big scanned attachment would be.
+    let line = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAx\r\n";
+    let body = line.repeat(24 * 1024 * 1024 / line.len());
+    let raw = post_from(&s.members, "Groot bestand", "imap-big@ocmw.be");
+    let mut big = raw;
+    big.extend_from_slice(body.as_bytes());
+    s.dovecot.append("INBOX", &big);
+    wait_copies(&s, "imap-big@ocmw.be", 1, WAIT);
+    assert_eq!(copies(&s, "imap-big@ocmw.be"), vec![1; 5]);
+    let got = s.sink.messages();
+    let copy = got.iter().find(|m| m.rcpt == s.members[1]).expect("a copy");
+    assert!(
+        copy.data.len() > 24 * 1024 * 1024 - 1024,
+        "{} bytes",
+        copy.data.len()
+    );
+}
