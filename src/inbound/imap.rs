@@ -399,7 +399,10 @@ async fn pass(
         if seen {
             store
                 .store_imap(None, None, raw, &mark)
-                .and_then(|()| store.flush())
+                .map_err(|e| ImapError::Other(format!("store: {e}")))?;
+            store
+                .flush_async()
+                .await
                 .map_err(|e| ImapError::Other(format!("store: {e}")))?;
             tracing::info!(account = %acct.name, uid, "message stored before; not stored again");
         } else {
