@@ -109,6 +109,10 @@ pub struct ImapConfig {
     /// A file holding the password (one line); read at start-up.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// A PEM file of CA certificates to trust besides the public roots (a provider with a
+    /// private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     #[serde(default = "default_mailbox")]
     pub mailbox: String,
     /// The list the mailbox feeds; without it, the list is found from the recipient headers

@@ -72,9 +72,30 @@ async fn timed<T>(
         .unwrap_or_else(|_| Err(ImapError::Other(format!("{what}: timed out"))))
 }
 
-fn tls_connector() -> Result<tokio_rustls::TlsConnector, ImapError> {
+fn tls_connector(
+    ca_file: Option<&std::path::Path>,
+) -> Result<tokio_rustls::TlsConnector, ImapError> {
+    use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(f) = ca_file {
+        let pem = std::fs::read(f)
+            .map_err(|e| ImapError::Other(format!("ca_file {}: {e}", f.display())))?;
+        let mut n = 0;
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            let c = c.map_err(|e| ImapError::Other(format!("ca_file {}: {e}", f.display())))?;
+            roots
+                .add(c)
+                .map_err(|e| ImapError::Other(format!("ca_file {}: {e}", f.display())))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(ImapError::Other(format!(
+                "ca_file {}: no PEM certificate in it",
+                f.display()
+            )));
+        }
+    }
     let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -85,10 +106,11 @@ fn tls_connector() -> Result<tokio_rustls::TlsConnector, ImapError> {
     Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
 }
 
-async fn tls(tcp: TcpStream, host: &str) -> Result<Box<dyn Io>, ImapError> {
+async fn tls(tcp: TcpStream, acct: &ImapConfig) -> Result<Box<dyn Io>, ImapError> {
+    let host = acct.host.as_str();
     let name = rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| ImapError::Other(format!("TLS: bad server name {host:?}: {e}")))?;
-    let s = tls_connector()?
+    let s = tls_connector(acct.ca_file.as_deref())?
         .connect(name, tcp)
         .await
         .map_err(|e| ImapError::Other(format!("TLS handshake with {host}: {e}")))?;
@@ -120,7 +142,7 @@ pub async fn login(acct: &ImapConfig) -> Result<Session, ImapError> {
                 c
             }
             ImapTls::Implicit => {
-                let mut c = async_imap::Client::new(tls(tcp, &acct.host).await?);
+                let mut c = async_imap::Client::new(tls(tcp, acct).await?);
                 greeting(&mut c).await?;
                 c
             }
@@ -130,7 +152,7 @@ pub async fn login(acct: &ImapConfig) -> Result<Session, ImapError> {
                 c.run_command_and_check_ok("STARTTLS", None)
                     .await
                     .map_err(other("STARTTLS"))?;
-                async_imap::Client::new(tls(c.into_inner(), &acct.host).await?)
+                async_imap::Client::new(tls(c.into_inner(), acct).await?)
             }
         };
         client
