@@ -283,3 +283,59 @@ fn a_24_mb_message_comes_through() {
         copy.data.len()
     );
 }
+
+#[test]
+fn implicit_tls_and_starttls_with_a_private_ca() {
+    if !dovecot::available("implicit_tls_and_starttls_with_a_private_ca") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = Dovecot::start_tls(tmp.path());
+    let ca = d.dir.join("ca.pem");
+    let account = |name: &str, tls: &str, port: u16, ca: Option<&std::path::Path>| {
+        format!(
+            "[[imap]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"{tls}\"\n\
+username = \"{}\"\npassword = \"{}\"\nlist = \"forum\"\nafter = \"delete\"\npoll_interval = \"1s\"\n{}",
+            dovecot::USER,
+            dovecot::PASSWORD,
+            ca.map(|c| format!("ca_file = {:?}\n", c.display().to_string()))
+                .unwrap_or_default()
+        )
+    };
+    let tls_port = d.tls_port.expect("imaps port");
+    let sink = Sink::start();
+    let mut env = TestEnv::new(
+        sink.port,
+        Opts {
+            extra: account("imaps", "implicit", tls_port, Some(&ca))
+                + &account("starttls", "starttls", d.port, Some(&ca))
+                + &account("untrusted", "implicit", tls_port, None),
+            ..Opts::default()
+        },
+    );
+    // Both TLS modes log in; without the CA the certificate is refused, in one line.
+    for name in ["imaps", "starttls"] {
+        let out = env.cli(&["imap", "test", name]);
+        assert_eq!(out.code, Some(0), "{name}: {out:?}");
+    }
+    let out = env.cli(&["imap", "test", "untrusted"]);
+    assert_eq!(out.code, Some(69), "{out:?}");
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("untrusted") && out.stderr.contains("TLS"),
+        "{}",
+        out.stderr
+    );
+    // And a message comes through over TLS.
+    let members: Vec<String> = (0..3).map(member).collect();
+    env.add_members(&members);
+    env.opts.extra = account("imaps", "implicit", tls_port, Some(&ca));
+    let _daemon = Daemon::start(&mut env);
+    d.append(
+        "INBOX",
+        &message(&members[0], "Over TLS", "imap-tls@ocmw.be", "via imaps"),
+    );
+    assert!(wait_until(WAIT, || members
+        .iter()
+        .all(|m| sink.count_for(m) == 1)));
+}

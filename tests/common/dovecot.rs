@@ -28,8 +28,87 @@ pub fn available(test: &str) -> bool {
 
 pub struct Dovecot {
     pub dir: PathBuf,
+    /// Plain IMAP (with STARTTLS when started with TLS).
     pub port: u16,
+    /// Implicit TLS (imaps), when started with TLS.
+    pub tls_port: Option<u16>,
     child: Option<Child>,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, in `dir`: `ca.pem`,
+/// `cert.pem`, `key.pem`.
+pub fn make_certificates(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=vraagbaak test CA",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext.cnf");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "cert.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
 }
 
 fn id(args: &[&str]) -> String {
@@ -41,8 +120,18 @@ fn id(args: &[&str]) -> String {
 }
 
 impl Dovecot {
-    /// Writes the config under `dir` and starts Dovecot.
+    /// Writes the config under `dir` and starts Dovecot, without TLS.
     pub fn start(dir: &Path) -> Dovecot {
+        Self::start_with(dir, false)
+    }
+
+    /// Like [`Dovecot::start`], with STARTTLS on `port` and implicit TLS on `tls_port`,
+    /// with a certificate for 127.0.0.1 from a test CA (`dir/dovecot/ca.pem`).
+    pub fn start_tls(dir: &Path) -> Dovecot {
+        Self::start_with(dir, true)
+    }
+
+    fn start_with(dir: &Path, with_tls: bool) -> Dovecot {
         use std::os::unix::fs::PermissionsExt;
         let dir = dir.join("dovecot");
         let mail = dir.join("mail");
@@ -71,13 +160,23 @@ impl Dovecot {
             let (u, g) = (uid.parse().ok(), gid.parse().ok());
             std::os::unix::fs::chown(&mail, u, g).expect("chown mail dir");
         }
+        let tls_port = with_tls.then(super::free_port);
+        let ssl = if with_tls {
+            make_certificates(&dir);
+            format!(
+                "ssl = yes\nssl_cert = <{d}/cert.pem\nssl_key = <{d}/key.pem\n",
+                d = dir.display()
+            )
+        } else {
+            "ssl = no\n".to_string()
+        };
         let conf = format!(
             r#"protocols = imap
 listen = 127.0.0.1
 base_dir = {d}/run
 state_dir = {d}/state
 log_path = {d}/dovecot.log
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:{d}/mail/%u
@@ -98,11 +197,13 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {imaps}
   }}
 }}
 "#,
-            d = dir.display()
+            d = dir.display(),
+            imaps = tls_port.unwrap_or(0),
         );
         std::fs::write(dir.join("dovecot.conf"), conf).expect("write dovecot.conf");
         let pw = dir.join("passwd");
@@ -111,6 +212,7 @@ service imap-login {{
         let mut d = Dovecot {
             dir,
             port,
+            tls_port,
             child: None,
         };
         d.run();
