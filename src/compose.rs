@@ -6,7 +6,8 @@
 //! - list headers of other lists and fields that must not leak through a list
 //!   (Return-Path, Delivered-To, Return-Receipt-To, Disposition-Notification-To, ...) go;
 //! - List-Id (RFC 2919), List-Post/Help/Subscribe/Unsubscribe/Archive/Owner (RFC 2369),
-//!   Precedence: list and X-Loop are set;
+//!   Precedence: list and X-Loop are set (other lists' X-Loop fields are kept, so a
+//!   loop through another list is recognised when it comes back);
 //! - the subject gets the list prefix exactly once (`Re: [forum] x`);
 //! - Reply-To is set to the list when the list's policy says so;
 //! - a footer with the unsubscribe address is added: appended to a plain-text body, or as a
@@ -248,7 +249,6 @@ const STRIP: &[&str] = &[
     "list-archive",
     "list-owner",
     "precedence",
-    "x-loop",
     "return-path",
     "delivered-to",
     "return-receipt-to",

@@ -14,25 +14,76 @@ use mail_parser::MessageParser;
 use std::sync::Arc;
 use tokio::sync::{watch, Notify};
 
-/// Why a message to the posting address is not a post.
+/// Subject beginnings of out-of-office replies (Dutch, French, English, German), compared
+/// case-insensitively after an optional `[list]` tag. Single words count only with a colon
+/// after them, so that "Absence of ..." or "Afwezigheid van een cliënt" stay questions.
+const OOF_PHRASES: &[&str] = &[
+    "automatisch antwoord",
+    "automatische antwoord",
+    "out of office",
+    "out of the office",
+    "automatic reply",
+    "auto-reply",
+    "autoreply",
+    "auto reply",
+    "réponse automatique",
+    "reponse automatique",
+    "automatische antwort",
+    "abwesenheitsnotiz",
+];
+const OOF_WORDS: &[&str] = &["afwezig", "absence", "absent", "abwesenheit", "auto"];
+
+/// Whether a subject is an out-of-office reply's.
+pub fn out_of_office_subject(subject: &str) -> bool {
+    let mut s = subject.trim();
+    if s.starts_with('[') {
+        if let Some(end) = s.find(']') {
+            s = s[end + 1..].trim_start();
+        }
+    }
+    let lower = s.to_lowercase();
+    OOF_PHRASES.iter().any(|p| lower.starts_with(p))
+        || OOF_WORDS.iter().any(|w| {
+            lower
+                .strip_prefix(w)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
+}
+
+/// Why a message to the posting or request address is not for the list: a loop, or
+/// automatic mail (RFC 3834 and what auto-responders really send). The reason names the
+/// signal, never the content.
 fn classify(list: &ListConfig, msg: &mail_parser::Message) -> Option<String> {
     let own_id = list.list_id().to_ascii_lowercase();
     for (name, value) in msg.headers_raw() {
         let v = value.trim().to_ascii_lowercase();
-        if name.eq_ignore_ascii_case("list-id") && v.contains(&format!("<{own_id}>")) {
+        let is = |h: &str| name.eq_ignore_ascii_case(h);
+        if is("list-id") && v.contains(&format!("<{own_id}>")) {
             return Some("mail loop: carries our own List-Id".into());
         }
-        if name.eq_ignore_ascii_case("x-loop") && v.contains(&list.address.to_ascii_lowercase()) {
+        if is("x-loop") && v.contains(&list.address.to_ascii_lowercase()) {
             return Some("mail loop: carries our own X-Loop".into());
         }
         // RFC 3834: anything automatic never reaches the list.
-        if name.eq_ignore_ascii_case("auto-submitted") && !v.is_empty() && v != "no" {
+        if is("auto-submitted") && !v.is_empty() && v != "no" {
             return Some(format!("automatic message (Auto-Submitted: {v})"));
         }
-        if name.eq_ignore_ascii_case("precedence") && matches!(v.as_str(), "bulk" | "junk" | "list")
-        {
+        if is("precedence") && matches!(v.as_str(), "bulk" | "junk" | "list" | "auto_reply") {
             return Some(format!("automatic message (Precedence: {v})"));
         }
+        if is("x-autoreply") || is("x-autorespond") || is("x-autoresponder") {
+            return Some(format!("automatic message ({name})"));
+        }
+        // Exchange marks its own automatic replies so; people's mail does not carry it.
+        if is("x-auto-response-suppress") && (v.contains("all") || v.contains("oof")) {
+            return Some("automatic message (X-Auto-Response-Suppress)".into());
+        }
+        if is("return-path") && v.trim_matches(['<', '>', ' ']).is_empty() {
+            return Some("bounce or automatic message (Return-Path: <>)".into());
+        }
+    }
+    if msg.subject().is_some_and(out_of_office_subject) {
+        return Some("automatic message (out-of-office subject)".into());
     }
     None
 }
@@ -171,6 +222,13 @@ fn decide_post(
     let mut raw = raw.to_vec();
     if let Some(reason) = classify(list, msg) {
         return Outcome::Quarantine { reason };
+    }
+    // A post with a null reverse-path is a bounce or an auto-reply (RFC 3834 3.1.5 asks
+    // responders to use one). `inject` has no envelope to tell, so only the listeners count.
+    if item.envelope.mail_from.is_empty() && item.envelope.source != "inject" {
+        return Outcome::Quarantine {
+            reason: "bounce or automatic message (empty envelope sender)".into(),
+        };
     }
     let Some((from_addr, from_name)) = author(msg) else {
         return Outcome::Quarantine {
@@ -319,6 +377,10 @@ pub fn process(svc: &Services, spool_id: u64) -> crate::store::Result<Applied> {
         reason: "internal error while reading the message (parser panic)".into(),
     });
     let list = router::route(cfg, &item.envelope.rcpt).map(|(l, _)| l.local().to_string());
+    let quarantine_reason = match &outcome {
+        Outcome::Quarantine { reason } => reason.clone(),
+        _ => String::new(),
+    };
     let applied = store.apply(spool_id, outcome)?;
     // Durable before anything acts on it: outbound may read the new queue rows at once, and
     // a decision lost in a crash after some copies went out would be taken again (a new
@@ -332,7 +394,7 @@ pub fn process(svc: &Services, spool_id: u64) -> crate::store::Result<Applied> {
         }
         Applied::Held { id } => tracing::info!(list, held_id = id, "post held for moderation"),
         Applied::Quarantined { id } => {
-            tracing::warn!(list, quarantine_id = id, "message quarantined")
+            tracing::warn!(list, quarantine_id = id, reason = %quarantine_reason, "dropped, kept in quarantine")
         }
         Applied::Sent => tracing::info!(list, "forwarded to the owners"),
         Applied::Done => tracing::info!(list, "request handled"),
@@ -372,6 +434,36 @@ pub async fn run(
             _ = wake_in.notified() => {}
             _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
             _ = shutdown.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::out_of_office_subject as oof;
+
+    #[test]
+    fn out_of_office_subjects() {
+        for s in [
+            "Automatisch antwoord: [forum] Vraag over leefloon",
+            "Out of Office: Re: [forum] x",
+            "Afwezig: vraag",
+            "AFWEZIG : tot 12/8",
+            "Réponse automatique : [forum] x",
+            "Abwesenheitsnotiz: x",
+            "[forum] Automatic reply: x",
+            "Absence: x",
+        ] {
+            assert!(oof(s), "{s}");
+        }
+        for s in [
+            "Afwezigheid van een cliënt op de zitting",
+            "Absence of income documents",
+            "Re: [forum] Automatisch antwoorden instellen in Outlook?",
+            "Vraag over vakantiegeld",
+            "éé",
+        ] {
+            assert!(!oof(s), "{s}");
         }
     }
 }
