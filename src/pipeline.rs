@@ -426,7 +426,14 @@ pub async fn run(
         match tokio::task::spawn_blocking(move || drain(&s)).await {
             // Also after passes with nothing spooled: the bell may have been rung for mail
             // queued by a command (welcome texts, a moderation).
-            Ok(Ok(_)) => wake_out.notify_one(),
+            Ok(Ok(n)) => {
+                wake_out.notify_one();
+                // A pass can spool more (a moderator's approval puts the post back): go
+                // round again at once rather than at the next bell.
+                if n > 0 && svc.store.spooled_ids().is_ok_and(|ids| !ids.is_empty()) {
+                    continue;
+                }
+            }
             Ok(Err(e)) => tracing::error!(error = %e, "pipeline pass failed; retrying"),
             Err(e) => tracing::error!(error = %e, "pipeline task panicked; retrying"),
         }
