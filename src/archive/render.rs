@@ -1,0 +1,1334 @@
+//! Mail to safe HTML for the archive, and addresses out of everything the archive writes.
+//!
+//! - text/plain is escaped by hand (format=flowed joined, quotes grouped and folded,
+//!   Outlook's "Original Message" tails folded, signatures dimmed, http/https links);
+//! - text/html goes through ammonia with a strict allow-list: no script, style, event
+//!   handler, image, iframe, form, class or id survives, and links keep only http/https;
+//! - every other part is an attachment, offered for download under a generated safe name;
+//! - addresses are replaced in names, subjects, bodies and in the raw downloads.
+//!
+//! The address scanner and the raw-mail scrubber are written by hand: the crates that find
+//! addresses validate a given string, none finds and replaces them inside running text or
+//! inside base64/quoted-printable encoded MIME parts while leaving the rest byte for byte.
+
+use ammonia::UrlRelative;
+use base64::Engine;
+use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::collections::HashSet;
+use unicode_normalization::UnicodeNormalization;
+
+/// How addresses are shown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressMode {
+    /// Names only; an address in a body becomes `…@…`.
+    #[default]
+    Hidden,
+    /// The local part stays: `jan.peeters@…`.
+    Local,
+}
+
+/// Interface texts used inside rendered messages (from `archive-templates/i18n/`).
+#[derive(Debug, Clone)]
+pub struct Labels {
+    /// "{n} quoted lines"
+    pub quoted_lines: String,
+    pub attachments: String,
+    pub forwarded_message: String,
+    pub problem_undecodable: String,
+    pub problem_truncated: String,
+    pub problem_too_deep: String,
+    pub problem_too_many_parts: String,
+    pub problem_unreadable: String,
+    pub signature_omitted: String,
+}
+
+impl Default for Labels {
+    fn default() -> Self {
+        Labels {
+            quoted_lines: "{n} quoted lines".into(),
+            attachments: "Attachments".into(),
+            forwarded_message: "Forwarded message".into(),
+            problem_undecodable: "Part of this message could not be decoded correctly; it is shown as well as possible. The original is in the download.".into(),
+            problem_truncated: "A part longer than 1 MB is shortened here; the whole message is in the download.".into(),
+            problem_too_deep: "This message is nested deeper than 32 levels; the deeper parts are offered as attachments.".into(),
+            problem_too_many_parts: "This message has more than 500 parts; the rest is in the download.".into(),
+            problem_unreadable: "This message could not be read as mail; the original is kept for download.".into(),
+            signature_omitted: "This message was digitally signed; the signature is not published because it carries the sender's address.".into(),
+        }
+    }
+}
+
+/// An attachment, to be written under `file_name` (already safe: `{index}-{ascii name}`).
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub index: usize,
+    pub file_name: String,
+    pub declared_type: String,
+    pub size: usize,
+    pub bytes: Vec<u8>,
+}
+
+/// A rendered message.
+#[derive(Debug, Default)]
+pub struct Rendered {
+    /// Safe HTML for inside `<div class="content">`.
+    pub html: String,
+    /// The author's own text (no quotes, no signature), for the search index.
+    pub text: String,
+    pub attachments: Vec<Attachment>,
+    /// What could not be shown as sent, in the reader's language.
+    pub problems: Vec<String>,
+}
+
+const MAX_DEPTH: usize = 32;
+const MAX_PARTS: usize = 500;
+const MAX_PART: usize = 1 << 20;
+const MAX_SEARCH_TEXT: usize = 64 << 10;
+/// Quotes up to this many lines are shown open; longer ones are folded.
+const OPEN_QUOTE_LINES: usize = 4;
+
+/// Renders a parsed message. `href(index, file_name)` gives the link to an attachment.
+pub fn render(
+    msg: &Message,
+    mode: AddressMode,
+    labels: &Labels,
+    href: &dyn Fn(usize, &str) -> String,
+) -> Rendered {
+    let mut r = Renderer {
+        mode,
+        labels,
+        href,
+        out: Rendered::default(),
+        parts: 0,
+        problems: HashSet::new(),
+    };
+    let mut html = String::new();
+    r.message(msg, 0, &mut html);
+    if !r.out.attachments.is_empty() {
+        html.push_str("<ul class=\"attachments\" aria-label=\"");
+        html.push_str(&escape(&labels.attachments));
+        html.push_str("\">");
+        for a in &r.out.attachments {
+            html.push_str("<li><a href=\"");
+            html.push_str(&escape(&(r.href)(a.index, &a.file_name)));
+            html.push_str("\" download>");
+            html.push_str(&escape(&a.file_name));
+            html.push_str("</a> <span class=\"meta\">");
+            html.push_str(&escape(&a.declared_type));
+            html.push_str(", ");
+            html.push_str(&human_size(a.size));
+            html.push_str("</span></li>");
+        }
+        html.push_str("</ul>");
+    }
+    r.out.html = html;
+    if r.out.text.len() > MAX_SEARCH_TEXT {
+        let mut cut = MAX_SEARCH_TEXT;
+        while !r.out.text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        r.out.text.truncate(cut);
+    }
+    r.out
+}
+
+struct Renderer<'a> {
+    mode: AddressMode,
+    labels: &'a Labels,
+    href: &'a dyn Fn(usize, &str) -> String,
+    out: Rendered,
+    parts: usize,
+    problems: HashSet<&'static str>,
+}
+
+impl Renderer<'_> {
+    fn problem(&mut self, key: &'static str) {
+        if self.problems.insert(key) {
+            let text = match key {
+                "undecodable" => &self.labels.problem_undecodable,
+                "truncated" => &self.labels.problem_truncated,
+                "deep" => &self.labels.problem_too_deep,
+                _ => &self.labels.problem_too_many_parts,
+            };
+            self.out.problems.push(text.clone());
+        }
+    }
+
+    /// Renders one message (the top one or an attached one). Attached messages nest at
+    /// most as deep as mail-parser parses them (3), so this recursion is bounded.
+    fn message(&mut self, msg: &Message, nesting: usize, html: &mut String) {
+        if msg.parts.is_empty() {
+            return;
+        }
+        // Multiparts are walked with an explicit stack: a hostile message may nest
+        // thousands deep without touching our call stack.
+        let mut stack: Vec<(usize, usize)> = vec![(0, 0)];
+        let mut seen = HashSet::new();
+        while let Some((id, depth)) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            let Some(part) = msg.parts.get(id) else {
+                continue;
+            };
+            self.parts += 1;
+            if self.parts > MAX_PARTS {
+                self.problem("parts");
+                break;
+            }
+            if part.is_encoding_problem {
+                self.problem("undecodable");
+            }
+            match &part.body {
+                PartType::Multipart(children) => {
+                    if depth >= MAX_DEPTH {
+                        self.problem("deep");
+                        self.deep_rest(msg, children, &mut seen);
+                        continue;
+                    }
+                    let alternative = part
+                        .content_type()
+                        .and_then(|c| c.subtype())
+                        .is_some_and(|s| s.eq_ignore_ascii_case("alternative"));
+                    if alternative {
+                        if let Some(best) = choose_alternative(msg, children) {
+                            stack.push((best, depth + 1));
+                        }
+                    } else {
+                        for c in children.iter().rev() {
+                            stack.push((*c as usize, depth + 1));
+                        }
+                    }
+                }
+                PartType::Text(text) => self.text_part(part, id, text, html),
+                PartType::Html(text) => self.html_part(part, id, text, html),
+                PartType::Binary(b) | PartType::InlineBinary(b) => {
+                    self.attachment(part, id, b.to_vec());
+                }
+                PartType::Message(inner) => {
+                    if nesting >= 3 || is_attachment(part) && attachment_name(part).is_some() {
+                        let raw = scrub_raw(inner.raw_message.as_ref(), self.mode);
+                        self.attachment(part, id, raw);
+                        continue;
+                    }
+                    html.push_str("<div class=\"attached-message\"><p class=\"meta\">");
+                    html.push_str(&escape(&self.labels.forwarded_message));
+                    let who = author_name(inner, self.mode);
+                    let subject = inner.subject().map(|s| hide_addresses(s, self.mode));
+                    for v in [who.as_deref(), subject.as_deref()].into_iter().flatten() {
+                        html.push_str(" · ");
+                        html.push_str(&escape(v));
+                    }
+                    html.push_str("</p>");
+                    self.message(inner, nesting + 1, html);
+                    html.push_str("</div>");
+                }
+            }
+        }
+    }
+
+    /// Parts below the depth limit: every leaf becomes an attachment.
+    fn deep_rest(&mut self, msg: &Message, children: &[u32], seen: &mut HashSet<usize>) {
+        let mut stack: Vec<usize> = children.iter().map(|c| *c as usize).collect();
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            self.parts += 1;
+            if self.parts > MAX_PARTS {
+                self.problem("parts");
+                return;
+            }
+            let Some(part) = msg.parts.get(id) else {
+                continue;
+            };
+            match &part.body {
+                PartType::Multipart(c) => stack.extend(c.iter().map(|c| *c as usize)),
+                PartType::Text(t) | PartType::Html(t) => {
+                    let b = hide_addresses(t, self.mode).into_owned().into_bytes();
+                    self.attachment(part, id, b);
+                }
+                PartType::Binary(b) | PartType::InlineBinary(b) => {
+                    self.attachment(part, id, b.to_vec())
+                }
+                PartType::Message(m) => {
+                    let raw = scrub_raw(m.raw_message.as_ref(), self.mode);
+                    self.attachment(part, id, raw);
+                }
+            }
+        }
+    }
+
+    fn text_part(&mut self, part: &MessagePart, id: usize, text: &str, html: &mut String) {
+        let subtype = part
+            .content_type()
+            .map(|c| c.subtype().unwrap_or("plain").to_ascii_lowercase())
+            .unwrap_or_else(|| "plain".into());
+        let inline = matches!(subtype.as_str(), "plain" | "x-patch" | "x-diff" | "x-log")
+            && !(is_attachment(part) && attachment_name(part).is_some());
+        if !inline {
+            let b = hide_addresses(text, self.mode).into_owned().into_bytes();
+            self.attachment(part, id, b);
+            return;
+        }
+        let text = self.cap(text);
+        let text = hide_addresses(text, self.mode);
+        if subtype != "plain" {
+            html.push_str("<pre class=\"patch\">");
+            html.push_str(&escape(&text));
+            html.push_str("</pre>");
+            push_text(&mut self.out.text, &text);
+            return;
+        }
+        let ct = part.content_type();
+        let flowed = ct
+            .and_then(|c| c.attribute("format"))
+            .is_some_and(|f| f.eq_ignore_ascii_case("flowed"));
+        let delsp = ct
+            .and_then(|c| c.attribute("delsp"))
+            .is_some_and(|f| f.eq_ignore_ascii_case("yes"));
+        let text = if flowed {
+            Cow::Owned(unflow(&text, delsp))
+        } else {
+            text
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        plain(&lines, 0, self.labels, html, &mut self.out.text);
+    }
+
+    fn html_part(&mut self, part: &MessagePart, id: usize, text: &str, html: &mut String) {
+        if is_attachment(part) && attachment_name(part).is_some() {
+            let b = hide_addresses(text, self.mode).into_owned().into_bytes();
+            self.attachment(part, id, b);
+            return;
+        }
+        let text = self.cap(text);
+        let clean = sanitize(text);
+        let clean = hide_addresses(&clean, self.mode);
+        html.push_str("<div class=\"html-mail\">");
+        html.push_str(&clean);
+        html.push_str("</div>");
+        push_text(&mut self.out.text, &html_to_text(&clean));
+    }
+
+    fn cap<'t>(&mut self, text: &'t str) -> &'t str {
+        if text.len() <= MAX_PART {
+            return text;
+        }
+        self.problem("truncated");
+        let mut cut = MAX_PART;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        &text[..cut]
+    }
+
+    fn attachment(&mut self, part: &MessagePart, id: usize, mut bytes: Vec<u8>) {
+        let declared_type = part
+            .content_type()
+            .map(|c| match c.subtype() {
+                Some(s) => format!("{}/{}", c.ctype(), s),
+                None => c.ctype().to_string(),
+            })
+            .unwrap_or_else(|| "application/octet-stream".into())
+            .to_ascii_lowercase();
+        // S/MIME and PGP signatures: certificates carry the signer's address, and a
+        // signature cannot be checked against the scrubbed message anyway.
+        if matches!(
+            declared_type.as_str(),
+            "application/pkcs7-signature"
+                | "application/x-pkcs7-signature"
+                | "application/pgp-signature"
+                | "application/pgp-keys"
+        ) {
+            if self.problems.insert("signature") {
+                self.out
+                    .problems
+                    .push(self.labels.signature_omitted.clone());
+            }
+            return;
+        }
+        let index = self.out.attachments.len() + 1;
+        let name = attachment_name(part);
+        let mut file_name = safe_name(index, name.as_deref(), &declared_type, id);
+        // Mail (message/rfc822, message/partial, ...) is a mail file whatever its name
+        // says, with its addresses scrubbed like the message itself.
+        if declared_type.starts_with("message/") {
+            if !matches!(part.body, PartType::Message(_)) {
+                bytes = scrub_raw(&bytes, self.mode);
+            }
+            if !file_name.ends_with(".eml") {
+                file_name.push_str(".eml");
+            }
+        }
+        self.out.attachments.push(Attachment {
+            index,
+            file_name,
+            declared_type,
+            size: bytes.len(),
+            bytes,
+        });
+    }
+}
+
+/// In multipart/alternative: the plain text when it has any, else the last (richest) part.
+fn choose_alternative(msg: &Message, children: &[u32]) -> Option<usize> {
+    for c in children {
+        if let Some(PartType::Text(t)) = msg.parts.get(*c as usize).map(|p| &p.body) {
+            if !t.trim().is_empty() {
+                return Some(*c as usize);
+            }
+        }
+    }
+    children.last().map(|c| *c as usize)
+}
+
+fn is_attachment(part: &MessagePart) -> bool {
+    part.content_disposition()
+        .is_some_and(|d| d.ctype().eq_ignore_ascii_case("attachment"))
+}
+
+fn attachment_name(part: &MessagePart) -> Option<String> {
+    part.attachment_name()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+}
+
+/// `{index}-{name}`: the last path component of the sender's name, folded to ASCII letters,
+/// digits, `.`, `-` and `_`, no leading dot, no `..`, at most 80 characters.
+pub fn safe_name(index: usize, name: Option<&str>, declared_type: &str, part: usize) -> String {
+    let base = name
+        .and_then(|n| n.rsplit(['/', '\\']).find(|s| !s.trim().is_empty()))
+        .unwrap_or("");
+    let mut s: String = base
+        .nfkd()
+        .filter(|c| c.is_ascii())
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    while s.contains("..") {
+        s = s.replace("..", ".");
+    }
+    let mut s = s.trim_matches(['.', '_', '-']).to_string();
+    if s.len() > 80 {
+        let ext = s
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_string())
+            .filter(|e| e.len() <= 10)
+            .unwrap_or_default();
+        s.truncate(80 - ext.len() - 1);
+        if !ext.is_empty() {
+            s.push('.');
+            s.push_str(&ext);
+        }
+    }
+    if s.is_empty() || s.starts_with('.') {
+        s = format!("part{part}.{}", extension_for(declared_type));
+    }
+    format!("{index}-{s}")
+}
+
+fn extension_for(t: &str) -> &'static str {
+    match t {
+        "text/plain" => "txt",
+        "text/html" => "html",
+        "application/pdf" => "pdf",
+        "image/png" => "png",
+        "image/jpeg" => "jpg",
+        "image/gif" => "gif",
+        "message/rfc822" => "eml",
+        "text/calendar" => "ics",
+        _ => "bin",
+    }
+}
+
+fn human_size(n: usize) -> String {
+    if n < 1024 {
+        format!("{n} B")
+    } else if n < 1 << 20 {
+        format!("{:.0} kB", n as f64 / 1024.0)
+    } else {
+        format!("{:.1} MB", n as f64 / (1 << 20) as f64)
+    }
+}
+
+fn push_text(out: &mut String, text: &str) {
+    if out.len() >= MAX_SEARCH_TEXT {
+        return;
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(text);
+}
+
+/// HTML escaping for text and attribute values.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    if !s.contains(['&', '<', '>', '"', '\'']) {
+        return Cow::Borrowed(s);
+    }
+    let mut o = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    Cow::Owned(o)
+}
+
+/// RFC 3676: joins flowed lines (ending in a space) of the same quote depth, undoes space
+/// stuffing; the signature separator `-- ` is never joined.
+pub fn unflow(text: &str, delsp: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut cur: Option<(usize, String)> = None;
+    let flush = |out: &mut String, depth: usize, content: &str| {
+        for _ in 0..depth {
+            out.push('>');
+        }
+        if depth > 0 && !content.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(content);
+        out.push('\n');
+    };
+    for line in text.lines() {
+        let depth = line.bytes().take_while(|b| *b == b'>').count();
+        let rest = &line[depth..];
+        let rest = rest.strip_prefix(' ').unwrap_or(rest);
+        let is_sig = rest == "-- ";
+        let flowed = rest.ends_with(' ') && !is_sig;
+        let piece = if flowed && delsp {
+            &rest[..rest.len() - 1]
+        } else {
+            rest
+        };
+        match &mut cur {
+            Some((d, s)) if *d == depth => s.push_str(piece),
+            Some((d, s)) => {
+                flush(&mut out, *d, s);
+                cur = Some((depth, piece.to_string()));
+            }
+            None => cur = Some((depth, piece.to_string())),
+        }
+        if !flowed {
+            if let Some((d, s)) = cur.take() {
+                flush(&mut out, d, &s);
+            }
+        }
+    }
+    if let Some((d, s)) = cur.take() {
+        flush(&mut out, d, &s);
+    }
+    out
+}
+
+fn quote_level(line: &str) -> Option<&str> {
+    let t = line.strip_prefix(' ').unwrap_or(line);
+    let rest = t.strip_prefix('>')?;
+    Some(rest.strip_prefix(' ').unwrap_or(rest))
+}
+
+/// Where Outlook (and others) put the whole previous message under the reply without `>`.
+fn is_original_header(lines: &[&str], i: usize) -> bool {
+    let l = lines[i].trim();
+    let lower = l.to_lowercase();
+    if lower.starts_with("-----") && lower.ends_with("-----") {
+        let inner = lower.trim_matches('-').trim();
+        return [
+            "original message",
+            "oorspronkelijk bericht",
+            "origineel bericht",
+            "message d'origine",
+            "ursprüngliche nachricht",
+            "forwarded message",
+            "doorgestuurd bericht",
+        ]
+        .contains(&inner);
+    }
+    let starts = |s: &str, ps: &[&str]| ps.iter().any(|p| s.starts_with(p));
+    if starts(&lower, &["van:", "from:", "de :", "von:"]) {
+        let next: Vec<String> = lines[i + 1..]
+            .iter()
+            .take(4)
+            .map(|s| s.trim().to_lowercase())
+            .collect();
+        return next.iter().any(|n| {
+            starts(
+                n,
+                &[
+                    "verzonden:",
+                    "sent:",
+                    "envoyé :",
+                    "gesendet:",
+                    "datum:",
+                    "date:",
+                ],
+            )
+        }) && next
+            .iter()
+            .any(|n| starts(n, &["aan:", "to:", "onderwerp:", "subject:", "à :", "an:"]));
+    }
+    false
+}
+
+/// Renders text/plain lines: own text, quotes (recursively, folded when long), a
+/// signature, and an Outlook-style original below the reply.
+fn plain(lines: &[&str], level: usize, labels: &Labels, html: &mut String, text: &mut String) {
+    let mut i = 0;
+    let mut own: Vec<&str> = Vec::new();
+    let flush_own = |own: &mut Vec<&str>, html: &mut String, text: &mut String| {
+        while own.last().is_some_and(|l| l.trim().is_empty()) {
+            own.pop();
+        }
+        let start = own
+            .iter()
+            .position(|l| !l.trim().is_empty())
+            .unwrap_or(own.len());
+        if start < own.len() {
+            html.push_str("<div class=\"body-text\">");
+            let joined = own[start..].join("\n");
+            linkify(&joined, html);
+            html.push_str("</div>");
+            if level == 0 {
+                push_text(text, &joined);
+            }
+        }
+        own.clear();
+    };
+    while i < lines.len() {
+        let line = lines[i];
+        if quote_level(line).is_some() && level < MAX_DEPTH {
+            flush_own(&mut own, html, text);
+            let mut inner = Vec::new();
+            while i < lines.len() {
+                match quote_level(lines[i]) {
+                    Some(rest) => inner.push(rest),
+                    None if lines[i].trim().is_empty()
+                        && lines.get(i + 1).and_then(|l| quote_level(l)).is_some() =>
+                    {
+                        inner.push("")
+                    }
+                    None => break,
+                }
+                i += 1;
+            }
+            quote(&inner, level, false, labels, html, text);
+            continue;
+        }
+        if level == 0 && (line == "-- " || line == "--") && lines.len() - i <= 25 {
+            flush_own(&mut own, html, text);
+            let sig = lines[i + 1..].join("\n");
+            if !sig.trim().is_empty() {
+                html.push_str("<div class=\"signature\">");
+                linkify(sig.trim_end(), html);
+                html.push_str("</div>");
+            }
+            return;
+        }
+        if level == 0 && is_original_header(lines, i) {
+            flush_own(&mut own, html, text);
+            let rest: Vec<&str> = lines[i..].to_vec();
+            quote(&rest, level, true, labels, html, text);
+            return;
+        }
+        own.push(line);
+        i += 1;
+    }
+    flush_own(&mut own, html, text);
+}
+
+fn quote(
+    inner: &[&str],
+    level: usize,
+    fold: bool,
+    labels: &Labels,
+    html: &mut String,
+    text: &mut String,
+) {
+    let n = inner.iter().filter(|l| !l.trim().is_empty()).count();
+    if n == 0 {
+        return;
+    }
+    if fold || n > OPEN_QUOTE_LINES {
+        html.push_str("<details class=\"quote\"><summary>");
+        html.push_str(&escape(&labels.quoted_lines.replace("{n}", &n.to_string())));
+        html.push_str("</summary><blockquote>");
+        plain(inner, level + 1, labels, html, text);
+        html.push_str("</blockquote></details>");
+    } else {
+        html.push_str("<blockquote class=\"quote\">");
+        plain(inner, level + 1, labels, html, text);
+        html.push_str("</blockquote>");
+    }
+}
+
+/// Escapes text and links http/https URLs.
+fn linkify(s: &str, html: &mut String) {
+    let lower = s.to_ascii_lowercase();
+    let mut pos = 0;
+    let mut search = 0;
+    while let Some(found) = lower[search..].find("http") {
+        let start = search + found;
+        let rest = &lower[start..];
+        let scheme = if rest.starts_with("https://") {
+            8
+        } else if rest.starts_with("http://") {
+            7
+        } else {
+            search = start + 4;
+            continue;
+        };
+        let prev_ok = start == 0
+            || !s[..start]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_alphanumeric());
+        let mut end = start
+            + s[start..]
+                .find(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '"' | '\'' | '`'))
+                .unwrap_or(s.len() - start);
+        // Trailing punctuation belongs to the sentence; a ')' only when unbalanced.
+        loop {
+            let url = &s[start..end];
+            let Some(last) = url.chars().next_back() else {
+                break;
+            };
+            let trim = match last {
+                '.' | ',' | ';' | ':' | '!' | '?' | ']' | '}' | '*' => true,
+                ')' => url.matches('(').count() < url.matches(')').count(),
+                _ => false,
+            };
+            if !trim {
+                break;
+            }
+            end -= last.len_utf8();
+        }
+        if !prev_ok || end <= start + scheme {
+            search = start + scheme;
+            continue;
+        }
+        html.push_str(&escape(&s[pos..start]));
+        let url = escape(&s[start..end]);
+        html.push_str("<a href=\"");
+        html.push_str(&url);
+        html.push_str("\" rel=\"nofollow noopener noreferrer\">");
+        html.push_str(&url);
+        html.push_str("</a>");
+        pos = end;
+        search = end;
+    }
+    html.push_str(&escape(&s[pos..]));
+}
+
+/// Sanitizes mail HTML with ammonia: structure and text only.
+pub fn sanitize(html: &str) -> String {
+    let tags = [
+        "a",
+        "abbr",
+        "b",
+        "blockquote",
+        "br",
+        "caption",
+        "cite",
+        "code",
+        "dd",
+        "del",
+        "div",
+        "dl",
+        "dt",
+        "em",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "hr",
+        "i",
+        "ins",
+        "kbd",
+        "li",
+        "mark",
+        "ol",
+        "p",
+        "pre",
+        "q",
+        "s",
+        "small",
+        "span",
+        "strong",
+        "sub",
+        "sup",
+        "table",
+        "tbody",
+        "td",
+        "tfoot",
+        "th",
+        "thead",
+        "tr",
+        "u",
+        "ul",
+    ];
+    let mut b = ammonia::Builder::empty();
+    b.add_tags(tags)
+        .add_tag_attributes("a", ["href"])
+        .add_tag_attributes("td", ["colspan", "rowspan"])
+        .add_tag_attributes("th", ["colspan", "rowspan"])
+        .url_schemes(HashSet::from(["http", "https"]))
+        .url_relative(UrlRelative::Deny)
+        .link_rel(Some("nofollow noopener noreferrer"))
+        .clean_content_tags(HashSet::from(["script", "style", "title", "template"]))
+        .strip_comments(true);
+    b.clean(html).to_string()
+}
+
+/// The text of sanitized HTML, for the search index.
+fn html_to_text(html: &str) -> String {
+    let mut out = String::with_capacity(html.len() / 2);
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => {
+                in_tag = true;
+                out.push(' ');
+            }
+            '>' => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+/// The author as shown: the display name, or the local part when there is none.
+pub fn author_name(msg: &Message, mode: AddressMode) -> Option<String> {
+    let addr = msg.from()?.first()?;
+    let name = addr
+        .name()
+        .map(|n| n.trim().trim_matches(['"', '\'']).trim())
+        .filter(|n| !n.is_empty() && !n.contains('@'));
+    if let Some(n) = name {
+        return Some(hide_addresses(n, mode).into_owned());
+    }
+    let local = addr
+        .address()
+        .or(addr.name())
+        .and_then(|a| a.trim().split('@').next())
+        .map(str::trim)
+        .filter(|l| !l.is_empty())?;
+    Some(match mode {
+        AddressMode::Hidden => local.to_string(),
+        AddressMode::Local => format!("{local}@…"),
+    })
+}
+
+fn is_local_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-' | b'=')
+}
+
+fn is_domain_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-') || c >= 0x80
+}
+
+/// Replaces every address (`local@domain.tld`) in bytes. Works on any ASCII-compatible
+/// charset; replacements begin and end at ASCII bytes, so UTF-8 stays valid.
+pub fn hide_bytes(b: &[u8], mode: AddressMode) -> Cow<'_, [u8]> {
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'@' {
+            i += 1;
+            continue;
+        }
+        let mut s = i;
+        while s > copied && is_local_char(b[s - 1]) {
+            s -= 1;
+        }
+        while s < i && matches!(b[s], b'.' | b'=' | b'-') {
+            s += 1;
+        }
+        let mut e = i + 1;
+        while e < b.len() && is_domain_char(b[e]) {
+            e += 1;
+        }
+        while e > i + 1 && matches!(b[e - 1], b'.' | b'-') {
+            e -= 1;
+        }
+        let domain = &b[i + 1..e];
+        if s == i || domain.is_empty() || !domain.contains(&b'.') || domain[0] == b'.' {
+            i += 1;
+            continue;
+        }
+        let o = out.get_or_insert_with(|| Vec::with_capacity(b.len()));
+        o.extend_from_slice(&b[copied..s]);
+        match mode {
+            AddressMode::Hidden => o.extend_from_slice("…@…".as_bytes()),
+            AddressMode::Local => {
+                o.extend_from_slice(&b[s..i]);
+                o.extend_from_slice("@…".as_bytes());
+            }
+        }
+        copied = e;
+        i = e;
+    }
+    match out {
+        None => Cow::Borrowed(b),
+        Some(mut o) => {
+            o.extend_from_slice(&b[copied..]);
+            Cow::Owned(o)
+        }
+    }
+}
+
+/// [`hide_bytes`] for text.
+pub fn hide_addresses(s: &str, mode: AddressMode) -> Cow<'_, str> {
+    match hide_bytes(s.as_bytes(), mode) {
+        Cow::Borrowed(_) => Cow::Borrowed(s),
+        Cow::Owned(v) => Cow::Owned(
+            String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into()),
+        ),
+    }
+}
+
+/// Header fields dropped from downloads: delivery paths and signatures that carry
+/// addresses, host names and IP numbers of members and mean nothing to a reader.
+const DROPPED_HEADERS: &[&str] = &[
+    "received",
+    "x-received",
+    "return-path",
+    "delivered-to",
+    "x-original-to",
+    "envelope-to",
+    "x-envelope-from",
+    "x-envelope-to",
+    "x-originating-ip",
+    "received-spf",
+    "authentication-results",
+    "arc-seal",
+    "arc-message-signature",
+    "arc-authentication-results",
+    "dkim-signature",
+    "x-google-dkim-signature",
+];
+
+/// Header fields kept byte for byte: Message-IDs, needed to thread a downloaded mbox.
+const ID_HEADERS: &[&str] = &["message-id", "in-reply-to", "references"];
+
+/// The raw message for download, with every address replaced: in header fields (except
+/// the Message-ID fields), in bodies, also inside base64 and quoted-printable encoded text
+/// parts (re-encoded in their own charset), and in attached messages.
+pub fn scrub_raw(raw: &[u8], mode: AddressMode) -> Vec<u8> {
+    scrub_message(raw, mode, 0)
+}
+
+fn header_end(raw: &[u8]) -> usize {
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'\n' {
+            if raw.get(i + 1) == Some(&b'\n') {
+                return i + 1;
+            }
+            if raw.get(i + 1) == Some(&b'\r') && raw.get(i + 2) == Some(&b'\n') {
+                return i + 1;
+            }
+        }
+        i += 1;
+    }
+    raw.len()
+}
+
+fn scrub_headers(h: &[u8], mode: AddressMode) -> Vec<u8> {
+    let mut out = Vec::with_capacity(h.len());
+    let mut fields: Vec<&[u8]> = Vec::new();
+    let mut start = 0;
+    for (i, &c) in h.iter().enumerate() {
+        if c == b'\n' {
+            let next = h.get(i + 1);
+            if !matches!(next, Some(b' ') | Some(b'\t')) {
+                fields.push(&h[start..=i]);
+                start = i + 1;
+            }
+        }
+    }
+    if start < h.len() {
+        fields.push(&h[start..]);
+    }
+    for f in fields {
+        let name = f
+            .iter()
+            .position(|c| *c == b':')
+            .map(|p| String::from_utf8_lossy(&f[..p]).trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        if DROPPED_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        if ID_HEADERS.contains(&name.as_str()) {
+            out.extend_from_slice(f);
+        } else {
+            out.extend_from_slice(&hide_bytes(f, mode));
+        }
+    }
+    out
+}
+
+fn scrub_message(raw: &[u8], mode: AddressMode, depth: usize) -> Vec<u8> {
+    let body_at = header_end(raw);
+    let mut out = scrub_headers(&raw[..body_at], mode);
+    let parsed = if depth < 4 {
+        MessageParser::default().parse(raw)
+    } else {
+        None
+    };
+    let Some(msg) = parsed else {
+        out.extend_from_slice(&hide_bytes(&raw[body_at..], mode));
+        return out;
+    };
+    let mut leaves: Vec<(usize, usize, &MessagePart)> = msg
+        .parts
+        .iter()
+        .filter(|p| !matches!(p.body, PartType::Multipart(_)))
+        .map(|p| (p.offset_body as usize, p.offset_end as usize, p))
+        .collect();
+    leaves.sort_by_key(|l| l.0);
+    let mut pos = body_at;
+    for (s, e, p) in leaves {
+        if s < pos || e < s || e > raw.len() {
+            continue;
+        }
+        out.extend_from_slice(&hide_bytes(&raw[pos..s], mode));
+        out.extend_from_slice(&scrub_leaf(&raw[s..e], p, mode, depth));
+        pos = e;
+    }
+    out.extend_from_slice(&hide_bytes(&raw[pos..], mode));
+    out
+}
+
+fn scrub_leaf<'r>(
+    raw: &'r [u8],
+    part: &MessagePart,
+    mode: AddressMode,
+    depth: usize,
+) -> Cow<'r, [u8]> {
+    let text = matches!(part.body, PartType::Text(_) | PartType::Html(_));
+    match (&part.body, part.encoding) {
+        (PartType::Message(_), Encoding::None) => Cow::Owned(scrub_message(raw, mode, depth + 1)),
+        (_, Encoding::None) => hide_bytes(raw, mode),
+        (_, Encoding::Base64) if text => {
+            let compact: Vec<u8> = raw
+                .iter()
+                .copied()
+                .filter(|c| !c.is_ascii_whitespace())
+                .collect();
+            let engine = base64::engine::GeneralPurpose::new(
+                &base64::alphabet::STANDARD,
+                base64::engine::GeneralPurposeConfig::new()
+                    .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+                    .with_decode_allow_trailing_bits(true),
+            );
+            let Ok(decoded) = engine.decode(&compact) else {
+                return hide_bytes(raw, mode);
+            };
+            match hide_bytes(&decoded, mode) {
+                Cow::Borrowed(_) => Cow::Borrowed(raw),
+                Cow::Owned(h) => {
+                    let nl: &[u8] = if raw.windows(2).any(|w| w == b"\r\n") {
+                        b"\r\n"
+                    } else {
+                        b"\n"
+                    };
+                    let enc = engine.encode(&h);
+                    let mut o = Vec::with_capacity(enc.len() + enc.len() / 76 * 2 + 2);
+                    for chunk in enc.as_bytes().chunks(76) {
+                        o.extend_from_slice(chunk);
+                        o.extend_from_slice(nl);
+                    }
+                    Cow::Owned(o)
+                }
+            }
+        }
+        (_, Encoding::QuotedPrintable) if text => {
+            let Ok(decoded) = quoted_printable::decode(raw, quoted_printable::ParseMode::Robust)
+            else {
+                return hide_bytes(raw, mode);
+            };
+            match hide_bytes(&decoded, mode) {
+                Cow::Borrowed(_) => Cow::Borrowed(raw),
+                Cow::Owned(h) => {
+                    let mut o = quoted_printable::encode(&h);
+                    if raw.ends_with(b"\n") && !o.ends_with(b"\n") {
+                        o.extend_from_slice(b"\r\n");
+                    }
+                    Cow::Owned(o)
+                }
+            }
+        }
+        // Encoded binary attachments (PDF, images) are left as they are.
+        _ => Cow::Borrowed(raw),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str) -> Message<'_> {
+        MessageParser::default().parse(raw.as_bytes()).unwrap()
+    }
+
+    fn html_of(raw: &str) -> Rendered {
+        render(
+            &parse(raw),
+            AddressMode::Hidden,
+            &Labels::default(),
+            &|_, n| format!("../a/1/{n}"),
+        )
+    }
+
+    #[test]
+    fn addresses_are_hidden_everywhere_in_text() {
+        let t = "mail jan.peeters@ocmw-gent.be, or <an+x@x.example>. user@localhost stays; a@b";
+        let h = hide_addresses(t, AddressMode::Hidden);
+        assert_eq!(h, "mail …@…, or <…@…>. user@localhost stays; a@b");
+        let l = hide_addresses(t, AddressMode::Local);
+        assert_eq!(
+            l,
+            "mail jan.peeters@…, or <an+x@…>. user@localhost stays; a@b"
+        );
+        assert!(matches!(
+            hide_addresses("geen adres", AddressMode::Hidden),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(hide_addresses("x@é.be", AddressMode::Hidden), "…@…");
+    }
+
+    #[test]
+    fn plain_text_quotes_signature_links() {
+        let r = html_of(
+            "From: Jan <jan@x.example>\r\nSubject: s\r\n\r\nHallo, zie https://example.org/a_(b).\r\n\r\n> kort citaat\r\n> tweede regel\r\n\r\nMijn antwoord <script>alert(1)</script>\r\n-- \r\nJan, OCMW\r\njan@x.example\r\n",
+        );
+        assert!(
+            r.html.contains("<a href=\"https://example.org/a_(b)\""),
+            "{}",
+            r.html
+        );
+        assert!(
+            r.html.contains("<blockquote class=\"quote\">"),
+            "{}",
+            r.html
+        );
+        assert!(r.html.contains("&lt;script&gt;"), "{}", r.html);
+        assert!(
+            r.html
+                .contains("<div class=\"signature\">Jan, OCMW\n…@…</div>"),
+            "{}",
+            r.html
+        );
+        assert!(!r.html.contains("jan@"));
+        assert!(r.text.contains("Mijn antwoord") && !r.text.contains("kort citaat"));
+    }
+
+    #[test]
+    fn long_quotes_and_outlook_originals_are_folded() {
+        let mut body = String::from("Akkoord.\r\n\r\n");
+        for i in 0..8 {
+            body.push_str(&format!("> regel {i}\r\n"));
+        }
+        body.push_str(
+            "\r\n-----Oorspronkelijk bericht-----\r\nVan: X\r\nVerzonden: maandag\r\n\r\noud\r\n",
+        );
+        let r = html_of(&format!("Subject: s\r\n\r\n{body}"));
+        assert_eq!(
+            r.html.matches("<details class=\"quote\">").count(),
+            2,
+            "{}",
+            r.html
+        );
+        assert!(r.html.contains("8 quoted lines"));
+    }
+
+    #[test]
+    fn format_flowed_is_joined() {
+        let t = unflow(
+            "Een lange \r\nzin.\r\n> geciteerd \r\n> verder\r\n-- \r\nsig\r\n",
+            false,
+        );
+        assert_eq!(t, "Een lange zin.\n> geciteerd verder\n-- \nsig\n");
+        assert_eq!(unflow(" From me\r\n", false), "From me\n");
+        assert_eq!(unflow("ab \r\ncd\r\n", true), "abcd\n");
+    }
+
+    #[test]
+    fn html_is_sanitized() {
+        let r = html_of(concat!(
+            "Subject: s\r\nContent-Type: text/html\r\n\r\n",
+            "<p onclick=\"x()\" style=\"color:red\" class=\"c\">Hoi <b>daar</b></p>",
+            "<script>alert(1)</script><style>p{}</style><img src=\"http://evil/x.png\">",
+            "<iframe src=\"http://evil\"></iframe><form action=\"http://evil\"><input></form>",
+            "<a href=\"javascript:alert(1)\">j</a><a href=\"data:text/html,x\">d</a>",
+            "<a href=\"https://ok.example/\">ok</a><svg onload=\"x()\"><circle/></svg>",
+            "<div style=\"background:url(javascript:x)\">w</div>mail me: a.b@c.example",
+        ));
+        let h = r.html.to_ascii_lowercase();
+        for bad in [
+            "onclick",
+            "style",
+            "class=\"c\"",
+            "<script",
+            "alert",
+            "<img",
+            "<iframe",
+            "<form",
+            "<input",
+            "javascript:",
+            "data:",
+            "<svg",
+            "onload",
+            "a.b@c",
+        ] {
+            assert!(!h.contains(bad), "{bad} in {h}");
+        }
+        assert!(
+            h.contains(
+                "<a href=\"https://ok.example/\" rel=\"nofollow noopener noreferrer\">ok</a>"
+            ),
+            "{h}"
+        );
+        assert!(h.contains("<b>daar</b>"));
+        assert!(r.text.contains("Hoi") && r.text.contains("daar"));
+    }
+
+    #[test]
+    fn attachments_get_safe_names() {
+        assert_eq!(
+            safe_name(1, Some("../../etc/passwd"), "text/plain", 2),
+            "1-passwd"
+        );
+        assert_eq!(
+            safe_name(2, Some(".htaccess"), "text/plain", 3),
+            "2-htaccess"
+        );
+        assert_eq!(
+            safe_name(3, Some("Verslag cliënt.pdf"), "application/pdf", 4),
+            "3-Verslag_client.pdf"
+        );
+        assert_eq!(
+            safe_name(4, Some(".."), "application/pdf", 5),
+            "4-part5.pdf"
+        );
+        assert_eq!(safe_name(5, None, "image/png", 6), "5-part6.png");
+        let long = format!("{}.docx", "a".repeat(300));
+        let n = safe_name(6, Some(&long), "application/x", 7);
+        assert!(n.len() <= 83 && n.ends_with(".docx"), "{n}");
+        let r = html_of(concat!(
+            "Subject: s\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n",
+            "Content-Type: text/plain\r\n\r\nZie bijlage.\r\n--b\r\n",
+            "Content-Type: text/plain\r\nContent-Disposition: attachment; filename=\"../../etc/passwd\"\r\n\r\n",
+            "root:x:0:0 jan@x.example\r\n--b--\r\n"
+        ));
+        assert_eq!(r.attachments.len(), 1);
+        assert_eq!(r.attachments[0].file_name, "1-passwd");
+        assert!(!String::from_utf8_lossy(&r.attachments[0].bytes).contains("jan@x"));
+        assert!(
+            r.html.contains("href=\"../a/1/1-passwd\" download"),
+            "{}",
+            r.html
+        );
+    }
+
+    #[test]
+    fn deep_nesting_and_many_parts_are_bounded() {
+        let mut raw = String::from("Subject: deep\r\n");
+        for d in 0..100 {
+            raw.push_str(&format!(
+                "Content-Type: multipart/mixed; boundary=b{d}\r\n\r\n--b{d}\r\n"
+            ));
+        }
+        raw.push_str("Content-Type: text/plain\r\n\r\ndiep\r\n");
+        for d in (0..100).rev() {
+            raw.push_str(&format!("--b{d}--\r\n"));
+        }
+        let r = html_of(&raw);
+        assert_eq!(r.problems, vec![Labels::default().problem_too_deep]);
+        assert_eq!(r.attachments.len(), 1);
+        assert_eq!(r.attachments[0].bytes, b"diep");
+        assert!(r.html.contains("1-part100.txt"));
+
+        let mut raw =
+            String::from("Subject: many\r\nContent-Type: multipart/mixed; boundary=m\r\n\r\n");
+        for i in 0..700 {
+            raw.push_str(&format!(
+                "--m\r\nContent-Type: text/plain\r\n\r\ndeel {i}\r\n"
+            ));
+        }
+        raw.push_str("--m--\r\n");
+        let r = html_of(&raw);
+        assert_eq!(r.problems, vec![Labels::default().problem_too_many_parts]);
+        assert!(
+            r.html.contains("deel 498") && !r.html.contains("deel 499"),
+            "{}",
+            r.html.len()
+        );
+    }
+
+    #[test]
+    fn raw_downloads_are_scrubbed_also_inside_encodings() {
+        let b64 =
+            base64::engine::general_purpose::STANDARD.encode("Bel jan@x.example of mail.\r\n");
+        let raw = format!(
+            "Received: from pc.jan.example by mx\r\nFrom: \"Jan\" <jan@x.example>\r\nTo: forum@lists.example\r\nMessage-ID: <abc@x.example>\r\nContent-Type: multipart/mixed; boundary=z\r\n\r\n--z\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{b64}\r\n--z\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nCli=EBnt: an=\r\nna@y.example\r\n--z--\r\n"
+        );
+        let out = scrub_raw(raw.as_bytes(), AddressMode::Hidden);
+        let s = String::from_utf8_lossy(&out);
+        assert!(!s.contains("jan@x") && !s.contains("forum@lists"), "{s}");
+        assert!(s.contains("Message-ID: <abc@x.example>"));
+        assert!(!s.contains("Received:"));
+        let m = MessageParser::default().parse(&out[..]).unwrap();
+        let t0 = m.body_text(0).unwrap();
+        assert!(t0.contains("Bel …@… of mail."), "{t0}");
+        let t1 = m.body_text(1).unwrap();
+        assert!(t1.contains("Cliënt") && !t1.contains("anna@"), "{t1}");
+        // Unchanged when there is nothing to hide.
+        let clean = b"Subject: x\r\n\r\nniets\r\n";
+        assert_eq!(scrub_raw(clean, AddressMode::Hidden), clean.to_vec());
+    }
+
+    #[test]
+    fn author_names() {
+        let m = parse("From: \"Peeters, Jan\" <jan@x.example>\r\n\r\nx");
+        assert_eq!(
+            author_name(&m, AddressMode::Hidden).as_deref(),
+            Some("Peeters, Jan")
+        );
+        let m = parse("From: jan.peeters@x.example\r\n\r\nx");
+        assert_eq!(
+            author_name(&m, AddressMode::Hidden).as_deref(),
+            Some("jan.peeters")
+        );
+        assert_eq!(
+            author_name(&m, AddressMode::Local).as_deref(),
+            Some("jan.peeters@…")
+        );
+        let m = parse("From: \"jan@x.example\" <jan@x.example>\r\n\r\nx");
+        assert_eq!(author_name(&m, AddressMode::Hidden).as_deref(), Some("jan"));
+    }
+}
