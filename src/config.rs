@@ -60,6 +60,61 @@ pub struct Config {
     /// Mailboxes polled over IMAP, for list addresses that live at a provider.
     #[serde(rename = "imap", default)]
     pub imap: Vec<ImapConfig>,
+    #[serde(default)]
+    pub archive: ArchiveConfig,
+}
+
+/// Where and how the static HTML archive is written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// The public web root: one folder per list with `archive = "public"`.
+    /// Default `<data_dir>/archive`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Where lists with `archive = "private"` are written; never inside `dir`.
+    /// Default `<data_dir>/archive-private`.
+    #[serde(default)]
+    pub private_dir: Option<PathBuf>,
+    /// Templates (`archive-templates/`); files missing there fall back to the built-in ones.
+    #[serde(default)]
+    pub templates: Option<PathBuf>,
+    /// How authors and addresses in bodies are shown: "hidden" (names only) or "local"
+    /// (`name@…`).
+    #[serde(default)]
+    pub addresses: crate::archive::render::AddressMode,
+    /// Messages without References or In-Reply-To join a thread with the same subject
+    /// only when they are this close in time.
+    #[serde(default = "default_subject_window", deserialize_with = "de_duration")]
+    pub subject_window: Duration,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        ArchiveConfig {
+            dir: None,
+            private_dir: None,
+            templates: None,
+            addresses: Default::default(),
+            subject_window: default_subject_window(),
+        }
+    }
+}
+
+fn default_subject_window() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+
+/// Who can read a list's archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveMode {
+    /// Written under `[archive] dir`, for a web server to serve to everybody.
+    Public,
+    /// Written under `[archive] private_dir`, outside the public web root.
+    Private,
+    /// Not archived.
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -342,6 +397,14 @@ pub struct ListConfig {
     /// One line about the list, for `info` and the welcome text.
     #[serde(default)]
     pub description: Option<String>,
+    /// Who can read the web archive: "public", "private" (the default: these lists are
+    /// often about clients) or "off".
+    #[serde(default = "default_archive_mode")]
+    pub archive: ArchiveMode,
+}
+
+fn default_archive_mode() -> ArchiveMode {
+    ArchiveMode::Private
 }
 
 impl ListConfig {
@@ -739,6 +802,44 @@ impl Config {
                 ));
             }
         }
+        {
+            // Private archives are never written where a web server serves the public one.
+            let norm = |p: PathBuf| -> PathBuf {
+                let abs = if p.is_absolute() {
+                    p
+                } else {
+                    std::env::current_dir().unwrap_or_default().join(p)
+                };
+                let mut out = PathBuf::new();
+                for c in abs.components() {
+                    match c {
+                        std::path::Component::ParentDir => {
+                            out.pop();
+                        }
+                        std::path::Component::CurDir => {}
+                        c => out.push(c),
+                    }
+                }
+                out
+            };
+            let (public, private) = (norm(self.archive_dir()), norm(self.archive_private_dir()));
+            if private.starts_with(&public) || public.starts_with(&private) {
+                return Err(err(
+                    "archive.private_dir".into(),
+                    format!(
+                        "expected a directory outside the public archive {}, got {}",
+                        public.display(),
+                        private.display()
+                    ),
+                ));
+            }
+            if self.archive.subject_window.is_zero() {
+                return Err(err(
+                    "archive.subject_window".into(),
+                    "expected a duration of at least 1s".into(),
+                ));
+            }
+        }
         // A list's sub-addresses (forum-request@ ...) must not collide with another list.
         for a in &self.lists {
             for b in &self.lists {
@@ -784,6 +885,28 @@ impl Config {
     /// The HMAC key for tokens, created on first use.
     pub fn secret_path(&self) -> PathBuf {
         self.data_dir.join("secret.key")
+    }
+    /// The public archive's root (one folder per list).
+    pub fn archive_dir(&self) -> PathBuf {
+        self.archive
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("archive"))
+    }
+    /// The private archives' root, outside the public one.
+    pub fn archive_private_dir(&self) -> PathBuf {
+        self.archive
+            .private_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("archive-private"))
+    }
+    /// Where a list's archive is written, or None when it is off.
+    pub fn list_archive_dir(&self, list: &ListConfig) -> Option<PathBuf> {
+        match list.archive {
+            ArchiveMode::Public => Some(self.archive_dir().join(list.local())),
+            ArchiveMode::Private => Some(self.archive_private_dir().join(list.local())),
+            ArchiveMode::Off => None,
+        }
     }
     /// The public base URL of the web endpoint without a trailing slash, when configured.
     pub fn base_url(&self) -> Option<&str> {

@@ -102,9 +102,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         wake_out.clone(),
         stop_rx.clone(),
     )));
+    tasks.push(tokio::spawn(archive_writer(svc.clone(), stop_rx.clone())));
     let ctx = Arc::new(Ctx {
         svc: svc.clone(),
         inbound: inbound.clone(),
+        local: false,
     });
     let sock = cfg.control_socket();
     let rx = stop_rx.clone();
@@ -167,6 +169,34 @@ async fn housekeeping(svc: Services, wake_out: Arc<Notify>, mut shutdown: watch:
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Keeps the archives up to date: woken when posts are stored, and once a minute in case a
+/// bell was missed. A failed pass is logged and tried again; the posts stay in the store.
+async fn archive_writer(svc: Services, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let s = svc.clone();
+        let t = std::time::Instant::now();
+        match tokio::task::spawn_blocking(move || s.archive.update_all()).await {
+            Ok(Ok(st)) if st.messages > 0 => tracing::info!(
+                messages = st.messages,
+                threads = st.threads,
+                files = st.files_written,
+                ms = t.elapsed().as_millis() as u64,
+                "archive updated"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %format!("{e:#}"), "archive update failed; retrying")
+            }
+            Err(e) => tracing::error!(error = %e, "archive update panicked; retrying"),
+        }
+        tokio::select! {
+            _ = svc.archive_wake.notified() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
             _ = shutdown.changed() => return,
         }
     }

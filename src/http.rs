@@ -5,6 +5,8 @@
 //! - `GET /u/TOKEN` shows a page with one button that makes that POST; a GET never changes
 //!   anything (link scanners and prefetchers follow GETs).
 //! - `GET /confirm/TOKEN` shows a page with a button; `POST /confirm/TOKEN` confirms.
+//! - `GET /archive/<list>/...` serves the public archives (`[archive] dir`), with downloads
+//!   always as attachments.
 //!
 //! Pages come from `page.html` in the list's (or member's) language, need no JavaScript,
 //! load nothing from elsewhere, and never show who is on a list. Tokens are in the path, so
@@ -34,18 +36,63 @@ pub async fn serve(
     wake_out: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    // Only the public archives: private ones are served to members only (not here).
+    let archive_root = svc.cfg.archive_dir();
     let app = Arc::new(App { svc, wake_out });
     let router = Router::new()
         .route("/", get(index))
         .route("/u/{token}", get(unsubscribe_ask).post(unsubscribe_do))
         .route("/confirm/{token}", get(confirm_ask).post(confirm_do))
+        .nest_service(
+            "/archive",
+            tower_http::services::ServeDir::new(archive_root)
+                .append_index_html_on_directories(true),
+        )
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(archive_headers))
         .with_state(app);
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;
         })
         .await
+}
+
+/// Headers for the archive's files: the same strict policy as its pages' own meta tag, and
+/// downloads (attachments, messages, mbox) never shown inline, whatever their name says.
+async fn archive_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = req.uri().path().to_string();
+    let mut r = next.run(req).await;
+    if !path.starts_with("/archive/") {
+        return r;
+    }
+    let h = r.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    let download = path.contains("/a/") || path.ends_with(".eml") || path.ends_with(".mbox");
+    if download {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        h.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("attachment"),
+        );
+    }
+    r
 }
 
 /// An HTML page with the headers every page gets.

@@ -4,8 +4,10 @@
 //! → `pipeline` (route, classify, policy) → `store` (posts, delivery queue) → `outbound`
 //! (relay or outbox). `compose` builds the list copy; `admin` runs administrative commands
 //! for the command line and the daemon's control socket; `daemon` wires it all together.
+//! `threading` and `archive` turn stored posts into the static HTML archive (store → archive).
 
 pub mod admin;
+pub mod archive;
 pub mod commands;
 pub mod compose;
 pub mod config;
@@ -17,6 +19,7 @@ pub mod pipeline;
 pub mod router;
 pub mod store;
 pub mod texts;
+pub mod threading;
 pub mod tokens;
 
 /// What the parts of the daemon share: the configuration, the store, the token key and the
@@ -27,6 +30,9 @@ pub struct Services {
     pub store: store::Store,
     pub secret: tokens::Secret,
     pub texts: std::sync::Arc<texts::Texts>,
+    pub archive: std::sync::Arc<archive::Archive>,
+    /// Rung when posts were stored, so the archive writer renders them.
+    pub archive_wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Services {
@@ -36,11 +42,15 @@ impl Services {
         let secret = tokens::Secret::load_or_create(&cfg.secret_path())
             .with_context(|| format!("cannot read or create {}", cfg.secret_path().display()))?;
         let texts = texts::Texts::load(&cfg).map_err(anyhow::Error::msg)?;
+        let archive =
+            archive::Archive::new(cfg.clone(), store.clone()).map_err(anyhow::Error::msg)?;
         Ok(Services {
             cfg,
             store,
             secret,
             texts: std::sync::Arc::new(texts),
+            archive: std::sync::Arc::new(archive),
+            archive_wake: std::sync::Arc::new(tokio::sync::Notify::new()),
         })
     }
 

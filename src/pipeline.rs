@@ -388,7 +388,10 @@ pub fn process(svc: &Services, spool_id: u64) -> crate::store::Result<Applied> {
     store.flush()?;
     let list = list.as_deref().unwrap_or("-");
     match &applied {
-        Applied::Posted { seq } => tracing::info!(list, seq, "post accepted"),
+        Applied::Posted { seq } => {
+            tracing::info!(list, seq, "post accepted");
+            svc.archive_wake.notify_one();
+        }
         Applied::Duplicate => {
             tracing::info!(list, spool_id, "duplicate Message-ID, not posted again")
         }

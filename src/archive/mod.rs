@@ -1,0 +1,958 @@
+//! The static HTML archive: threads, months, front page, Atom, mbox, search.
+//!
+//! The archive is derived from the store (`posts` and `raw`) and `archive-templates/`.
+//! Each list's folder (`<archive dir>/<list local part>/`) holds:
+//!
+//! - `index.html`: the latest threads and the months;
+//! - `YYYY-MM/index.html`, `YYYY-MM/YYYY-MM.mbox`: a month's threads, and its messages (mboxrd);
+//! - `t/<thread>.html`: one page per thread, every message in tree order, anchors `#m<seq>`;
+//! - `m/<seq>.eml`: each message as received (addresses removed), `a/<seq>/<n-name>`: its
+//!   attachments, always served as downloads;
+//! - `atom.xml`, `search.html`, `search/*.js`, `static/`.
+//!
+//! Links are relative, so the folder can be served from any path or opened from disk.
+//!
+//! [`Archive::update`] indexes the posts that arrived since the last run (in seq order, so
+//! that thread ids, and with them URLs, never change) and re-renders only what they touch:
+//! their threads, their months, the front page, the feed, the search files of their words.
+//! Files are written only when their bytes change (to a temporary name, then renamed, so a
+//! web server never serves half a page). [`Archive::rebuild`] recomputes everything.
+
+pub mod import;
+pub mod mbox;
+pub mod render;
+pub mod search;
+pub mod templates;
+
+use crate::config::{Config, Language, ListConfig};
+use crate::store::{ArchMsg, ArchThread, ArchWrite, PostMeta, Store};
+use crate::threading::{self, Placed};
+use anyhow::Context as _;
+use mail_parser::MessageParser;
+use minijinja::context;
+use render::AddressMode;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use templates::Templates;
+
+/// Threads on the front page and entries in the feed.
+const FRONT_THREADS: usize = 30;
+const FEED_ENTRIES: usize = 20;
+
+/// What an update or rebuild did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub messages: usize,
+    pub threads: usize,
+    pub pages: usize,
+    pub files_written: usize,
+}
+
+/// The archive writer for every list.
+pub struct Archive {
+    cfg: Arc<Config>,
+    store: Store,
+    tpl: Arc<Templates>,
+}
+
+/// A message date for the archive: the Date header unless it is missing or absurd (in the
+/// future, or before 1980), then the time we received it.
+pub fn message_date(meta: &PostMeta) -> i64 {
+    let parsed = meta
+        .date
+        .as_deref()
+        .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
+        .map(|d| d.timestamp_millis());
+    match parsed {
+        Some(d) if d >= 315_532_800_000 && d <= meta.received_ms + 2 * 86_400_000 => d,
+        _ => meta.received_ms,
+    }
+}
+
+fn month_of(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m")
+        .to_string()
+}
+
+fn show_date(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%d %H:%M")
+        .to_string()
+}
+
+fn iso_date(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Writes a file only when its content differs, through a temporary file and a rename.
+/// Returns whether it wrote.
+pub fn write_if_changed(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.len() == bytes.len() as u64 && std::fs::read(path).is_ok_and(|old| old == bytes) {
+            return Ok(false);
+        }
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(true)
+}
+
+/// The name an attachment is stored under. Extensions a browser would run or render as a
+/// page (html, svg, xml, js ...) get `.bin` added, so that even a web server that guesses
+/// types from names never serves a mail's attachment as a page of the archive's origin.
+/// The link's `download` attribute still offers the original name.
+pub fn stored_name(file_name: &str) -> String {
+    const SAFE: &[&str] = &[
+        "pdf", "png", "jpg", "jpeg", "gif", "webp", "txt", "csv", "doc", "docx", "xls", "xlsx",
+        "ppt", "pptx", "odt", "ods", "odp", "rtf", "zip", "gz", "7z", "eml", "ics", "vcf", "mp3",
+        "mp4", "m4a", "wav", "ogg", "patch", "diff", "bin",
+    ];
+    let ext = file_name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    if SAFE.contains(&ext.as_str()) {
+        file_name.to_string()
+    } else {
+        format!("{file_name}.bin")
+    }
+}
+
+/// The subject as shown: without the list's own prefix.
+fn display_subject(list: &ListConfig, s: &str) -> String {
+    let mut out = s.to_string();
+    if let Some(p) = list
+        .subject_prefix
+        .as_deref()
+        .filter(|p| !p.trim().is_empty())
+    {
+        out = out.replace(p, "");
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// What one indexing pass touched.
+#[derive(Default)]
+struct Touched {
+    threads: BTreeSet<u64>,
+    months: BTreeSet<String>,
+    /// Messages whose search entry must be (re)written: new ones, and those that moved.
+    search: BTreeSet<u64>,
+    /// Messages whose downloads (.eml, attachments) must be written.
+    assets: BTreeSet<u64>,
+    messages: usize,
+}
+
+/// A thread's messages in display order, each with its place in the tree.
+pub type Layout = Vec<(ArchMsg, Placed)>;
+
+/// One list's folder and settings while rendering.
+struct Site<'a> {
+    arc: &'a Archive,
+    list: &'a ListConfig,
+    dir: PathBuf,
+    lang: Language,
+    mode: AddressMode,
+    labels: render::Labels,
+}
+
+impl Archive {
+    pub fn new(cfg: Arc<Config>, store: Store) -> Result<Archive, String> {
+        let tpl = Templates::load(&cfg)?;
+        Ok(Archive {
+            cfg,
+            store,
+            tpl: Arc::new(tpl),
+        })
+    }
+
+    fn site<'a>(&'a self, list: &'a ListConfig) -> Option<Site<'a>> {
+        Some(Site {
+            arc: self,
+            list,
+            dir: self.cfg.list_archive_dir(list)?,
+            lang: list.language,
+            mode: self.cfg.archive.addresses,
+            labels: self.tpl.labels(list.language),
+        })
+    }
+
+    fn window_ms(&self) -> i64 {
+        self.cfg.archive.subject_window.as_millis() as i64
+    }
+
+    /// Brings every list's archive up to date with the store.
+    pub fn update_all(&self) -> anyhow::Result<Stats> {
+        let mut total = Stats::default();
+        for l in &self.cfg.lists {
+            let s = self.update(l)?;
+            total.messages += s.messages;
+            total.threads += s.threads;
+            total.pages += s.pages;
+            total.files_written += s.files_written;
+        }
+        Ok(total)
+    }
+
+    /// Indexes the posts since the last update and re-renders what they touch.
+    pub fn update(&self, list: &ListConfig) -> anyhow::Result<Stats> {
+        let Some(site) = self.site(list) else {
+            return Ok(Stats::default());
+        };
+        let key = list.key();
+        let from = self.store.archived_upto(key)?;
+        let upto = self.store.last_seq(key)?;
+        if from == 0 && upto > 0 {
+            return self.rebuild_inner(&site, false);
+        }
+        if upto <= from && site.dir.join("index.html").exists() {
+            return Ok(Stats::default());
+        }
+        let mut touched = Touched::default();
+        for seq in from + 1..=upto {
+            self.index_post(list, seq, &mut touched)?;
+        }
+        let stats = site.render(&touched, true)?;
+        self.store.set_archived_upto(key, upto)?;
+        Ok(stats)
+    }
+
+    /// Renders everything from the store: the thread index is recomputed in seq order
+    /// (which gives the same thread ids as the incremental updates did).
+    pub fn rebuild(&self, list: &ListConfig) -> anyhow::Result<Stats> {
+        let Some(site) = self.site(list) else {
+            anyhow::bail!("the archive of {} is off", list.address);
+        };
+        self.rebuild_inner(&site, true)
+    }
+
+    fn rebuild_inner(&self, site: &Site, clear: bool) -> anyhow::Result<Stats> {
+        let key = site.list.key();
+        if clear {
+            self.store.arch_clear(key)?;
+        }
+        let upto = self.store.last_seq(key)?;
+        let mut touched = Touched::default();
+        for seq in 1..=upto {
+            self.index_post(site.list, seq, &mut touched)?;
+        }
+        // Everything, not just what this pass indexed.
+        let mut all = Touched {
+            messages: touched.messages,
+            ..Touched::default()
+        };
+        for t in self.store.arch_threads_rev(key) {
+            let t = t?;
+            all.threads.insert(t.id);
+            all.search.extend(t.seqs.iter().copied());
+            all.assets.extend(t.seqs.iter().copied());
+        }
+        for (m, _) in self.store.arch_months(key)? {
+            all.months.insert(m);
+        }
+        let stats = site.render(&all, false)?;
+        self.store.set_archived_upto(key, upto)?;
+        Ok(stats)
+    }
+
+    /// The thread a chain of merges ends in.
+    fn resolve(&self, list: &str, mut id: u64) -> anyhow::Result<Option<ArchThread>> {
+        for _ in 0..64 {
+            match self.store.arch_thread(list, id)? {
+                Some(t) => match t.merged_into {
+                    Some(next) if next != id => id = next,
+                    _ => return Ok(Some(t)),
+                },
+                None => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Puts one post into the thread index.
+    fn index_post(&self, list: &ListConfig, seq: u64, touched: &mut Touched) -> anyhow::Result<()> {
+        let key = list.key();
+        if let Some(m) = self.store.arch_msg(key, seq)? {
+            // Indexed by an update that did not finish rendering: render again.
+            if let Some(t) = self.resolve(key, m.thread)? {
+                touched.threads.insert(t.id);
+            }
+            touched.months.insert(m.month);
+            touched.search.insert(seq);
+            touched.assets.insert(seq);
+            touched.messages += 1;
+            return Ok(());
+        }
+        let Some(meta) = self.store.post(key, seq)? else {
+            return Ok(());
+        };
+        let raw = self.store.raw(key, seq)?.unwrap_or_default();
+        let parsed = MessageParser::default().parse_headers(&raw[..]);
+        let (refs, author) = match &parsed {
+            Some(m) => (
+                threading::references(m),
+                render::author_name(m, self.cfg.archive.addresses).unwrap_or_default(),
+            ),
+            None => (Vec::new(), String::new()),
+        };
+        let message_id = threading::normalize_id(&meta.message_id);
+        let date_ms = message_date(&meta);
+        let base = threading::base_subject(&meta.subject);
+        let is_reply = threading::is_reply_subject(&meta.subject);
+        let msg = ArchMsg {
+            seq,
+            thread: 0,
+            message_id: message_id.clone(),
+            refs: refs.into_iter().filter(|r| *r != message_id).collect(),
+            subject: meta.subject.clone(),
+            author,
+            date_ms,
+            month: month_of(date_ms),
+        };
+
+        // The threads this post's id and references already belong to.
+        let mut found: BTreeMap<u64, ArchThread> = BTreeMap::new();
+        for id in std::iter::once(&msg.message_id).chain(msg.refs.iter()) {
+            if id.is_empty() {
+                continue;
+            }
+            if let Some(t) = self.store.arch_id(key, id)? {
+                if let Some(t) = self.resolve(key, t)? {
+                    found.insert(t.id, t);
+                }
+            }
+        }
+        // No links: the subject fallback, for clients that drop References (Outlook),
+        // only within the window, and only when one side says it is a reply.
+        if found.is_empty() && !base.is_empty() {
+            if let Some(t) = self.store.arch_subject(key, &base)? {
+                if let Some(t) = self.resolve(key, t)? {
+                    let near = (date_ms - t.last_ms).abs() <= self.window_ms()
+                        || (date_ms - t.first_ms).abs() <= self.window_ms();
+                    if near && (is_reply || t.root_is_reply) && t.base == base {
+                        found.insert(t.id, t);
+                    }
+                }
+            }
+        }
+        let mut w = ArchWrite::default();
+        let mut month_counts: BTreeMap<(String, u64), i64> = BTreeMap::new();
+        let mut threads = found.into_values();
+        let mut thread = match threads.next() {
+            Some(t) => t,
+            None => ArchThread {
+                id: seq,
+                subject: meta.subject.clone(),
+                base: base.clone(),
+                root_is_reply: is_reply,
+                first_ms: date_ms,
+                last_ms: date_ms,
+                seqs: Vec::new(),
+                merged_into: None,
+            },
+        };
+        // A post that links two threads merges the younger into the older.
+        for mut other in threads {
+            for s in std::mem::take(&mut other.seqs) {
+                if let Some(mut m) = self.store.arch_msg(key, s)? {
+                    *month_counts.entry((m.month.clone(), other.id)).or_default() -= 1;
+                    *month_counts
+                        .entry((m.month.clone(), thread.id))
+                        .or_default() += 1;
+                    touched.months.insert(m.month.clone());
+                    m.thread = thread.id;
+                    w.msgs.push(m);
+                }
+                thread.seqs.push(s);
+                touched.search.insert(s);
+            }
+            if other.first_ms < thread.first_ms {
+                thread.first_ms = other.first_ms;
+                thread.subject = other.subject.clone();
+                thread.root_is_reply = other.root_is_reply;
+            }
+            thread.last_ms = thread.last_ms.max(other.last_ms);
+            other.merged_into = Some(thread.id);
+            touched.threads.insert(other.id);
+            w.threads.push(other);
+        }
+        if date_ms < thread.first_ms || thread.seqs.is_empty() {
+            thread.first_ms = date_ms;
+            thread.subject = meta.subject.clone();
+            thread.root_is_reply = is_reply;
+            thread.base = base.clone();
+        }
+        thread.last_ms = thread.last_ms.max(date_ms);
+        thread.seqs.push(seq);
+        *month_counts
+            .entry((msg.month.clone(), thread.id))
+            .or_default() += 1;
+        for id in std::iter::once(&msg.message_id).chain(msg.refs.iter()) {
+            if !id.is_empty() && self.store.arch_id(key, id)? != Some(thread.id) {
+                w.ids.push((id.clone(), thread.id));
+            }
+        }
+        if !base.is_empty() {
+            w.subject = Some((base, thread.id));
+        }
+        for ((month, t), delta) in month_counts {
+            let old = self
+                .store
+                .arch_month(key, &month)?
+                .into_iter()
+                .find(|(id, _)| *id == t)
+                .map(|(_, n)| n as i64)
+                .unwrap_or(0);
+            w.months.push((month, t, (old + delta).max(0) as u32));
+        }
+        touched.threads.insert(thread.id);
+        touched.months.insert(msg.month.clone());
+        touched.search.insert(seq);
+        touched.assets.insert(seq);
+        touched.messages += 1;
+        let mut msg = msg;
+        msg.thread = thread.id;
+        w.msgs.push(msg);
+        w.threads.push(thread);
+        self.store.arch_write(key, &w)?;
+        Ok(())
+    }
+
+    /// Every thread of a list as laid out on its page: (thread, [(message, placement)]).
+    pub fn threads(&self, list: &ListConfig) -> anyhow::Result<Vec<(ArchThread, Layout)>> {
+        let key = list.key();
+        // Index what is not indexed yet (without rendering: this is for inspection).
+        let from = self.store.archived_upto(key)?;
+        let upto = self.store.last_seq(key)?;
+        let mut touched = Touched::default();
+        let start = if from == 0 { 1 } else { from + 1 };
+        for seq in start..=upto {
+            self.index_post(list, seq, &mut touched)?;
+        }
+        let mut out = Vec::new();
+        let mut all: Vec<ArchThread> =
+            self.store.arch_threads_rev(key).collect::<Result<_, _>>()?;
+        all.reverse();
+        for t in all {
+            if t.merged_into.is_some() {
+                continue;
+            }
+            let laid = self.layout(key, &t)?;
+            out.push((t, laid));
+        }
+        Ok(out)
+    }
+
+    /// A thread's messages in display order, with their parents.
+    fn layout(&self, key: &str, t: &ArchThread) -> anyhow::Result<Vec<(ArchMsg, Placed)>> {
+        let mut msgs: HashMap<u64, ArchMsg> = HashMap::new();
+        for s in &t.seqs {
+            if let Some(m) = self.store.arch_msg(key, *s)? {
+                msgs.insert(*s, m);
+            }
+        }
+        let input: Vec<threading::Msg> = msgs
+            .values()
+            .map(|m| threading::Msg {
+                key: m.seq,
+                message_id: m.message_id.clone(),
+                references: m.refs.clone(),
+                subject: m.subject.clone(),
+                date_ms: m.date_ms,
+            })
+            .collect();
+        let opts = threading::Options {
+            subject_window_ms: Some(self.window_ms()),
+        };
+        let mut out = Vec::with_capacity(input.len());
+        for group in threading::thread(&input, &opts) {
+            for p in group {
+                if let Some(m) = msgs.remove(&p.key) {
+                    out.push((m, p));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One rendered message of a thread page, and what the search index keeps of it.
+struct MessageView {
+    seq: u64,
+    ctx: minijinja::Value,
+    text: String,
+}
+
+impl Site<'_> {
+    fn key(&self) -> &str {
+        self.list.key()
+    }
+
+    fn base_ctx(&self) -> (minijinja::Value, minijinja::Value, &'static str) {
+        let list = context! {
+            name => self.list.name.clone(),
+            description => self.list.description.clone(),
+        };
+        (list, self.arc.tpl.texts(self.lang), self.lang.code())
+    }
+
+    fn write(&self, rel: &str, bytes: &[u8], stats: &mut Stats) -> anyhow::Result<()> {
+        let p = self.dir.join(rel);
+        if write_if_changed(&p, bytes).with_context(|| format!("cannot write {}", p.display()))? {
+            stats.files_written += 1;
+        }
+        Ok(())
+    }
+
+    fn page(
+        &self,
+        rel: &str,
+        tpl: &str,
+        root: &str,
+        extra: minijinja::Value,
+        stats: &mut Stats,
+    ) -> anyhow::Result<()> {
+        let (list, t, lang) = self.base_ctx();
+        let ctx = context! { list, t, lang, root, ..extra };
+        let html = self.arc.tpl.render(tpl, ctx).map_err(anyhow::Error::msg)?;
+        stats.pages += 1;
+        self.write(rel, html.as_bytes(), stats)
+    }
+
+    /// Renders what an indexing pass touched. `merge`: extend the search files (an
+    /// incremental update) rather than replace them (a rebuild).
+    fn render(&self, touched: &Touched, merge: bool) -> anyhow::Result<Stats> {
+        let mut stats = Stats {
+            messages: touched.messages,
+            threads: touched.threads.len(),
+            ..Stats::default()
+        };
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        for (name, bytes) in &self.arc.tpl.statics {
+            self.write(name, bytes, &mut stats)?;
+        }
+        self.page("search.html", "search.html", "", context! {}, &mut stats)?;
+
+        // Thread pages, in parallel: each parses and renders its own messages.
+        let ids: Vec<u64> = touched.threads.iter().copied().collect();
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 8);
+        let chunk = ids.len().div_ceil(workers).max(1);
+        let results: Vec<anyhow::Result<(Stats, search::Batch)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = ids
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || -> anyhow::Result<(Stats, search::Batch)> {
+                        let mut st = Stats::default();
+                        let mut batch = search::Batch::default();
+                        for id in part {
+                            self.render_thread(*id, touched, &mut batch, &mut st)?;
+                        }
+                        Ok((st, batch))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a rendering thread panicked")))
+                })
+                .collect()
+        });
+        let mut batch = search::Batch::default();
+        for r in results {
+            let (st, b) = r?;
+            stats.pages += st.pages;
+            stats.files_written += st.files_written;
+            batch.extend(b);
+        }
+        let w = |p: &Path, b: &[u8]| write_if_changed(p, b);
+        stats.files_written += batch
+            .write(&self.dir, merge, &w)
+            .with_context(|| format!("cannot write the search index in {}", self.dir.display()))?;
+
+        let months = self.arc.store.arch_months(self.key())?;
+        let names: Vec<&str> = months.iter().map(|(m, _)| m.as_str()).collect();
+        for m in &touched.months {
+            self.render_month(m, &names, &mut stats)?;
+        }
+        self.render_front(&months, &mut stats)?;
+        self.render_feed(&mut stats)?;
+        Ok(stats)
+    }
+
+    fn thread_url(id: u64) -> String {
+        format!("t/{id}.html")
+    }
+
+    fn render_thread(
+        &self,
+        id: u64,
+        touched: &Touched,
+        batch: &mut search::Batch,
+        stats: &mut Stats,
+    ) -> anyhow::Result<()> {
+        let key = self.key();
+        let Some(t) = self.arc.store.arch_thread(key, id)? else {
+            return Ok(());
+        };
+        let rel = format!("t/{id}.html");
+        if let Some(target) = t.merged_into {
+            let target_t = self.arc.resolve(key, target)?;
+            let (tid, subj) = match &target_t {
+                Some(tt) => (tt.id, display_subject(self.list, &tt.subject)),
+                None => (target, String::new()),
+            };
+            let extra = context! { target => format!("{tid}.html"), target_subject => subj };
+            return self.page(&rel, "moved.html", "../", extra, stats);
+        }
+        let laid = self.arc.layout(key, &t)?;
+        let thread_subject = display_subject(self.list, &t.subject);
+        let anchors: HashMap<u64, (String, String)> = laid
+            .iter()
+            .map(|(m, _)| (m.seq, (format!("m{}", m.seq), m.author.clone())))
+            .collect();
+        let mut views = Vec::with_capacity(laid.len());
+        for (m, p) in &laid {
+            let v = self.render_message(m, p, &anchors, &thread_subject, touched, stats)?;
+            if touched.search.contains(&m.seq) {
+                let doc = search::Doc(
+                    format!("t/{id}.html#m{}", m.seq),
+                    display_subject(self.list, &m.subject),
+                    m.author.clone(),
+                    show_date(m.date_ms),
+                );
+                let text = format!("{} {} {}", m.subject, m.author, v.text);
+                batch.add(v.seq, &text, doc);
+            }
+            views.push(v.ctx);
+        }
+        let month = laid
+            .first()
+            .map(|(m, _)| m.month.clone())
+            .unwrap_or_else(|| month_of(t.first_ms));
+        let extra = context! {
+            thread => context! {
+                subject => thread_subject,
+                count => laid.len(),
+                month_url => format!("../{month}/index.html"),
+                month_label => self.arc.tpl.month_label(self.lang, &month),
+            },
+            messages => views,
+        };
+        self.page(&rel, "thread.html", "../", extra, stats)
+    }
+
+    fn render_message(
+        &self,
+        m: &ArchMsg,
+        p: &Placed,
+        anchors: &HashMap<u64, (String, String)>,
+        thread_subject: &str,
+        touched: &Touched,
+        stats: &mut Stats,
+    ) -> anyhow::Result<MessageView> {
+        let key = self.key();
+        let raw = self.arc.store.raw(key, m.seq)?.unwrap_or_default();
+        let seq = m.seq;
+        let href = move |_i: usize, name: &str| format!("../a/{seq}/{}", stored_name(name));
+        let (body, text, problems, attachments) = match MessageParser::default().parse(&raw[..]) {
+            Some(msg) => {
+                let r = render::render(&msg, self.mode, &self.labels, &href);
+                (r.html, r.text, r.problems, r.attachments)
+            }
+            None => (
+                String::new(),
+                String::new(),
+                vec![self.labels.problem_unreadable.clone()],
+                Vec::new(),
+            ),
+        };
+        if touched.assets.contains(&seq) {
+            let scrubbed = render::scrub_raw(&raw, self.mode);
+            self.write(&format!("m/{seq}.eml"), &scrubbed, stats)?;
+            for a in &attachments {
+                self.write(
+                    &format!("a/{seq}/{}", stored_name(&a.file_name)),
+                    &a.bytes,
+                    stats,
+                )?;
+            }
+        }
+        let subject = display_subject(self.list, &m.subject);
+        let subject_differs =
+            threading::base_subject(&subject) != threading::base_subject(thread_subject);
+        let parent = p.parent.and_then(|ps| anchors.get(&ps)).map(|(a, who)| {
+            context! { anchor => a.clone(), author => who.clone() }
+        });
+        let ctx = context! {
+            anchor => format!("m{seq}"),
+            depth => p.depth.min(12),
+            author => m.author.clone(),
+            date => show_date(m.date_ms),
+            date_iso => iso_date(m.date_ms),
+            subject,
+            subject_differs,
+            parent,
+            raw_url => format!("../m/{seq}.eml"),
+            body,
+            problems,
+        };
+        Ok(MessageView { seq, ctx, text })
+    }
+
+    fn render_month(&self, month: &str, names: &[&str], stats: &mut Stats) -> anyhow::Result<()> {
+        let key = self.key();
+        let rows = self.arc.store.arch_month(key, month)?;
+        let mut threads = Vec::new();
+        let mut seqs: Vec<(u64, i64)> = Vec::new();
+        for (id, n) in &rows {
+            let Some(t) = self.arc.store.arch_thread(key, *id)? else {
+                continue;
+            };
+            for s in &t.seqs {
+                if let Some(m) = self.arc.store.arch_msg(key, *s)? {
+                    if m.month == month {
+                        seqs.push((m.seq, m.date_ms));
+                    }
+                }
+            }
+            threads.push((t, *n));
+        }
+        threads.sort_by_key(|(t, _)| std::cmp::Reverse((t.last_ms, t.id)));
+        let author_of = |t: &ArchThread| -> anyhow::Result<String> {
+            let first = t.seqs.iter().copied().min().unwrap_or(t.id);
+            Ok(self
+                .arc
+                .store
+                .arch_msg(key, first)?
+                .map(|m| m.author)
+                .unwrap_or_default())
+        };
+        let mut list = Vec::new();
+        for (t, n) in &threads {
+            list.push(context! {
+                url => format!("../{}", Site::thread_url(t.id)),
+                subject => display_subject(self.list, &t.subject),
+                author => author_of(t)?,
+                count => t.seqs.len(),
+                in_month => n,
+                first => show_date(t.first_ms),
+                first_iso => iso_date(t.first_ms),
+            });
+        }
+        let pos = names.iter().position(|m| *m == month);
+        let near = |i: Option<usize>| {
+            i.and_then(|i| names.get(i)).map(|m| {
+                context! { url => format!("../{m}/index.html"), label => self.arc.tpl.month_label(self.lang, m) }
+            })
+        };
+        let prev = near(pos.and_then(|p| p.checked_sub(1)));
+        let next = near(pos.map(|p| p + 1));
+        let messages: u32 = rows.iter().map(|(_, n)| n).sum();
+        let extra = context! {
+            month => context! {
+                label => self.arc.tpl.month_label(self.lang, month),
+                threads => threads.len(),
+                messages,
+                mbox => format!("{month}.mbox"),
+                prev,
+                next,
+            },
+            threads => list,
+        };
+        self.page(
+            &format!("{month}/index.html"),
+            "month.html",
+            "../",
+            extra,
+            stats,
+        )?;
+
+        // The month's mbox, from the downloads (addresses already removed), in seq order.
+        seqs.sort();
+        let mut out = Vec::new();
+        for (seq, date) in seqs {
+            let p = self.dir.join(format!("m/{seq}.eml"));
+            let bytes = match std::fs::read(&p) {
+                Ok(b) => b,
+                Err(_) => {
+                    let raw = self.arc.store.raw(key, seq)?.unwrap_or_default();
+                    render::scrub_raw(&raw, self.mode)
+                }
+            };
+            mbox::append(&mut out, &bytes, date);
+        }
+        self.write(&format!("{month}/{month}.mbox"), &out, stats)
+    }
+
+    fn render_front(
+        &self,
+        months: &[(String, Vec<(u64, u32)>)],
+        stats: &mut Stats,
+    ) -> anyhow::Result<()> {
+        let key = self.key();
+        let mut ids: BTreeSet<u64> = BTreeSet::new();
+        for (_, ts) in months.iter().rev() {
+            ids.extend(ts.iter().map(|(t, _)| *t));
+            if ids.len() >= FRONT_THREADS * 2 {
+                break;
+            }
+        }
+        let mut threads = Vec::new();
+        for id in ids {
+            if let Some(t) = self.arc.store.arch_thread(key, id)? {
+                if t.merged_into.is_none() {
+                    threads.push(t);
+                }
+            }
+        }
+        threads.sort_by_key(|t| std::cmp::Reverse((t.last_ms, t.id)));
+        threads.truncate(FRONT_THREADS);
+        let mut list = Vec::new();
+        for t in &threads {
+            let first = t.seqs.iter().copied().min().unwrap_or(t.id);
+            let author = self
+                .arc
+                .store
+                .arch_msg(key, first)?
+                .map(|m| m.author)
+                .unwrap_or_default();
+            list.push(context! {
+                url => Site::thread_url(t.id),
+                subject => display_subject(self.list, &t.subject),
+                author,
+                count => t.seqs.len(),
+                last => show_date(t.last_ms),
+                last_iso => iso_date(t.last_ms),
+            });
+        }
+        let month_list: Vec<minijinja::Value> = months
+            .iter()
+            .rev()
+            .map(|(m, ts)| {
+                context! {
+                    url => format!("{m}/index.html"),
+                    label => self.arc.tpl.month_label(self.lang, m),
+                    threads => ts.len(),
+                    messages => ts.iter().map(|(_, n)| *n as u64).sum::<u64>(),
+                }
+            })
+            .collect();
+        let extra = context! { threads => list, months => month_list };
+        self.page("index.html", "index.html", "", extra, stats)
+    }
+
+    fn render_feed(&self, stats: &mut Stats) -> anyhow::Result<()> {
+        let key = self.key();
+        let mut entries = Vec::new();
+        let mut updated = 0i64;
+        for t in self.arc.store.arch_threads_rev(key) {
+            let t = t?;
+            if t.merged_into.is_some() {
+                continue;
+            }
+            let first = t.seqs.iter().copied().min().unwrap_or(t.id);
+            let Some(m) = self.arc.store.arch_msg(key, first)? else {
+                continue;
+            };
+            let raw = self.arc.store.raw(key, first)?.unwrap_or_default();
+            let summary = MessageParser::default()
+                .parse(&raw[..])
+                .map(|msg| {
+                    render::render(&msg, self.mode, &self.labels, &|_, _| String::new()).text
+                })
+                .unwrap_or_default();
+            let summary: String = summary.split_whitespace().collect::<Vec<_>>().join(" ");
+            let summary: String = summary.chars().take(400).collect();
+            updated = updated.max(t.last_ms);
+            let year = month_of(t.first_ms).get(..4).unwrap_or("2026").to_string();
+            entries.push(context! {
+                id => format!("tag:{},{year}:{}/t/{}", self.list.domain(), self.list.local(), t.id),
+                subject => display_subject(self.list, &t.subject),
+                author => m.author,
+                published => iso_date(t.first_ms),
+                updated => iso_date(t.last_ms),
+                url => Site::thread_url(t.id),
+                summary,
+            });
+            if entries.len() >= FEED_ENTRIES {
+                break;
+            }
+        }
+        let base = self
+            .list
+            .archive_url
+            .as_deref()
+            .map(|u| format!("{}/", u.trim_end_matches('/')))
+            .unwrap_or_default();
+        let extra = context! {
+            feed_id => format!("tag:{},2026:{}", self.list.domain(), self.list.local()),
+            updated => iso_date(updated),
+            base,
+            entries,
+        };
+        self.page("atom.xml", "atom.xml", "", extra, stats)
+    }
+}
+
+/// `archive threads`: every thread as an indented tree, or as a JSON array with one object
+/// per message (`message_id`, `parent`: the Message-ID of its parent or null, ...).
+pub fn print_threads(threads: &[(ArchThread, Vec<(ArchMsg, Placed)>)], json: bool) -> String {
+    let mut out = String::new();
+    if json {
+        let mut all = Vec::new();
+        for (t, msgs) in threads {
+            let ids: HashMap<u64, &str> = msgs
+                .iter()
+                .map(|(m, _)| (m.seq, m.message_id.as_str()))
+                .collect();
+            for (m, p) in msgs {
+                all.push(serde_json::json!({
+                    "thread": t.id,
+                    "seq": m.seq,
+                    "message_id": m.message_id,
+                    "parent": p.parent.and_then(|k| ids.get(&k).copied()),
+                    "depth": p.depth,
+                    "date": iso_date(m.date_ms),
+                    "author": m.author,
+                    "subject": m.subject,
+                }));
+            }
+        }
+        out = serde_json::to_string_pretty(&all).unwrap_or_default();
+        out.push('\n');
+        return out;
+    }
+    for (t, msgs) in threads {
+        out.push_str(&format!("thread {} ({} messages)\n", t.id, msgs.len()));
+        for (m, p) in msgs {
+            out.push_str(&format!(
+                "{}<{}> {} {} {}\n",
+                "  ".repeat(p.depth + 1),
+                m.message_id,
+                show_date(m.date_ms),
+                if m.author.is_empty() { "-" } else { &m.author },
+                m.subject
+            ));
+        }
+    }
+    out
+}
