@@ -24,6 +24,7 @@ pub const EX_OK: i32 = 0;
 pub const EX_USAGE: i32 = 64;
 pub const EX_DATAERR: i32 = 65;
 pub const EX_NOUSER: i32 = 67;
+pub const EX_NOINPUT: i32 = 66;
 pub const EX_SOFTWARE: i32 = 70;
 pub const EX_TEMPFAIL: i32 = 75;
 
@@ -73,6 +74,22 @@ pub enum Command {
         #[serde(default)]
         reason: Option<String>,
     },
+    /// Render a list's archive (or every list's) from the store.
+    ArchiveRebuild {
+        #[serde(default)]
+        list: Option<String>,
+    },
+    /// Every thread as a tree, or as JSON.
+    ArchiveThreads {
+        list: String,
+        #[serde(default)]
+        json: bool,
+    },
+    /// Load an mbox file (an absolute path the daemon can read) into a list's archive.
+    ArchiveImport {
+        list: String,
+        path: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -103,6 +120,8 @@ impl Reply {
 pub struct Ctx {
     pub svc: Services,
     pub inbound: Arc<Inbound>,
+    /// Run by the command line itself (not in the daemon): progress bars may be shown.
+    pub local: bool,
 }
 
 /// Executes one command. `raw` is the message for `Inject`.
@@ -325,7 +344,104 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
         Command::ModerateReject { id, reason } => {
             moderate(ctx, id, false, false, reason.as_deref()).await?
         }
+        Command::ArchiveRebuild { list } => {
+            let lists: Vec<crate::config::ListConfig> = match &list {
+                Some(name) => match ctx.svc.cfg.list(name) {
+                    Some(l) => vec![l.clone()],
+                    None => return Ok(unknown(name)),
+                },
+                None => ctx.svc.cfg.lists.clone(),
+            };
+            let svc = ctx.svc.clone();
+            let r = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+                let mut out = String::new();
+                for l in &lists {
+                    if svc.cfg.list_archive_dir(l).is_none() {
+                        let _ = writeln!(out, "{}: archive is off", l.address);
+                        continue;
+                    }
+                    let t = std::time::Instant::now();
+                    let s = svc.archive.rebuild(l)?;
+                    let _ = writeln!(
+                        out,
+                        "{}: {} messages, {} threads, {} pages rendered, {} files written in {:.2} s",
+                        l.address,
+                        s.messages,
+                        s.threads,
+                        s.pages,
+                        s.files_written,
+                        t.elapsed().as_secs_f64()
+                    );
+                }
+                Ok(out)
+            })
+            .await;
+            archive_reply(r)
+        }
+        Command::ArchiveThreads { list, json } => {
+            let Some(l) = ctx.svc.cfg.list(&list).cloned() else {
+                return Ok(unknown(&list));
+            };
+            let svc = ctx.svc.clone();
+            let r = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+                let threads = svc.archive.threads(&l)?;
+                Ok(crate::archive::print_threads(&threads, json))
+            })
+            .await;
+            archive_reply(r)
+        }
+        Command::ArchiveImport { list, path } => {
+            let Some(l) = ctx.svc.cfg.list(&list).cloned() else {
+                return Ok(unknown(&list));
+            };
+            let svc = ctx.svc.clone();
+            let local = ctx.local;
+            let r = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+                let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                let bar = if local {
+                    indicatif::ProgressBar::new(len)
+                } else {
+                    indicatif::ProgressBar::hidden()
+                };
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} importing [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                let t = std::time::Instant::now();
+                let tick = |n: u64| bar.set_position(n);
+                let report = crate::archive::import::import(&svc.cfg, &svc.store, &l, &path, &tick)?;
+                bar.finish_and_clear();
+                let mut out = report.summary();
+                let _ = writeln!(out, "stored in {:.2} s", t.elapsed().as_secs_f64());
+                if svc.cfg.list_archive_dir(&l).is_some() {
+                    let t = std::time::Instant::now();
+                    let s = svc.archive.update(&l)?;
+                    let _ = writeln!(
+                        out,
+                        "archive: {} messages, {} threads, {} files written in {:.2} s",
+                        s.messages,
+                        s.threads,
+                        s.files_written,
+                        t.elapsed().as_secs_f64()
+                    );
+                }
+                Ok(out)
+            })
+            .await;
+            archive_reply(r)
+        }
     })
+}
+
+fn archive_reply(r: Result<anyhow::Result<String>, tokio::task::JoinError>) -> Reply {
+    match r {
+        Ok(Ok(out)) => Reply::ok(out),
+        Ok(Err(e)) => Reply::fail(EX_SOFTWARE, format!("{e:#}")),
+        Err(e) => Reply::fail(EX_SOFTWARE, format!("archive task failed: {e}")),
+    }
 }
 
 /// Approves or rejects held post `id`, as a reply with its token would.

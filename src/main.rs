@@ -41,6 +41,26 @@ enum Cmd {
     /// IMAP accounts.
     #[command(subcommand)]
     Imap(ImapCmd),
+    /// The web archive.
+    #[command(subcommand)]
+    Archive(ArchiveCmd),
+}
+
+#[derive(Subcommand)]
+enum ArchiveCmd {
+    /// Render a list's archive (every list's without LIST) from the store.
+    Rebuild { list: Option<String> },
+    /// Print every thread of LIST as a tree (Message-ID, date, author, subject).
+    Threads {
+        list: String,
+        /// One JSON object per message: message_id, parent (or null), thread, depth, date,
+        /// author, subject.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load an mbox file (a Mailman, Google Groups or public-inbox export) into LIST's
+    /// archive. Nothing is sent to members.
+    ImportMbox { list: String, file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -280,6 +300,24 @@ async fn run(cmd: Cmd, cfg: Config) -> i32 {
                 }
             }
         }
+        Cmd::Archive(ArchiveCmd::Rebuild { list }) => {
+            (Command::ArchiveRebuild { list }, Vec::new())
+        }
+        Cmd::Archive(ArchiveCmd::Threads { list, json }) => {
+            (Command::ArchiveThreads { list, json }, Vec::new())
+        }
+        Cmd::Archive(ArchiveCmd::ImportMbox { list, file }) => {
+            // The daemon may be the one reading it: give it a path that does not depend on
+            // our working directory.
+            let path = match std::fs::canonicalize(&file) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: cannot read {}: {e}", file.display());
+                    return admin::EX_NOINPUT;
+                }
+            };
+            (Command::ArchiveImport { list, path }, Vec::new())
+        }
         Cmd::Queue(QueueCmd::List) => (Command::QueueList, Vec::new()),
         Cmd::Queue(QueueCmd::Retry) => (Command::QueueRetry, Vec::new()),
         Cmd::Moderate(ModerateCmd::List) => (Command::ModerateList, Vec::new()),
@@ -328,7 +366,11 @@ async fn dispatch(cfg: Config, cmd: Command, raw: Vec<u8>) -> Reply {
                     Ok(s) => s,
                     Err(e) => return Reply::fail(EX_TEMPFAIL, format!("{e:#}")),
                 };
-                let ctx = admin::Ctx { svc, inbound };
+                let ctx = admin::Ctx {
+                    svc,
+                    inbound,
+                    local: true,
+                };
                 return admin::execute(&ctx, cmd, raw).await;
             }
             // The daemon is starting (it holds the lock but has no socket yet): wait.
