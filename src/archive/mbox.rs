@@ -64,7 +64,10 @@ pub fn from_line_date(l: &[u8]) -> Option<i64> {
         }
         let d = words[end - 5..end].join(" ");
         if let Ok(t) = chrono::NaiveDateTime::parse_from_str(&d, "%a %b %d %H:%M:%S %Y") {
-            return Some(t.and_utc().timestamp_millis());
+            let ms = t.and_utc().timestamp_millis();
+            // public-inbox and others write `From mboxrd@z Thu Jan  1 00:00:00 1970`: no
+            // date at all. Nothing was archived by a list before 1980.
+            return (ms >= 315_532_800_000).then_some(ms);
         }
     }
     None
@@ -173,6 +176,22 @@ mod tests {
         assert_eq!(v[0].from_line_ms, Some(1_262_606_400_000));
         assert_eq!(v[1].raw, b"Subject: two\n\nbody\n");
         assert_eq!(v[1].line, 8);
+    }
+
+    #[test]
+    fn placeholder_from_line_dates_are_no_dates() {
+        assert_eq!(
+            from_line_date(b"From mboxrd@z Thu Jan  1 00:00:00 1970"),
+            None
+        );
+        assert_eq!(
+            from_line_date(b"From x@y Fri Jan  1 02:10:35 2010"),
+            Some(1_262_311_835_000)
+        );
+        assert_eq!(
+            from_line_date(b"From x@y Fri Jan  1 02:10:35 2010 +0100"),
+            Some(1_262_311_835_000)
+        );
     }
 
     #[test]
