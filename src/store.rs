@@ -279,7 +279,8 @@ pub struct ArchWrite {
     pub msgs: Vec<ArchMsg>,
     pub threads: Vec<ArchThread>,
     pub ids: Vec<(String, u64)>,
-    pub subject: Option<(String, u64)>,
+    /// (base subject, thread): the latest thread of a base subject.
+    pub subjects: Vec<(String, u64)>,
     /// (month, thread, messages of that thread in that month); 0 removes the row.
     pub months: Vec<(String, u64, u32)>,
 }
@@ -536,6 +537,9 @@ impl Store {
         let db = sled::Config::new()
             .path(path)
             .flush_every_ms(Some(200))
+            // sled caches up to 1 GiB by default; the working set (queue rows, thread
+            // index) is small, and the archive reads raw posts once each.
+            .cache_capacity(64 << 20)
             .open()
             .map_err(|e| match e {
                 sled::Error::Io(ref io)
@@ -1348,6 +1352,18 @@ impl Store {
         Ok(out)
     }
 
+    /// How many messages of one thread are in one month.
+    pub fn arch_month_count(&self, list: &str, month: &str, thread: u64) -> Result<u32> {
+        let mut k = list_prefix(list);
+        k.extend_from_slice(month.as_bytes());
+        k.push(0);
+        k.extend_from_slice(&thread.to_be_bytes());
+        Ok(match self.arch_month.get(k)? {
+            Some(v) => u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4])),
+            None => 0,
+        })
+    }
+
     /// The threads of one month with their message counts in it.
     pub fn arch_month(&self, list: &str, month: &str) -> Result<Vec<(u64, u32)>> {
         let mut p = list_prefix(list);
@@ -1364,7 +1380,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes the index changes for one post in one transaction.
+    /// Writes index changes (of one post, or of a batch of posts) in one transaction.
     pub fn arch_write(&self, list: &str, w: &ArchWrite) -> Result<()> {
         let msgs: Vec<(Vec<u8>, Vec<u8>)> = w
             .msgs
@@ -1392,10 +1408,11 @@ impl Store {
                 (k, *n)
             })
             .collect();
-        let subj = w
-            .subject
-            .as_ref()
-            .map(|(b, t)| (msgid_key(list, b), t.to_be_bytes()));
+        let subj: Vec<(Vec<u8>, [u8; 8])> = w
+            .subjects
+            .iter()
+            .map(|(b, t)| (msgid_key(list, b), t.to_be_bytes()))
+            .collect();
         (
             &self.arch_msg,
             &self.arch_thread,
@@ -1413,7 +1430,7 @@ impl Store {
                 for (k, v) in &ids {
                     ai.insert(k.as_slice(), v)?;
                 }
-                if let Some((k, v)) = &subj {
+                for (k, v) in &subj {
                     asj.insert(k.as_slice(), v)?;
                 }
                 for (k, n) in &months {

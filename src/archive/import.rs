@@ -73,7 +73,8 @@ pub fn import(
             continue;
         }
         let mut raw = entry.raw;
-        let parsed = MessageParser::default().parse_headers(&raw[..]);
+        let lean = crate::archive::render::without_trace(&raw);
+        let parsed = MessageParser::default().parse_headers(&lean[..]);
         let (mut message_id, from_addr, from_name, subject, date) = match &parsed {
             Some(m) => {
                 let from = m.from().and_then(|a| a.first());

@@ -16,7 +16,8 @@
 //! that thread ids, and with them URLs, never change) and re-renders only what they touch:
 //! their threads, their months, the front page, the feed, the search files of their words.
 //! Files are written only when their bytes change (to a temporary name, then renamed, so a
-//! web server never serves half a page). [`Archive::rebuild`] recomputes everything.
+//! web server never serves half a page). [`Archive::rebuild`] renders everything again (and, asked to, recomputes the
+//! thread index first).
 
 pub mod import;
 pub mod mbox;
@@ -159,6 +160,128 @@ struct Touched {
 /// A thread's messages in display order, each with its place in the tree.
 pub type Layout = Vec<(ArchMsg, Placed)>;
 
+/// The thread index while posts are being indexed: reads go to what this pass wrote, then
+/// to the store; writes are kept here and written in one transaction per
+/// [`Index::BATCH`] posts (and at the end). A crash between batches loses only index rows
+/// of posts whose pages were not rendered yet; the next update indexes them again.
+struct Index<'a> {
+    store: &'a Store,
+    key: &'a str,
+    msgs: HashMap<u64, ArchMsg>,
+    threads: HashMap<u64, ArchThread>,
+    ids: HashMap<String, u64>,
+    subjects: HashMap<String, u64>,
+    months: HashMap<(String, u64), u32>,
+    pending: usize,
+}
+
+impl<'a> Index<'a> {
+    const BATCH: usize = 1000;
+
+    fn new(store: &'a Store, key: &'a str) -> Self {
+        Index {
+            store,
+            key,
+            msgs: HashMap::new(),
+            threads: HashMap::new(),
+            ids: HashMap::new(),
+            subjects: HashMap::new(),
+            months: HashMap::new(),
+            pending: 0,
+        }
+    }
+
+    fn msg(&self, seq: u64) -> anyhow::Result<Option<ArchMsg>> {
+        match self.msgs.get(&seq) {
+            Some(m) => Ok(Some(m.clone())),
+            None => Ok(self.store.arch_msg(self.key, seq)?),
+        }
+    }
+
+    fn thread(&self, id: u64) -> anyhow::Result<Option<ArchThread>> {
+        match self.threads.get(&id) {
+            Some(t) => Ok(Some(t.clone())),
+            None => Ok(self.store.arch_thread(self.key, id)?),
+        }
+    }
+
+    /// The thread a chain of merges ends in.
+    fn resolve(&self, mut id: u64) -> anyhow::Result<Option<ArchThread>> {
+        for _ in 0..64 {
+            match self.thread(id)? {
+                Some(t) => match t.merged_into {
+                    Some(next) if next != id => id = next,
+                    _ => return Ok(Some(t)),
+                },
+                None => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    fn id(&self, message_id: &str) -> anyhow::Result<Option<u64>> {
+        match self.ids.get(message_id) {
+            Some(t) => Ok(Some(*t)),
+            None => Ok(self.store.arch_id(self.key, message_id)?),
+        }
+    }
+
+    fn subject(&self, base: &str) -> anyhow::Result<Option<u64>> {
+        match self.subjects.get(base) {
+            Some(t) => Ok(Some(*t)),
+            None => Ok(self.store.arch_subject(self.key, base)?),
+        }
+    }
+
+    fn month_count(&self, month: &str, thread: u64) -> anyhow::Result<u32> {
+        match self.months.get(&(month.to_string(), thread)) {
+            Some(n) => Ok(*n),
+            None => Ok(self.store.arch_month_count(self.key, month, thread)?),
+        }
+    }
+
+    fn apply(&mut self, w: ArchWrite) -> anyhow::Result<()> {
+        for m in w.msgs {
+            self.msgs.insert(m.seq, m);
+        }
+        for t in w.threads {
+            self.threads.insert(t.id, t);
+        }
+        self.ids.extend(w.ids);
+        self.subjects.extend(w.subjects);
+        for (m, t, n) in w.months {
+            self.months.insert((m, t), n);
+        }
+        self.pending += 1;
+        if self.pending >= Self::BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        let w = ArchWrite {
+            msgs: self.msgs.drain().map(|(_, m)| m).collect(),
+            threads: self.threads.drain().map(|(_, t)| t).collect(),
+            ids: self.ids.drain().collect(),
+            subjects: self.subjects.drain().collect(),
+            months: self.months.drain().map(|((m, t), n)| (m, t, n)).collect(),
+        };
+        self.store.arch_write(self.key, &w)?;
+        self.pending = 0;
+        Ok(())
+    }
+}
+
+/// A post read and parsed for indexing.
+struct Prepared {
+    meta: PostMeta,
+    msg: ArchMsg,
+}
+
 /// One list's folder and settings while rendering.
 struct Site<'a> {
     arc: &'a Archive,
@@ -222,21 +345,21 @@ impl Archive {
             return Ok(Stats::default());
         }
         let mut touched = Touched::default();
-        for seq in from + 1..=upto {
-            self.index_post(list, seq, &mut touched)?;
-        }
+        let mut ix = Index::new(&self.store, key);
+        self.index_range(list, from + 1, upto, &mut touched, &mut ix)?;
         let stats = site.render(&touched, true)?;
         self.store.set_archived_upto(key, upto)?;
         Ok(stats)
     }
 
-    /// Renders everything from the store: the thread index is recomputed in seq order
-    /// (which gives the same thread ids as the incremental updates did).
-    pub fn rebuild(&self, list: &ListConfig) -> anyhow::Result<Stats> {
+    /// Renders everything from the store. With `reindex`, the thread index is first
+    /// recomputed from the posts in seq order, which gives the same thread ids (and URLs)
+    /// as the incremental updates did.
+    pub fn rebuild(&self, list: &ListConfig, reindex: bool) -> anyhow::Result<Stats> {
         let Some(site) = self.site(list) else {
             anyhow::bail!("the archive of {} is off", list.address);
         };
-        self.rebuild_inner(&site, true)
+        self.rebuild_inner(&site, reindex)
     }
 
     fn rebuild_inner(&self, site: &Site, clear: bool) -> anyhow::Result<Stats> {
@@ -246,9 +369,13 @@ impl Archive {
         }
         let upto = self.store.last_seq(key)?;
         let mut touched = Touched::default();
-        for seq in 1..=upto {
-            self.index_post(site.list, seq, &mut touched)?;
-        }
+        let from = if clear {
+            0
+        } else {
+            self.store.archived_upto(key)?
+        };
+        let mut ix = Index::new(&self.store, key);
+        self.index_range(site.list, from + 1, upto, &mut touched, &mut ix)?;
         // Everything, not just what this pass indexed.
         let mut all = Touched {
             messages: touched.messages,
@@ -283,23 +410,46 @@ impl Archive {
     }
 
     /// Puts one post into the thread index.
-    fn index_post(&self, list: &ListConfig, seq: u64, touched: &mut Touched) -> anyhow::Result<()> {
-        let key = list.key();
-        if let Some(m) = self.store.arch_msg(key, seq)? {
-            // Indexed by an update that did not finish rendering: render again.
-            if let Some(t) = self.resolve(key, m.thread)? {
-                touched.threads.insert(t.id);
-            }
-            touched.months.insert(m.month);
-            touched.search.insert(seq);
-            touched.assets.insert(seq);
-            touched.messages += 1;
-            return Ok(());
+    /// Reads and parses posts for indexing, in parallel (the expensive part of indexing;
+    /// the thread assignment that follows must go in seq order).
+    fn prepare(&self, key: &str, seqs: &[u64]) -> anyhow::Result<Vec<Option<Prepared>>> {
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 8);
+        let chunk = seqs.len().div_ceil(workers).max(1);
+        let parts: Vec<anyhow::Result<Vec<Option<Prepared>>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = seqs
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|seq| self.prepare_one(key, *seq))
+                            .collect::<anyhow::Result<Vec<_>>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("an indexing thread panicked")))
+                })
+                .collect()
+        });
+        let mut out = Vec::with_capacity(seqs.len());
+        for p in parts {
+            out.extend(p?);
         }
+        Ok(out)
+    }
+
+    fn prepare_one(&self, key: &str, seq: u64) -> anyhow::Result<Option<Prepared>> {
         let Some(meta) = self.store.post(key, seq)? else {
-            return Ok(());
+            return Ok(None);
         };
         let raw = self.store.raw(key, seq)?.unwrap_or_default();
+        let raw = render::without_trace(&raw);
         let parsed = MessageParser::default().parse_headers(&raw[..]);
         let (refs, author) = match &parsed {
             Some(m) => (
@@ -310,8 +460,6 @@ impl Archive {
         };
         let message_id = threading::normalize_id(&meta.message_id);
         let date_ms = message_date(&meta);
-        let base = threading::base_subject(&meta.subject);
-        let is_reply = threading::is_reply_subject(&meta.subject);
         let msg = ArchMsg {
             seq,
             thread: 0,
@@ -322,6 +470,60 @@ impl Archive {
             date_ms,
             month: month_of(date_ms),
         };
+        Ok(Some(Prepared { meta, msg }))
+    }
+
+    /// Indexes posts `from..=upto` (those not indexed yet), in seq order.
+    fn index_range(
+        &self,
+        list: &ListConfig,
+        from: u64,
+        upto: u64,
+        touched: &mut Touched,
+        ix: &mut Index,
+    ) -> anyhow::Result<()> {
+        let key = list.key();
+        let mut seq = from;
+        while seq <= upto {
+            let end = upto.min(seq.saturating_add(Index::BATCH as u64 - 1));
+            let mut todo = Vec::new();
+            for s in seq..=end {
+                if let Some(m) = ix.msg(s)? {
+                    // Indexed by an update that did not finish rendering: render again.
+                    if let Some(t) = ix.resolve(m.thread)? {
+                        touched.threads.insert(t.id);
+                    }
+                    touched.months.insert(m.month);
+                    touched.search.insert(s);
+                    touched.assets.insert(s);
+                    touched.messages += 1;
+                } else {
+                    todo.push(s);
+                }
+            }
+            for p in self.prepare(key, &todo)?.into_iter().flatten() {
+                self.index_post(p, touched, ix)?;
+            }
+            if end == u64::MAX {
+                break;
+            }
+            seq = end + 1;
+        }
+        ix.flush()
+    }
+
+    /// Puts one post into the thread index.
+    fn index_post(
+        &self,
+        prepared: Prepared,
+        touched: &mut Touched,
+        ix: &mut Index,
+    ) -> anyhow::Result<()> {
+        let Prepared { meta, msg } = prepared;
+        let seq = msg.seq;
+        let date_ms = msg.date_ms;
+        let base = threading::base_subject(&meta.subject);
+        let is_reply = threading::is_reply_subject(&meta.subject);
 
         // The threads this post's id and references already belong to.
         let mut found: BTreeMap<u64, ArchThread> = BTreeMap::new();
@@ -329,8 +531,8 @@ impl Archive {
             if id.is_empty() {
                 continue;
             }
-            if let Some(t) = self.store.arch_id(key, id)? {
-                if let Some(t) = self.resolve(key, t)? {
+            if let Some(t) = ix.id(id)? {
+                if let Some(t) = ix.resolve(t)? {
                     found.insert(t.id, t);
                 }
             }
@@ -338,8 +540,8 @@ impl Archive {
         // No links: the subject fallback, for clients that drop References (Outlook),
         // only within the window, and only when one side says it is a reply.
         if found.is_empty() && !base.is_empty() {
-            if let Some(t) = self.store.arch_subject(key, &base)? {
-                if let Some(t) = self.resolve(key, t)? {
+            if let Some(t) = ix.subject(&base)? {
+                if let Some(t) = ix.resolve(t)? {
                     let near = (date_ms - t.last_ms).abs() <= self.window_ms()
                         || (date_ms - t.first_ms).abs() <= self.window_ms();
                     if near && (is_reply || t.root_is_reply) && t.base == base {
@@ -367,7 +569,7 @@ impl Archive {
         // A post that links two threads merges the younger into the older.
         for mut other in threads {
             for s in std::mem::take(&mut other.seqs) {
-                if let Some(mut m) = self.store.arch_msg(key, s)? {
+                if let Some(mut m) = ix.msg(s)? {
                     *month_counts.entry((m.month.clone(), other.id)).or_default() -= 1;
                     *month_counts
                         .entry((m.month.clone(), thread.id))
@@ -401,21 +603,15 @@ impl Archive {
             .entry((msg.month.clone(), thread.id))
             .or_default() += 1;
         for id in std::iter::once(&msg.message_id).chain(msg.refs.iter()) {
-            if !id.is_empty() && self.store.arch_id(key, id)? != Some(thread.id) {
+            if !id.is_empty() && ix.id(id)? != Some(thread.id) {
                 w.ids.push((id.clone(), thread.id));
             }
         }
         if !base.is_empty() {
-            w.subject = Some((base, thread.id));
+            w.subjects.push((base, thread.id));
         }
         for ((month, t), delta) in month_counts {
-            let old = self
-                .store
-                .arch_month(key, &month)?
-                .into_iter()
-                .find(|(id, _)| *id == t)
-                .map(|(_, n)| n as i64)
-                .unwrap_or(0);
+            let old = i64::from(ix.month_count(&month, t)?);
             w.months.push((month, t, (old + delta).max(0) as u32));
         }
         touched.threads.insert(thread.id);
@@ -427,7 +623,7 @@ impl Archive {
         msg.thread = thread.id;
         w.msgs.push(msg);
         w.threads.push(thread);
-        self.store.arch_write(key, &w)?;
+        ix.apply(w)?;
         Ok(())
     }
 
@@ -439,9 +635,8 @@ impl Archive {
         let upto = self.store.last_seq(key)?;
         let mut touched = Touched::default();
         let start = if from == 0 { 1 } else { from + 1 };
-        for seq in start..=upto {
-            self.index_post(list, seq, &mut touched)?;
-        }
+        let mut ix = Index::new(&self.store, key);
+        self.index_range(list, start, upto, &mut touched, &mut ix)?;
         let mut out = Vec::new();
         let mut all: Vec<ArchThread> =
             self.store.arch_threads_rev(key).collect::<Result<_, _>>()?;
@@ -673,7 +868,8 @@ impl Site<'_> {
         let raw = self.arc.store.raw(key, m.seq)?.unwrap_or_default();
         let seq = m.seq;
         let href = move |_i: usize, name: &str| format!("../a/{seq}/{}", stored_name(name));
-        let (body, text, problems, attachments) = match MessageParser::default().parse(&raw[..]) {
+        let lean = render::without_trace(&raw);
+        let (body, text, problems, attachments) = match MessageParser::default().parse(&lean[..]) {
             Some(msg) => {
                 let r = render::render(&msg, self.mode, &self.labels, &href);
                 (r.html, r.text, r.problems, r.attachments)

@@ -938,7 +938,51 @@ const ID_HEADERS: &[&str] = &["message-id", "in-reply-to", "references"];
 /// the Message-ID fields), in bodies, also inside base64 and quoted-printable encoded text
 /// parts (re-encoded in their own charset), and in attached messages.
 pub fn scrub_raw(raw: &[u8], mode: AddressMode) -> Vec<u8> {
-    scrub_message(raw, mode, 0)
+    scrub_message(&without_trace(raw), mode, 0)
+}
+
+/// The message without the header fields in [`DROPPED_HEADERS`] (delivery traces), which
+/// the archive never shows and which cost mail-parser most of its time (`Received`).
+pub fn without_trace(raw: &[u8]) -> Cow<'_, [u8]> {
+    let end = header_end(raw);
+    let h = &raw[..end];
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
+    // Field by field: a field is a line and its continuation lines.
+    let mut start = 0;
+    while start < h.len() {
+        let mut stop = start;
+        loop {
+            stop = match h[stop..].iter().position(|c| *c == b'\n') {
+                Some(p) => stop + p + 1,
+                None => h.len(),
+            };
+            if stop >= h.len() || !matches!(h[stop], b' ' | b'\t') {
+                break;
+            }
+        }
+        let f = &h[start..stop];
+        let drop = matches!(f[0] | 0x20, b'r' | b'x' | b'd' | b'e' | b'a')
+            && f.iter().position(|c| *c == b':').is_some_and(|n| {
+                let name = f[..n].trim_ascii();
+                DROPPED_HEADERS
+                    .iter()
+                    .any(|d| name.eq_ignore_ascii_case(d.as_bytes()))
+            });
+        if drop {
+            let o = out.get_or_insert_with(|| Vec::with_capacity(raw.len()));
+            o.extend_from_slice(&raw[copied..start]);
+            copied = stop;
+        }
+        start = stop;
+    }
+    match out {
+        None => Cow::Borrowed(raw),
+        Some(mut o) => {
+            o.extend_from_slice(&raw[copied..]);
+            Cow::Owned(o)
+        }
+    }
 }
 
 fn header_end(raw: &[u8]) -> usize {
@@ -1307,6 +1351,8 @@ mod tests {
         assert!(t0.contains("Bel …@… of mail."), "{t0}");
         let t1 = m.body_text(1).unwrap();
         assert!(t1.contains("Cliënt") && !t1.contains("anna@"), "{t1}");
+        let t = without_trace(b"Received: a\r\n b\r\nFrom: x\r\nreceived:c\r\nX-Received: d\r\n\r\nReceived: body\r\n");
+        assert_eq!(&t[..], b"From: x\r\n\r\nReceived: body\r\n");
         // Unchanged when there is nothing to hide.
         let clean = b"Subject: x\r\n\r\nniets\r\n";
         assert_eq!(scrub_raw(clean, AddressMode::Hidden), clean.to_vec());

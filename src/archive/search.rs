@@ -12,7 +12,7 @@
 //! lower case (`cliënt` → `client`, `Één` → `een`), then split on anything that is not a
 //! letter or digit.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
@@ -24,6 +24,9 @@ const MAX_TERM_CHARS: usize = 40;
 
 /// Folds text for comparison: NFKD, no combining marks, lower case.
 pub fn fold(s: &str) -> String {
+    if s.is_ascii() {
+        return s.to_ascii_lowercase();
+    }
     s.nfkd()
         .filter(|c| !is_combining_mark(*c))
         .flat_map(char::to_lowercase)
@@ -32,20 +35,48 @@ pub fn fold(s: &str) -> String {
 
 /// The distinct terms of a text.
 pub fn terms(text: &str) -> BTreeSet<String> {
-    let folded = fold(text);
-    folded
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|t| {
-            let n = t.chars().count();
-            (2..=MAX_TERM_CHARS).contains(&n)
-        })
-        .map(str::to_string)
-        .collect()
+    let mut seen: HashSet<String> = HashSet::new();
+    let keep = |t: &str, seen: &mut HashSet<String>| {
+        let n = if t.is_ascii() {
+            t.len()
+        } else {
+            t.chars().count()
+        };
+        if (2..=MAX_TERM_CHARS).contains(&n) && !seen.contains(t) {
+            seen.insert(t.to_string());
+        }
+    };
+    // Words first (letters, digits and combining marks), then each word folded: most
+    // words are ASCII and fold by lower-casing alone.
+    for w in text.split(|c: char| !(c.is_alphanumeric() || is_combining_mark(c))) {
+        if w.is_empty() {
+            continue;
+        }
+        if w.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            keep(w, &mut seen);
+        } else {
+            let f = fold(w);
+            for t in f.split(|c: char| !c.is_alphanumeric()) {
+                keep(t, &mut seen);
+            }
+        }
+    }
+    seen.into_iter().collect()
 }
 
 /// The file a term lives in: its first two characters, each kept when it is `[a-z0-9]` and
 /// written as `u<hex code point>` otherwise (as `shard()` in search.js).
 pub fn shard(term: &str) -> String {
+    let b = term.as_bytes();
+    if b.len() >= 2
+        && b[..2]
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    {
+        return term[..2].to_string();
+    }
     let mut out = String::new();
     for c in term.chars().take(2) {
         if c.is_ascii_lowercase() || c.is_ascii_digit() {
@@ -64,19 +95,15 @@ pub struct Doc(pub String, pub String, pub String, pub String);
 /// Additions to the index: postings per shard and titles per docs file.
 #[derive(Default)]
 pub struct Batch {
-    terms: BTreeMap<String, BTreeMap<String, BTreeSet<u64>>>,
+    /// term → messages (sorted and deduplicated when written).
+    terms: HashMap<String, Vec<u64>>,
     docs: BTreeMap<u64, BTreeMap<u64, Doc>>,
 }
 
 impl Batch {
     pub fn add(&mut self, seq: u64, text: &str, doc: Doc) {
         for t in terms(text) {
-            self.terms
-                .entry(shard(&t))
-                .or_default()
-                .entry(t)
-                .or_default()
-                .insert(seq);
+            self.terms.entry(t).or_default().push(seq);
         }
         self.docs
             .entry(seq / DOCS_PER_FILE)
@@ -86,11 +113,8 @@ impl Batch {
 
     /// Adds another batch (from a parallel renderer).
     pub fn extend(&mut self, other: Batch) {
-        for (sh, terms) in other.terms {
-            let mine = self.terms.entry(sh).or_default();
-            for (t, seqs) in terms {
-                mine.entry(t).or_default().extend(seqs);
-            }
+        for (t, seqs) in other.terms {
+            self.terms.entry(t).or_default().extend(seqs);
         }
         for (n, docs) in other.docs {
             self.docs.entry(n).or_default().extend(docs);
@@ -114,7 +138,11 @@ impl Batch {
         std::fs::create_dir_all(&sdir)?;
         let mut written = 0;
         let mut keep: BTreeSet<String> = BTreeSet::new();
-        for (sh, add) in self.terms {
+        let mut shards: BTreeMap<String, Vec<(String, Vec<u64>)>> = BTreeMap::new();
+        for (t, seqs) in self.terms {
+            shards.entry(shard(&t)).or_default().push((t, seqs));
+        }
+        for (sh, add) in shards {
             let name = format!("t-{sh}.js");
             let path = sdir.join(&name);
             let mut postings: BTreeMap<String, BTreeSet<u64>> = if merge {
@@ -180,6 +208,7 @@ mod tests {
             assert!(t.contains(w), "{w} in {t:?}");
         }
         assert!(!t.contains("a"), "one-letter words are not indexed");
+        assert!(terms("é ü ø").is_empty(), "{:?}", terms("é ü ø"));
     }
 
     #[test]
