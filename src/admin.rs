@@ -78,6 +78,9 @@ pub enum Command {
     ArchiveRebuild {
         #[serde(default)]
         list: Option<String>,
+        /// Recompute the thread index first.
+        #[serde(default)]
+        reindex: bool,
     },
     /// Every thread as a tree, or as JSON.
     ArchiveThreads {
@@ -344,7 +347,7 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
         Command::ModerateReject { id, reason } => {
             moderate(ctx, id, false, false, reason.as_deref()).await?
         }
-        Command::ArchiveRebuild { list } => {
+        Command::ArchiveRebuild { list, reindex } => {
             let lists: Vec<crate::config::ListConfig> = match &list {
                 Some(name) => match ctx.svc.cfg.list(name) {
                     Some(l) => vec![l.clone()],
@@ -361,7 +364,7 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
                         continue;
                     }
                     let t = std::time::Instant::now();
-                    let s = svc.archive.rebuild(l)?;
+                    let s = svc.archive.rebuild(l, reindex)?;
                     let _ = writeln!(
                         out,
                         "{}: {} messages, {} threads, {} pages rendered, {} files written in {:.2} s",

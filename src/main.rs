@@ -48,8 +48,15 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum ArchiveCmd {
-    /// Render a list's archive (every list's without LIST) from the store.
-    Rebuild { list: Option<String> },
+    /// Render a list's archive (every list's without LIST) from the store; only files
+    /// whose bytes change are written.
+    Rebuild {
+        list: Option<String>,
+        /// Also recompute the thread index from the posts (after an upgrade that changed
+        /// threading; thread ids come out the same, as they depend only on post order).
+        #[arg(long)]
+        reindex: bool,
+    },
     /// Print every thread of LIST as a tree (Message-ID, date, author, subject).
     Threads {
         list: String,
@@ -300,8 +307,8 @@ async fn run(cmd: Cmd, cfg: Config) -> i32 {
                 }
             }
         }
-        Cmd::Archive(ArchiveCmd::Rebuild { list }) => {
-            (Command::ArchiveRebuild { list }, Vec::new())
+        Cmd::Archive(ArchiveCmd::Rebuild { list, reindex }) => {
+            (Command::ArchiveRebuild { list, reindex }, Vec::new())
         }
         Cmd::Archive(ArchiveCmd::Threads { list, json }) => {
             (Command::ArchiveThreads { list, json }, Vec::new())
