@@ -51,6 +51,25 @@ fn abort_corrupt(tree: &'static str, msg: String) -> ConflictableTransactionErro
     ConflictableTransactionError::Abort(StoreError::Corrupt { tree, msg })
 }
 
+/// Takes the list's next post number inside a transaction.
+fn next_seq(
+    metat: &sled::transaction::TransactionalTree,
+    seq_key: &[u8],
+) -> std::result::Result<u64, ConflictableTransactionError<StoreError>> {
+    let seq = match metat.get(seq_key)? {
+        Some(v) => {
+            let b: [u8; 8] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| abort_corrupt("meta", "sequence counter is not 8 bytes".into()))?;
+            u64::from_be_bytes(b) + 1
+        }
+        None => 1,
+    };
+    metat.insert(seq_key, &seq.to_be_bytes())?;
+    Ok(seq)
+}
+
 fn tx_err(e: TransactionError<StoreError>) -> StoreError {
     match e {
         TransactionError::Abort(e) => e,
@@ -746,16 +765,7 @@ impl Store {
                     if msgid.get(&mk)?.is_some() {
                         return Ok(None);
                     }
-                    let seq = match metat.get(&seq_key)? {
-                        Some(v) => {
-                            let b: [u8; 8] = v.as_ref().try_into().map_err(|_| {
-                                abort_corrupt("meta", "sequence counter is not 8 bytes".into())
-                            })?;
-                            u64::from_be_bytes(b) + 1
-                        }
-                        None => 1,
-                    };
-                    metat.insert(seq_key.as_slice(), &seq.to_be_bytes())?;
+                    let seq = next_seq(metat, &seq_key)?;
                     let mut m = meta.clone();
                     m.seq = seq;
                     let pk = post_key(&m.list, seq);
@@ -1238,16 +1248,7 @@ impl Store {
                 if msgid.get(&mk)?.is_some() {
                     return Ok(None);
                 }
-                let seq = match metat.get(&seq_key)? {
-                    Some(v) => {
-                        let b: [u8; 8] = v.as_ref().try_into().map_err(|_| {
-                            abort_corrupt("meta", "sequence counter is not 8 bytes".into())
-                        })?;
-                        u64::from_be_bytes(b) + 1
-                    }
-                    None => 1,
-                };
-                metat.insert(seq_key.as_slice(), &seq.to_be_bytes())?;
+                let seq = next_seq(metat, &seq_key)?;
                 let mut m = meta.clone();
                 m.seq = seq;
                 let pk = post_key(&m.list, seq);
