@@ -70,6 +70,31 @@ fn next_seq(
     Ok(seq)
 }
 
+/// Stores a post under the list's next seq, with its raw bytes and its Message-ID, inside
+/// a transaction; returns the seq.
+#[allow(clippy::too_many_arguments)]
+fn insert_post(
+    posts: &sled::transaction::TransactionalTree,
+    rawt: &sled::transaction::TransactionalTree,
+    msgid: &sled::transaction::TransactionalTree,
+    metat: &sled::transaction::TransactionalTree,
+    meta: &PostMeta,
+    raw: &[u8],
+    mk: &[u8],
+    seq_key: &[u8],
+) -> std::result::Result<u64, ConflictableTransactionError<StoreError>> {
+    let seq = next_seq(metat, seq_key)?;
+    let mut m = meta.clone();
+    m.seq = seq;
+    let pk = post_key(&m.list, seq);
+    posts.insert(pk.as_slice(), encode(&m))?;
+    rawt.insert(pk.as_slice(), raw)?;
+    let mut mv = b"p".to_vec();
+    mv.extend_from_slice(&seq.to_be_bytes());
+    msgid.insert(mk, mv)?;
+    Ok(seq)
+}
+
 fn tx_err(e: TransactionError<StoreError>) -> StoreError {
     match e {
         TransactionError::Abort(e) => e,
@@ -765,20 +790,12 @@ impl Store {
                     if msgid.get(&mk)?.is_some() {
                         return Ok(None);
                     }
-                    let seq = next_seq(metat, &seq_key)?;
-                    let mut m = meta.clone();
-                    m.seq = seq;
-                    let pk = post_key(&m.list, seq);
-                    posts.insert(pk.as_slice(), encode(&m))?;
-                    rawt.insert(pk.as_slice(), raw.as_slice())?;
-                    let mut mv = b"p".to_vec();
-                    mv.extend_from_slice(&seq.to_be_bytes());
-                    msgid.insert(mk.as_slice(), mv)?;
+                    let seq = insert_post(posts, rawt, msgid, metat, &meta, &raw, &mk, &seq_key)?;
                     for addr in &recipients {
                         // The address as the member gave it: a local part may be
                         // case-sensitive (RFC 5321 2.4); members are unique ignoring case.
                         let qk = QueueKey {
-                            list: m.list.clone(),
+                            list: meta.list.clone(),
                             seq,
                             addr: addr.clone(),
                         };
@@ -1248,15 +1265,7 @@ impl Store {
                 if msgid.get(&mk)?.is_some() {
                     return Ok(None);
                 }
-                let seq = next_seq(metat, &seq_key)?;
-                let mut m = meta.clone();
-                m.seq = seq;
-                let pk = post_key(&m.list, seq);
-                posts.insert(pk.as_slice(), encode(&m))?;
-                rawt.insert(pk.as_slice(), raw)?;
-                let mut mv = b"p".to_vec();
-                mv.extend_from_slice(&seq.to_be_bytes());
-                msgid.insert(mk.as_slice(), mv)?;
+                let seq = insert_post(posts, rawt, msgid, metat, &meta, raw, &mk, &seq_key)?;
                 Ok(Some(seq))
             },
         );
