@@ -1035,15 +1035,25 @@ fn scrub_headers(h: &[u8], mode: AddressMode) -> Vec<u8> {
     out
 }
 
+/// [`scrub_raw`] for a message already stripped by [`without_trace`] and parsed (or not
+/// parseable): the archive renders and scrubs from one parse.
+pub fn scrub_parsed(lean: &[u8], msg: Option<&Message>, mode: AddressMode) -> Vec<u8> {
+    scrub_with(lean, msg, mode, 0)
+}
+
 fn scrub_message(raw: &[u8], mode: AddressMode, depth: usize) -> Vec<u8> {
-    let body_at = header_end(raw);
-    let mut out = scrub_headers(&raw[..body_at], mode);
     let parsed = if depth < 4 {
         MessageParser::default().parse(raw)
     } else {
         None
     };
-    let Some(msg) = parsed else {
+    scrub_with(raw, parsed.as_ref(), mode, depth)
+}
+
+fn scrub_with(raw: &[u8], msg: Option<&Message>, mode: AddressMode, depth: usize) -> Vec<u8> {
+    let body_at = header_end(raw);
+    let mut out = scrub_headers(&raw[..body_at], mode);
+    let Some(msg) = msg else {
         out.extend_from_slice(&hide_bytes(&raw[body_at..], mode));
         return out;
     };
