@@ -395,18 +395,9 @@ impl Archive {
         Ok(stats)
     }
 
-    /// The thread a chain of merges ends in.
-    fn resolve(&self, list: &str, mut id: u64) -> anyhow::Result<Option<ArchThread>> {
-        for _ in 0..64 {
-            match self.store.arch_thread(list, id)? {
-                Some(t) => match t.merged_into {
-                    Some(next) if next != id => id = next,
-                    _ => return Ok(Some(t)),
-                },
-                None => return Ok(None),
-            }
-        }
-        Ok(None)
+    /// The thread a chain of merges ends in, as stored.
+    fn resolve(&self, list: &str, id: u64) -> anyhow::Result<Option<ArchThread>> {
+        Index::new(&self.store, list).resolve(id)
     }
 
     /// Puts one post into the thread index.
@@ -869,9 +860,10 @@ impl Site<'_> {
         let seq = m.seq;
         let href = move |_i: usize, name: &str| format!("../a/{seq}/{}", stored_name(name));
         let lean = render::without_trace(&raw);
-        let (body, text, problems, attachments) = match MessageParser::default().parse(&lean[..]) {
+        let parsed = MessageParser::default().parse(&lean[..]);
+        let (body, text, problems, attachments) = match &parsed {
             Some(msg) => {
-                let r = render::render(&msg, self.mode, &self.labels, &href);
+                let r = render::render(msg, self.mode, &self.labels, &href);
                 (r.html, r.text, r.problems, r.attachments)
             }
             None => (
@@ -882,7 +874,7 @@ impl Site<'_> {
             ),
         };
         if touched.assets.contains(&seq) {
-            let scrubbed = render::scrub_raw(&raw, self.mode);
+            let scrubbed = render::scrub_parsed(&lean, parsed.as_ref(), self.mode);
             self.write(&format!("m/{seq}.eml"), &scrubbed, stats)?;
             for a in &attachments {
                 self.write(
