@@ -44,6 +44,9 @@ pub enum Command {
     },
     MembersList {
         list: String,
+        /// With delivery state and bounce records.
+        #[serde(default)]
+        bounces: bool,
     },
     /// Members as CSV: address,name,joined,digest,nomail,language.
     MembersExport {
@@ -203,7 +206,16 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
             let _ = writeln!(out, "{} removed", addrs.len() - missing);
             Reply::ok(out)
         }
-        Command::MembersList { list } => {
+        Command::MembersList {
+            list,
+            bounces: true,
+        } => {
+            let Some(l) = ctx.svc.cfg.list(&list) else {
+                return Ok(unknown(&list));
+            };
+            Reply::ok(bounce_table(l, &ctx.svc.store.members(l.key())?))
+        }
+        Command::MembersList { list, .. } => {
             let Some(key) = list_key(&list) else {
                 return Ok(unknown(&list));
             };
@@ -256,7 +268,13 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
             };
             match setting.as_str() {
                 "digest" => m.digest = on,
-                "nomail" => m.nomail = on,
+                "nomail" => {
+                    m.nomail = on;
+                    if !on {
+                        // Turning mail back on also ends a stop for bounces (and its score).
+                        m.bounce = None;
+                    }
+                }
                 other => {
                     return Ok(Reply::fail(
                         EX_USAGE,
@@ -602,6 +620,63 @@ pub fn parse_member_lines(text: &str) -> (Vec<NewMember>, Vec<(usize, String)>) 
         }
     }
     (good, bad)
+}
+
+/// `members list LIST --bounces`: every member's delivery state and bounce record.
+fn bounce_table(list: &crate::config::ListConfig, members: &[crate::store::Member]) -> String {
+    let now = now_ms();
+    let day = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    let mut out = format!(
+        "{:<40} {:<22} {:>5} {:>8} {:<24} {:>7}\n",
+        "address", "delivery", "score", "bounces", "last bounce", "notices"
+    );
+    let (mut disabled, mut bouncing) = (0, 0);
+    for m in members {
+        let b = m.bounce.as_ref();
+        let delivery = match b.and_then(|b| b.disabled_ms) {
+            Some(t) => {
+                disabled += 1;
+                format!("disabled {}", day(t))
+            }
+            None if m.nomail => "nomail".to_string(),
+            None => "enabled".to_string(),
+        };
+        let score = b.map_or(0.0, |b| crate::bounce::current_score(list, b, now));
+        if score > 0.0 && b.is_some_and(|b| b.disabled_ms.is_none()) {
+            bouncing += 1;
+        }
+        let last = b.map_or("-".to_string(), |b| {
+            format!(
+                "{} {} {}",
+                day(b.last_received_ms),
+                b.last_kind,
+                b.last_status.as_deref().unwrap_or("")
+            )
+        });
+        let _ = writeln!(
+            out,
+            "{:<40} {:<22} {:>5.1} {:>8} {:<24} {:>7}",
+            m.address,
+            delivery,
+            score,
+            b.map_or(0, |b| b.received),
+            last.trim_end(),
+            b.map_or(0, |b| b.notices)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{} members, {} disabled for bounces, {} with a bounce score (threshold {:.1})",
+        members.len(),
+        disabled,
+        bouncing,
+        list.bounce_score_threshold
+    );
+    out
 }
 
 #[cfg(test)]

@@ -713,9 +713,7 @@ impl<'a> Plan<'a> {
                 .cfg
                 .base_url()
                 .map(|b| format!("{b}/confirm/{token}"));
-            let expires = chrono::DateTime::from_timestamp_millis(expires_ms)
-                .map(|d| d.format("%d-%m-%Y %H:%M UTC").to_string())
-                .unwrap_or_default();
+            let expires = date_text(expires_ms);
             let vars = minijinja::context! {
                 address => target.clone(), token, confirm_address => confirm_address.clone(),
                 confirm_url, expires, by_other => !own,
@@ -757,7 +755,7 @@ impl<'a> Plan<'a> {
         let Some(t) = Token::parse(text) else {
             return Ok(Err(TokenFail::Forged));
         };
-        if !matches!(t.kind, Kind::Subscribe | Kind::Unsubscribe) {
+        if !matches!(t.kind, Kind::Subscribe | Kind::Unsubscribe | Kind::Reenable) {
             return Ok(Err(TokenFail::Forged));
         }
         let Some(p) = self.ctx.store.pending(t.id)? else {
@@ -786,6 +784,20 @@ impl<'a> Plan<'a> {
         });
         let member = self.is_member(&p.address).unwrap_or(false);
         let lang = self.lang_for(&p.address, p.language);
+        if p.action == "reenable" {
+            match self.ctx.store.member(self.key(), &p.address) {
+                Ok(Some(mut m)) => {
+                    m.bounce = None;
+                    self.changes.push(Change::UpdateMember {
+                        list: self.key().to_string(),
+                        member: m,
+                    });
+                    self.results.push(Res::new("reenabled").addr(&p.address));
+                }
+                _ => self.results.push(Res::new("not-member").addr(&p.address)),
+            }
+            return;
+        }
         if p.action == "subscribe" {
             if member {
                 self.results
@@ -972,6 +984,13 @@ pub fn owner_mail(
     out_mail(list, kind, list.owners.clone(), raw)
 }
 
+/// A moment for texts to people: `01-01-2027 10:00 UTC`.
+pub fn date_text(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%d-%m-%Y %H:%M UTC").to_string())
+        .unwrap_or_default()
+}
+
 /// A single mail from the list software (envelope sender: the bounce address).
 pub fn out_mail(list: &ListConfig, kind: &str, rcpts: Vec<String>, raw: Vec<u8>) -> OutMail {
     let now = now_ms();
@@ -1063,6 +1082,10 @@ pub fn handle<'a>(
                         let (setting, value) = match cmd {
                             Cmd::SetNomail(v) => {
                                 m.nomail = v;
+                                if !v {
+                                    // "I want mail again" also ends a stop for bounces.
+                                    m.bounce = None;
+                                }
                                 ("nomail", if v { "on" } else { "off" }.to_string())
                             }
                             Cmd::SetDigest(v) => {

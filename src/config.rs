@@ -401,6 +401,65 @@ pub struct ListConfig {
     /// often about clients) or "off".
     #[serde(default = "default_archive_mode")]
     pub archive: ArchiveMode,
+    // Bounce handling, with the names and defaults of Mailman 3's list settings.
+    /// Read bounces and keep scores at all.
+    #[serde(default = "default_true")]
+    pub process_bounces: bool,
+    /// Delivery to a member is disabled when the score reaches this (hard bounce 1.0, soft
+    /// 0.5, at most one bounce counted per day).
+    #[serde(default = "default_bounce_threshold")]
+    pub bounce_score_threshold: f64,
+    /// A score is forgotten when no bounce came for this long.
+    #[serde(default = "default_week", deserialize_with = "de_duration")]
+    pub bounce_info_stale_after: Duration,
+    /// Notices a disabled member gets (the first when disabled) before being removed.
+    #[serde(default = "default_bounce_warnings")]
+    pub bounce_you_are_disabled_warnings: u32,
+    /// Time between those notices, and from the last one to the removal.
+    #[serde(default = "default_week", deserialize_with = "de_duration")]
+    pub bounce_you_are_disabled_warnings_interval: Duration,
+    /// The owners hear when a member is disabled / removed for bouncing.
+    #[serde(default = "default_true")]
+    pub bounce_notify_owner_on_disable: bool,
+    #[serde(default = "default_true")]
+    pub bounce_notify_owner_on_removal: bool,
+    /// When the From of a list copy becomes the list's own address (DMARC, RFC 7489 and
+    /// RFC 7960): "never", "dmarc" (when the author's domain publishes p=quarantine or
+    /// p=reject, or its policy cannot be looked up) or "always".
+    #[serde(default = "default_from_rewrite")]
+    pub from_rewrite: FromRewrite,
+    /// DKIM selector for signing list mail with the list domain's key (`vb1`).
+    #[serde(default)]
+    pub dkim_selector: Option<String>,
+    /// The private key (PEM: RSA PKCS#8 or PKCS#1, or Ed25519 PKCS#8); written by
+    /// `vraagbaak dkim keygen LIST`. Relative to the directory vraagbaak starts in.
+    #[serde(default)]
+    pub dkim_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FromRewrite {
+    Never,
+    Dmarc,
+    Always,
+}
+
+fn default_from_rewrite() -> FromRewrite {
+    FromRewrite::Dmarc
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_bounce_threshold() -> f64 {
+    5.0
+}
+fn default_week() -> Duration {
+    Duration::from_secs(7 * 86_400)
+}
+fn default_bounce_warnings() -> u32 {
+    3
 }
 
 fn default_archive_mode() -> ArchiveMode {

@@ -274,8 +274,8 @@ fn confirm_target<'a>(
     app: &'a App,
     token: &str,
 ) -> crate::store::Result<Option<(&'a ListConfig, Language, &'static str)>> {
-    let Some(t) =
-        Token::parse(token).filter(|t| matches!(t.kind, Kind::Subscribe | Kind::Unsubscribe))
+    let Some(t) = Token::parse(token)
+        .filter(|t| matches!(t.kind, Kind::Subscribe | Kind::Unsubscribe | Kind::Reenable))
     else {
         return Ok(None);
     };
@@ -285,10 +285,10 @@ fn confirm_target<'a>(
     let Some(l) = app.svc.cfg.list(&p.list) else {
         return Ok(None);
     };
-    let which = if t.kind == Kind::Subscribe {
-        "confirm-subscribe"
-    } else {
-        "confirm-unsubscribe"
+    let which = match t.kind {
+        Kind::Subscribe => "confirm-subscribe",
+        Kind::Reenable => "confirm-reenable",
+        _ => "confirm-unsubscribe",
     };
     Ok(Some((l, p.language.unwrap_or(l.language), which)))
 }
@@ -332,6 +332,7 @@ async fn confirm_do(State(app): State<Arc<App>>, Path(token): Path<String>) -> R
         Some("unsubscribed") => "unsubscribed",
         Some("already-member") => "subscribed",
         Some("not-member") => "unsubscribed",
+        Some("reenabled") => "reenabled",
         _ => which,
     };
     if let Err(r) = apply(&app, plan).await {

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod archive;
+pub mod bounce;
 pub mod commands;
 pub mod compose;
 pub mod config;

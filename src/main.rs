@@ -89,7 +89,13 @@ enum MembersCmd {
     /// Remove members.
     Remove { list: String, addrs: Vec<String> },
     /// List members.
-    List { list: String },
+    List {
+        list: String,
+        /// One line per member with delivery state and bounce record: score, bounces
+        /// received, the last one (date, hard/soft/policy, status), notices sent.
+        #[arg(long)]
+        bounces: bool,
+    },
     /// Import members from a file: one per line, `addr`, `Name <addr>` or `addr,Name`.
     /// No welcome mails unless --welcome.
     Import {
@@ -245,7 +251,9 @@ async fn run(cmd: Cmd, cfg: Config) -> i32 {
         Cmd::Members(MembersCmd::Remove { list, addrs }) => {
             (Command::MembersRemove { list, addrs }, Vec::new())
         }
-        Cmd::Members(MembersCmd::List { list }) => (Command::MembersList { list }, Vec::new()),
+        Cmd::Members(MembersCmd::List { list, bounces }) => {
+            (Command::MembersList { list, bounces }, Vec::new())
+        }
         Cmd::Members(MembersCmd::Export { list }) => (Command::MembersExport { list }, Vec::new()),
         Cmd::Members(MembersCmd::Set {
             list,

@@ -15,7 +15,9 @@
 use crate::compose;
 use crate::config::{Config, Relay};
 use crate::router;
-use crate::store::{now_ms, DeliveryResult, Failure, OutMail, QueueKey, QueueRow, Store};
+use crate::store::{
+    now_ms, DeliveryResult, Envelope as Spooled, Failure, OutMail, QueueKey, QueueRow, Store,
+};
 use crate::tokens::Secret;
 use lettre::address::{Address, Envelope};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
@@ -553,11 +555,29 @@ fn record(
     let mut rows = Vec::new();
     let mut posts: HashSet<(String, u64)> = HashSet::new();
     let mut mails = Vec::new();
+    let mut reports = Vec::new();
     for d in items {
         match d {
             Done::Post(k, r) => {
                 if let DeliveryResult::Failed(f) = &r {
                     tracing::warn!(list = %k.list, seq = k.seq, domain = k.addr.rsplit('@').next().unwrap_or(""), error = %f.error, "delivery failed permanently");
+                    // Scored like a bounce that came back by mail: one path for both.
+                    if let Some(list) = cfg.list(&k.list) {
+                        let envelope = Spooled {
+                            mail_from: String::new(),
+                            rcpt: router::verp(list, &k.addr),
+                            source: "relay".into(),
+                            received_ms: now_ms(),
+                            approved: false,
+                        };
+                        let raw = crate::bounce::relay_report(
+                            list,
+                            &cfg.smtp.hostname,
+                            &k.addr,
+                            &f.error,
+                        );
+                        reports.push((envelope, raw));
+                    }
                 }
                 posts.insert((k.list.clone(), k.seq));
                 rows.push((k, r));
@@ -566,7 +586,7 @@ fn record(
         }
     }
     let res = (|| {
-        store.record_results(&rows)?;
+        store.record_results(&rows, &reports)?;
         for (mut m, r) in mails.iter().map(|(m, r)| (m.clone(), r)) {
             match r {
                 MailResult::Sent => store.outmail_done(m.id)?,

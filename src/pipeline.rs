@@ -4,6 +4,7 @@
 //! from the spool in one store transaction ([`Store::apply`]), so a crash at any point
 //! either leaves the message in the spool (decided again on restart) or fully applied.
 
+use crate::bounce;
 use crate::commands::{self, Incoming, Via};
 use crate::compose::normalize_crlf;
 use crate::config::{Config, ListConfig, Posting};
@@ -113,12 +114,7 @@ pub fn decide(svc: &Services, spool_id: u64, item: &SpoolItem) -> Outcome {
         };
     };
     match route {
-        Route::Bounces { member } => Outcome::Quarantine {
-            reason: match member {
-                Some(_) => "bounce for a member (VERP); kept for bounce processing".into(),
-                None => "bounce without VERP address; kept for bounce processing".into(),
-            },
-        },
+        Route::Bounces { member } => decide_bounce(svc, list, member, &raw, &msg),
         Route::Owner => {
             if let Some(reason) = classify(list, &msg) {
                 return Outcome::Quarantine { reason };
@@ -142,6 +138,113 @@ fn request_via(word: &str) -> Via {
         "help" => Via::Help,
         _ => Via::Request,
     }
+}
+
+/// A bounce: scored against the member it names (VERP first, else the report's
+/// recipients). A bounce is not kept once it counted: it holds the member's address and
+/// often the list copy, and only its verdict matters. What cannot be scored is kept in
+/// quarantine for the owners.
+fn decide_bounce(
+    svc: &Services,
+    list: &ListConfig,
+    verp: Option<String>,
+    raw: &[u8],
+    msg: &mail_parser::Message,
+) -> Outcome {
+    let report = bounce::parse(raw);
+    // A vacation responder answering the envelope sender is not a bounce.
+    if report.format == "unknown" && vacation_reply(msg) {
+        return Outcome::Quarantine {
+            reason: "automatic reply to a list copy (not a bounce)".into(),
+        };
+    }
+    if !list.process_bounces {
+        return Outcome::Quarantine {
+            reason: "bounce; bounce processing is off for this list".into(),
+        };
+    }
+    let store = &svc.store;
+    let candidates: Vec<String> = verp
+        .into_iter()
+        .chain(report.failures.iter().filter_map(|f| f.recipient.clone()))
+        .collect();
+    let mut member = None;
+    for c in &candidates {
+        match store.member(list.key(), c) {
+            Ok(Some(m)) => {
+                member = Some(m);
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Outcome::Quarantine {
+                    reason: format!("store error while reading a bounce: {e}"),
+                }
+            }
+        }
+    }
+    let Some(member) = member else {
+        return Outcome::Quarantine {
+            reason: if candidates.is_empty() {
+                "bounce that names no recipient".into()
+            } else {
+                "bounce for an address that is not a member".into()
+            },
+        };
+    };
+    // The report's own line for this member, else its worst; soft when it has none.
+    let addr = member.address.to_ascii_lowercase();
+    let failure = report
+        .failures
+        .iter()
+        .find(|f| f.recipient.as_deref().map(str::to_ascii_lowercase) == Some(addr.clone()))
+        .or_else(|| {
+            report.failures.iter().max_by_key(|f| match f.severity {
+                bounce::Severity::Hard => 2,
+                bounce::Severity::Soft => 1,
+                bounce::Severity::Policy => 0,
+            })
+        });
+    if report.format == "dsn" && report.failures.is_empty() {
+        return Outcome::Quarantine {
+            reason: "delivery report without a failure (delivered or relayed)".into(),
+        };
+    }
+    let (sev, status) = match failure {
+        Some(f) => (f.severity, f.status.clone()),
+        None => (bounce::Severity::Soft, None),
+    };
+    let (changes, mail, effect) = bounce::record(svc.ctx(), list, member, sev, status.as_deref());
+    tracing::info!(
+        list = %list.local(),
+        format = report.format,
+        severity = sev.name(),
+        status = status.as_deref().unwrap_or("-"),
+        effect = ?effect,
+        domain = addr.rsplit('@').next().unwrap_or(""),
+        "bounce recorded"
+    );
+    Outcome::Changes { changes, mail }
+}
+
+/// Whether a message that is not a delivery report is someone's automatic reply (an
+/// out-of-office), rather than an MTA's bounce in a format we do not know.
+fn vacation_reply(msg: &mail_parser::Message) -> bool {
+    let daemon = author(msg).is_some_and(|(a, _)| {
+        let l = a.split('@').next().unwrap_or("").to_ascii_lowercase();
+        l.contains("mailer-daemon") || l.contains("postmaster") || l == "mail-daemon"
+    });
+    if daemon {
+        return false;
+    }
+    msg.subject().is_some_and(out_of_office_subject)
+        || msg.headers_raw().any(|(name, value)| {
+            let is = |h: &str| name.eq_ignore_ascii_case(h);
+            is("x-autoreply")
+                || is("x-autorespond")
+                || is("x-autoresponder")
+                || (is("auto-submitted") && value.trim().eq_ignore_ascii_case("auto-replied"))
+        })
 }
 
 /// A mail to the owners.
@@ -294,11 +397,12 @@ fn decide_post(
         };
     }
     let recipients = match store.members(key) {
-        // Members on vacation (nomail) get nothing. Digest members still get every post:
-        // digests are not sent yet, and a setting must never silently stop a member's mail.
+        // Members on vacation (nomail) or disabled by bounces get nothing. Digest members
+        // still get every post: digests are not sent yet, and a setting must never silently
+        // stop a member's mail.
         Ok(m) => m
             .into_iter()
-            .filter(|m| !m.nomail)
+            .filter(|m| m.receives_posts())
             .map(|m| m.address)
             .collect(),
         Err(e) => {
@@ -416,6 +520,24 @@ pub fn drain(svc: &Services) -> crate::store::Result<usize> {
     Ok(n)
 }
 
+/// Sends the bounce notices that are due and removes members whose last notice went
+/// unanswered. Runs in the pipeline task, the only writer of bounce records, so a bounce
+/// being scored and a notice being sent never race for one member.
+pub fn bounce_maintenance(svc: &Services) -> crate::store::Result<usize> {
+    let now = crate::store::now_ms();
+    let mut n = 0;
+    for l in svc.cfg.lists.iter().filter(|l| l.process_bounces) {
+        let (changes, mail) = bounce::maintain(svc.ctx(), l, now)?;
+        if changes.is_empty() && mail.is_empty() {
+            continue;
+        }
+        n += changes.len();
+        svc.store.commit(changes, mail)?;
+        svc.store.flush()?;
+    }
+    Ok(n)
+}
+
 /// The pipeline task: drains the spool whenever inbound rings, and once at start (a
 /// restart resumes what a crash left). Wakes the outbound side after each pass.
 pub async fn run(
@@ -426,7 +548,14 @@ pub async fn run(
 ) {
     loop {
         let s = svc.clone();
-        match tokio::task::spawn_blocking(move || drain(&s)).await {
+        let pass = move || {
+            let n = drain(&s)?;
+            if let Err(e) = bounce_maintenance(&s) {
+                tracing::error!(error = %e, "bounce notices could not be checked");
+            }
+            Ok::<usize, crate::store::StoreError>(n)
+        };
+        match tokio::task::spawn_blocking(pass).await {
             // Also after passes with nothing spooled: the bell may have been rung for mail
             // queued by a command (welcome texts, a moderation).
             Ok(Ok(n)) => {

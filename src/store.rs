@@ -102,12 +102,21 @@ fn tx_err(e: TransactionError<StoreError>) -> StoreError {
     }
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch, as the daemon's clock reads it: the wall clock plus
+/// `VRAAGBAAK_CLOCK_OFFSET` seconds when that is set. The offset lets tests (and an owner
+/// trying out bounce or vacation settings) move the clock without changing the system's.
 pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    static OFFSET_MS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let offset = *OFFSET_MS.get_or_init(|| {
+        std::env::var("VRAAGBAAK_CLOCK_OFFSET")
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .map_or(0, |s| s.saturating_mul(1000))
+    });
+    chrono::Utc::now().timestamp_millis().saturating_add(offset)
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Member {
     /// The address as the member wrote it.
     pub address: String,
@@ -126,6 +135,45 @@ pub struct Member {
     /// Language of texts to this member, when it differs from the list's.
     #[serde(default)]
     pub language: Option<Language>,
+    /// Bounces counted against this address (see `bounce`); none when it never bounced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounce: Option<BounceInfo>,
+}
+
+/// A member's bounce record: the score and, once it reached the list's threshold, the
+/// state of the notices that precede removal.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BounceInfo {
+    pub score: f64,
+    /// The last bounce that counted (at most one a day counts).
+    pub last_ms: i64,
+    /// How much the last counted day added (0.5 soft, 1.0 hard): a hard bounce after a
+    /// soft one on the same day adds the difference.
+    #[serde(default)]
+    pub last_weight: f64,
+    /// Bounces received, counted or not.
+    pub received: u32,
+    /// The last bounce: `hard`, `soft` or `policy` (not the member's fault; not counted),
+    /// and its status code (`5.1.1`), when it had one.
+    pub last_kind: String,
+    #[serde(default)]
+    pub last_status: Option<String>,
+    pub last_received_ms: i64,
+    /// Delivery disabled since; `None` while the member still receives posts.
+    #[serde(default)]
+    pub disabled_ms: Option<i64>,
+    /// Notices sent since delivery was disabled, and when the last went out.
+    #[serde(default)]
+    pub notices: u32,
+    #[serde(default)]
+    pub last_notice_ms: i64,
+}
+
+impl Member {
+    /// Whether posts are sent to this member now (not on vacation, not disabled by bounces).
+    pub fn receives_posts(&self) -> bool {
+        !self.nomail && self.bounce.as_ref().is_none_or(|b| b.disabled_ms.is_none())
+    }
 }
 
 impl Member {
@@ -138,6 +186,7 @@ impl Member {
             digest: false,
             nomail: false,
             language: None,
+            bounce: None,
         }
     }
 }
@@ -1541,9 +1590,19 @@ impl Store {
 
     /// Records the results of one batch of attempts in one write: delivered rows removed,
     /// temporary failures rescheduled, permanent failures moved to `failures`.
-    pub fn record_results(&self, results: &[(QueueKey, DeliveryResult)]) -> Result<()> {
+    /// Records delivery results; `reports` (delivery reports for refused recipients) are
+    /// spooled in the same transaction, so a refusal is scored exactly once.
+    pub fn record_results(
+        &self,
+        results: &[(QueueKey, DeliveryResult)],
+        reports: &[(Envelope, Vec<u8>)],
+    ) -> Result<()> {
         let mut q = sled::Batch::default();
         let mut f = sled::Batch::default();
+        let mut sp = sled::Batch::default();
+        for (env, raw) in reports {
+            sp.insert(&self.next_id()?.to_be_bytes(), encode_with_raw(env, raw));
+        }
         for (key, r) in results {
             let k = key.encode();
             match r {
@@ -1555,10 +1614,11 @@ impl Store {
                 }
             }
         }
-        (&self.queue, &self.failures)
-            .transaction(|(qt, ft)| {
+        (&self.queue, &self.failures, &self.spool)
+            .transaction(|(qt, ft, st)| {
                 qt.apply_batch(&q)?;
                 ft.apply_batch(&f)?;
+                st.apply_batch(&sp)?;
                 Ok(())
             })
             .map_err(tx_err)
@@ -1729,17 +1789,20 @@ mod tests {
         let due = s.due(now_ms() + 1, 10).unwrap().rows;
         assert_eq!(due.len(), 2);
         assert_eq!(due[0].0.addr, "B@Example.org");
-        s.record_results(&[
-            (due[0].0.clone(), DeliveryResult::Delivered),
-            (
-                due[1].0.clone(),
-                DeliveryResult::Failed(Failure {
-                    at_ms: 1,
-                    attempts: 1,
-                    error: "550".into(),
-                }),
-            ),
-        ])
+        s.record_results(
+            &[
+                (due[0].0.clone(), DeliveryResult::Delivered),
+                (
+                    due[1].0.clone(),
+                    DeliveryResult::Failed(Failure {
+                        at_ms: 1,
+                        attempts: 1,
+                        error: "550".into(),
+                    }),
+                ),
+            ],
+            &[],
+        )
         .unwrap();
         assert_eq!(s.pending_for_post(l, 1).unwrap(), 0);
         assert_eq!(s.failures_for_post(l, 1).unwrap(), 1);

@@ -37,6 +37,8 @@ const SHIPPED: &[(&str, &str, &str)] = &[
     shipped!("nl", "rejected.txt"),
     shipped!("nl", "owner-event.txt"),
     shipped!("nl", "owner-summary.txt"),
+    shipped!("nl", "bounce-disabled.txt"),
+    shipped!("nl", "bounce-owner.txt"),
     shipped!("nl", "page.html"),
     shipped!("en", "confirm-subscribe.txt"),
     shipped!("en", "confirm-unsubscribe.txt"),
@@ -52,6 +54,8 @@ const SHIPPED: &[(&str, &str, &str)] = &[
     shipped!("en", "rejected.txt"),
     shipped!("en", "owner-event.txt"),
     shipped!("en", "owner-summary.txt"),
+    shipped!("en", "bounce-disabled.txt"),
+    shipped!("en", "bounce-owner.txt"),
     shipped!("en", "page.html"),
 ];
 
@@ -305,6 +309,8 @@ mod tests {
             member => true, digest => false, nomail => true, member_language => "nl",
             owners_count => 1, subject => "Vraag", from => "gast@x.be",
             reason => "the sender is not a member", held_id => 7, kind => "joined", via => "mail",
+            score => "5.0", status => "5.1.1", notices_left => 2, removal => "01-01-2027 10:00 UTC",
+            received => 6, notices => 3,
             members_count => 750, joined_count => 1, left_count => 0, show_help => true,
             events => vec![BTreeMap::from([("at", "01-01"), ("kind", "joined"), ("address", "a@b.c"), ("via", "web")])],
             results => vec![

@@ -30,6 +30,8 @@ pub enum Kind {
     Moderate,
     /// Removes a member at once (RFC 8058 one-click; the member record).
     OneClick,
+    /// Turns delivery back on for a member disabled by bounces (a pending record).
+    Reenable,
 }
 
 impl Kind {
@@ -39,6 +41,7 @@ impl Kind {
             Kind::Unsubscribe => 2,
             Kind::Moderate => 3,
             Kind::OneClick => 4,
+            Kind::Reenable => 5,
         }
     }
     fn from_byte(b: u8) -> Option<Kind> {
@@ -47,6 +50,7 @@ impl Kind {
             2 => Kind::Unsubscribe,
             3 => Kind::Moderate,
             4 => Kind::OneClick,
+            5 => Kind::Reenable,
             _ => return None,
         })
     }

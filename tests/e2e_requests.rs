@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use mail_parser::MessageParser;
-use std::io::{Read, Write};
 use std::time::Duration;
 
 /// The trimmed values of header `name`.
@@ -112,31 +111,6 @@ fn members(env: &TestEnv) -> Vec<String> {
     let mut v: Vec<String> = out.stdout.lines().map(|l| l.to_lowercase()).collect();
     v.sort();
     v
-}
-
-/// A plain HTTP/1.1 request to the daemon's web endpoint; returns (status, body).
-fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to http");
-    s.set_read_timeout(Some(WAIT)).expect("timeout");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
-Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).expect("write request");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read response");
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_string();
-    (status, body)
 }
 
 /// The path of the https/http URL in a List-Unsubscribe value.

@@ -89,6 +89,8 @@ pub struct SinkBehaviour {
     pub tempfail: Option<(AddrPred, u32)>,
     /// Recipients matching the predicate always get `550 5.1.1`.
     pub reject: Option<AddrPred>,
+    /// Recipients matching the predicate always get `554 5.7.1` (refused as spam).
+    pub reject_spam: Option<AddrPred>,
     /// Pause before answering the end of each DATA.
     pub data_delay: Duration,
 }
@@ -289,6 +291,8 @@ async fn sink_session(stream: tokio::net::TcpStream, sh: Arc<SinkShared>) -> io:
                     let b = &sh.behaviour;
                     let code = if b.reject.as_ref().is_some_and(|p| p(&rcpt)) {
                         550
+                    } else if b.reject_spam.as_ref().is_some_and(|p| p(&rcpt)) {
+                        554
                     } else if let Some((p, n)) = &b.tempfail {
                         let mut tf = sh.tempfailed.lock().unwrap();
                         let c = tf.entry(rcpt.to_ascii_lowercase()).or_insert(0);
@@ -308,6 +312,7 @@ async fn sink_session(stream: tokio::net::TcpStream, sh: Arc<SinkShared>) -> io:
                     });
                     match code {
                         550 => format!("550 5.1.1 <{rcpt}>: no such user"),
+                        554 => "554 5.7.1 Message rejected as spam".into(),
                         451 => "451 4.3.0 try again later".into(),
                         _ => {
                             rcpts.push(rcpt);
@@ -826,4 +831,29 @@ pub fn post(port: u16, mail_from: &str, rcpt: &str, data: &[u8]) -> u16 {
     let r = c.transaction(mail_from, &[rcpt], data);
     c.quit();
     r.code
+}
+
+/// A plain HTTP/1.1 request to the daemon's web endpoint; returns (status, body).
+pub fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to http");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("write request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read response");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
+    (status, body)
 }
