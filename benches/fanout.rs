@@ -163,6 +163,7 @@ owners = ["beheer@example.org"]
         cfg.clone(),
         store.clone(),
         svc.secret.clone(),
+        Arc::new(vraagbaak::dkim::Keys::load(&cfg).map_err(anyhow::Error::msg)?),
         wake_out,
         stop_rx,
     ));

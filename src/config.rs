@@ -786,6 +786,35 @@ impl Config {
                     ),
                 ));
             }
+            if l.dkim_selector.is_some() != l.dkim_key.is_some() {
+                let missing = if l.dkim_key.is_none() {
+                    "dkim_key"
+                } else {
+                    "dkim_selector"
+                };
+                return Err(err(
+                    k(missing),
+                    "expected both dkim_selector and dkim_key (or neither)".into(),
+                ));
+            }
+            if let Some(sel) = &l.dkim_selector {
+                if sel.is_empty()
+                    || !sel.split('.').all(|p| {
+                        !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    })
+                {
+                    return Err(err(
+                        k("dkim_selector"),
+                        format!("expected a DNS label such as \"vb1\", got {sel:?}"),
+                    ));
+                }
+            }
+            if !l.bounce_score_threshold.is_finite() || l.bounce_score_threshold <= 0.0 {
+                return Err(err(
+                    k("bounce_score_threshold"),
+                    "expected a number above 0 (Mailman's default is 5.0)".into(),
+                ));
+            }
             let lower = l.address.to_ascii_lowercase();
             if seen.contains(&lower) {
                 return Err(err(

@@ -27,6 +27,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         store.flush()?;
         tracing::info!(members = n, "gave members their one-click unsubscribe ids");
     }
+    let dkim = Arc::new(crate::dkim::Keys::load(&cfg).map_err(anyhow::Error::msg)?);
+    if !dkim.is_empty() {
+        tracing::info!("DKIM signing on");
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let wake_in = Arc::new(Notify::new());
     let wake_out = Arc::new(Notify::new());
@@ -99,6 +103,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         cfg.clone(),
         store.clone(),
         svc.secret.clone(),
+        dkim,
         wake_out.clone(),
         stop_rx.clone(),
     )));

@@ -13,6 +13,7 @@ pub mod commands;
 pub mod compose;
 pub mod config;
 pub mod daemon;
+pub mod dkim;
 pub mod http;
 pub mod inbound;
 pub mod outbound;

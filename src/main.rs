@@ -44,6 +44,22 @@ enum Cmd {
     /// The web archive.
     #[command(subcommand)]
     Archive(ArchiveCmd),
+    /// DKIM keys for signing list mail.
+    #[command(subcommand)]
+    Dkim(DkimCmd),
+}
+
+#[derive(Subcommand)]
+enum DkimCmd {
+    /// Write a new private key for LIST (at its `dkim_key`, or data_dir/dkim/) and print the
+    /// DNS TXT record to publish and the config keys to set. Never overwrites a key.
+    Keygen {
+        list: String,
+        /// `rsa` (2048 bits, understood by every receiver) or `ed25519` (RFC 8463; sign
+        /// with both only if you publish both).
+        #[arg(long, default_value = "rsa", value_parser = ["rsa", "ed25519"])]
+        algorithm: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -198,8 +214,33 @@ async fn run(cmd: Cmd, cfg: Config) -> i32 {
                 }
             }
         }
+        Cmd::Dkim(DkimCmd::Keygen { list, algorithm }) => {
+            let Some(l) = cfg.list(&list) else {
+                eprintln!("error: no list {list:?} in the configuration");
+                return admin::EX_NOUSER;
+            };
+            let alg = if algorithm == "ed25519" {
+                vraagbaak::dkim::Algorithm::Ed25519
+            } else {
+                vraagbaak::dkim::Algorithm::Rsa
+            };
+            return match vraagbaak::dkim::keygen(&cfg, l, alg) {
+                Ok(text) => {
+                    print!("{text}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    73 // EX_CANTCREAT
+                }
+            };
+        }
         Cmd::CheckConfig => {
             if let Err(e) = vraagbaak::texts::Texts::load(&cfg) {
+                eprintln!("error: {e}");
+                return 78;
+            }
+            if let Err(e) = vraagbaak::dkim::Keys::load(&cfg) {
                 eprintln!("error: {e}");
                 return 78;
             }

@@ -78,6 +78,7 @@ pub async fn run(
     cfg: Arc<Config>,
     store: Store,
     secret: Secret,
+    dkim: Arc<crate::dkim::Keys>,
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -94,6 +95,7 @@ pub async fn run(
     for n in 0..workers {
         let w = Worker {
             cfg: cfg.clone(),
+            dkim: dkim.clone(),
             relay: relay.clone(),
             conn: None,
             n,
@@ -257,6 +259,7 @@ fn due_jobs(
 
 struct Worker {
     cfg: Arc<Config>,
+    dkim: Arc<crate::dkim::Keys>,
     relay: Relay,
     conn: Option<AsyncSmtpConnection>,
     n: usize,
@@ -299,13 +302,19 @@ impl Worker {
                         key.list.split('@').next().unwrap_or(""),
                         key.seq
                     );
+                    // The member's own fields go in front of the shared copy; the DKIM
+                    // signature, over both, in front of all.
+                    let prefix = prefix.unwrap_or_default();
+                    let sig = self
+                        .dkim
+                        .sign_for_list(&key.list, &[prefix.as_bytes(), copy.as_slice()])
+                        .unwrap_or_default();
                     let own;
-                    let msg: &[u8] = match prefix {
-                        Some(p) => {
-                            own = [p.as_bytes(), copy.as_slice()].concat();
-                            &own
-                        }
-                        None => &copy,
+                    let msg: &[u8] = if prefix.is_empty() && sig.is_empty() {
+                        &copy
+                    } else {
+                        own = [sig.as_bytes(), prefix.as_bytes(), copy.as_slice()].concat();
+                        &own
                     };
                     let a = self
                         .deliver(&sender, std::slice::from_ref(&key.addr), msg, &label)
@@ -314,7 +323,12 @@ impl Worker {
                 }
                 Job::Mail(m) => {
                     let label = format!("{}-{:06}", m.kind, m.id);
-                    let a = self.deliver(&m.mail_from, &m.rcpts, &m.raw, &label).await;
+                    let signed = self
+                        .dkim
+                        .sign_for_sender(&m.mail_from, &[m.raw.as_slice()])
+                        .map(|sig| [sig.as_bytes(), m.raw.as_slice()].concat());
+                    let raw = signed.as_deref().unwrap_or(&m.raw);
+                    let a = self.deliver(&m.mail_from, &m.rcpts, raw, &label).await;
                     let r = match a {
                         Attempt::Ok => MailResult::Sent,
                         Attempt::Permanent(e) => MailResult::Failed(e),
