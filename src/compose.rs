@@ -274,9 +274,32 @@ pub fn unsubscribe_fields(list: &ListConfig, url: &str) -> String {
 /// Builds the list copy of a post (CRLF line ends expected; see [`normalize_crlf`]).
 /// With `per_member_unsubscribe`, List-Unsubscribe is left out: each recipient's copy gets
 /// its own ([`unsubscribe_fields`]).
-pub fn list_copy(list: &ListConfig, raw: &[u8], per_member_unsubscribe: bool) -> Vec<u8> {
+///
+/// With `from_rewrite` (DMARC, see `dmarc`), the From becomes `"Name via List" <list@host>`
+/// and the author stays reachable: in Reply-To when replies go to the author (unless the
+/// author set a Reply-To), else in Cc beside the list's Reply-To, as Mailman does.
+pub fn list_copy(
+    list: &ListConfig,
+    raw: &[u8],
+    per_member_unsubscribe: bool,
+    from_rewrite: bool,
+) -> Vec<u8> {
     let (fields, body) = split_message(raw);
     let parsed = MessageParser::default().parse_headers(raw);
+    let author = fields
+        .iter()
+        .find(|f| f.name.eq_ignore_ascii_case("from"))
+        .map(Field::value)
+        .filter(|_| from_rewrite);
+    let author_name = parsed
+        .as_ref()
+        .and_then(|m| m.from())
+        .and_then(|a| a.first())
+        .and_then(|a| a.name().or(a.address()))
+        .map(str::to_string)
+        .unwrap_or_default();
+    let mut cc: Vec<String> = Vec::new();
+    let mut has_reply_to = false;
     let subject = parsed
         .as_ref()
         .and_then(|m| m.subject())
@@ -310,6 +333,17 @@ pub fn list_copy(list: &ListConfig, raw: &[u8], per_member_unsubscribe: bool) ->
         if lname == "reply-to" && list.reply_to == ReplyTo::List {
             continue;
         }
+        if author.is_some() {
+            match lname.as_str() {
+                "from" => continue,
+                "cc" if list.reply_to == ReplyTo::List => {
+                    cc.push(f.value());
+                    continue;
+                }
+                "reply-to" => has_reply_to = true,
+                _ => {}
+            }
+        }
         if lname == "subject" {
             if !subject_written {
                 push_header(&mut out, "Subject", &encode_header_text(&new_subject));
@@ -330,6 +364,26 @@ pub fn list_copy(list: &ListConfig, raw: &[u8], per_member_unsubscribe: bool) ->
     }
     if list.reply_to == ReplyTo::List {
         push_header(&mut out, "Reply-To", &list.address);
+    }
+    if let Some(author) = &author {
+        let shown = if author_name.trim().is_empty() {
+            list.name.clone()
+        } else {
+            format!("{} via {}", author_name.trim(), list.name)
+        };
+        push_header(
+            &mut out,
+            "From",
+            &format!("{} <{}>", phrase(&shown), list.address),
+        );
+        match list.reply_to {
+            ReplyTo::List => {
+                cc.push(author.clone());
+                push_header(&mut out, "Cc", &cc.join(",\r\n "));
+            }
+            ReplyTo::Author if !has_reply_to => push_header(&mut out, "Reply-To", author),
+            ReplyTo::Author => {}
+        }
     }
     push_header(
         &mut out,
@@ -644,7 +698,7 @@ mod tests {
         let raw = b"From: Jan <jan@ocmw.be>\r\nTo: forum@lists.example.org\r\nSubject: Vraag\r\n\
 Message-ID: <a@b>\r\nList-Id: other <other.example.com>\r\nReturn-Path: <x@y>\r\n\
 Reply-To: jan@elders.be\r\n\r\nHallo collega's\r\n";
-        let out = list_copy(&list(), raw, false);
+        let out = list_copy(&list(), raw, false, false);
         let s = String::from_utf8(out.clone()).unwrap();
         assert_eq!(header(&out, "Subject"), ["[forum] Vraag"]);
         assert_eq!(
@@ -670,13 +724,52 @@ Reply-To: jan@elders.be\r\n\r\nHallo collega's\r\n";
     }
 
     #[test]
+    fn from_rewrite_keeps_the_author_reachable() {
+        let raw =
+            b"From: =?UTF-8?Q?Ann_Cl=C3=A6s?= <ann@example.com>\r\nTo: forum@lists.example.org\r\n\
+Cc: Piet <piet@ocmw.be>\r\nSubject: Vraag\r\nMessage-ID: <r@b>\r\n\r\nHallo\r\n";
+        // Replies to the list: the author in Cc, beside the other Cc.
+        let out = list_copy(&list(), raw, false, true);
+        let m = MessageParser::default().parse_headers(&out).unwrap();
+        let from = m.from().unwrap().first().unwrap();
+        assert_eq!(from.address(), Some("forum@lists.example.org"));
+        assert_eq!(from.name(), Some("Ann Clæs via Forum OCMW"));
+        assert_eq!(header(&out, "From").len(), 1);
+        assert_eq!(header(&out, "Reply-To"), ["forum@lists.example.org"]);
+        let cc: Vec<_> = m.cc().unwrap().iter().filter_map(|a| a.address()).collect();
+        assert_eq!(cc, ["piet@ocmw.be", "ann@example.com"]);
+        // Replies to the author: the author in Reply-To, unless the author set one.
+        let mut l = list();
+        l.reply_to = ReplyTo::Author;
+        let out = list_copy(&l, raw, false, true);
+        assert_eq!(
+            header(&out, "Reply-To"),
+            ["=?UTF-8?Q?Ann_Cl=C3=A6s?= <ann@example.com>"]
+        );
+        assert_eq!(header(&out, "Cc"), ["Piet <piet@ocmw.be>"]);
+        let own = b"From: ann@example.com\r\nReply-To: ann@thuis.be\r\nSubject: x\r\n\r\nHallo\r\n";
+        let out = list_copy(&l, own, false, true);
+        assert_eq!(header(&out, "Reply-To"), ["ann@thuis.be"]);
+        assert_eq!(
+            header(&out, "From"),
+            ["\"ann@example.com via Forum OCMW\" <forum@lists.example.org>"]
+        );
+        // Without rewriting, the From stays as it came.
+        let out = list_copy(&l, raw, false, false);
+        assert_eq!(
+            header(&out, "From"),
+            ["=?UTF-8?Q?Ann_Cl=C3=A6s?= <ann@example.com>"]
+        );
+    }
+
+    #[test]
     fn base64_text_is_reencoded_with_footer() {
         let body = base64::engine::general_purpose::STANDARD.encode(b"Cli\xebnt vraagt steun\n");
         let raw = format!(
             "From: a@b.be\r\nSubject: x\r\nMIME-Version: 1.0\r\n\
 Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: base64\r\n\r\n{body}\r\n"
         );
-        let out = list_copy(&list(), raw.as_bytes(), false);
+        let out = list_copy(&list(), raw.as_bytes(), false, false);
         let m = MessageParser::default().parse(&out).unwrap();
         let text = m.body_text(0).unwrap();
         assert!(text.starts_with("Cliënt vraagt steun"), "{text}");
@@ -690,7 +783,7 @@ Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: base6
 Content-Type: multipart/mixed; boundary=\"XX\"\r\n\r\npreamble\r\n--XX\r\n\
 Content-Type: text/plain\r\n\r\ntekst\r\n--XX\r\nContent-Type: application/pdf\r\n\
 Content-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n--XX--\r\n";
-        let out = list_copy(&list(), raw, false);
+        let out = list_copy(&list(), raw, false, false);
         let m = MessageParser::default().parse(&out).unwrap();
         assert_eq!(m.parts.len(), 4, "{}", String::from_utf8_lossy(&out));
         assert!(m.body_text(1).unwrap().contains("forum-leave@"));
@@ -702,7 +795,7 @@ Content-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n--XX--\r\n";
         let raw = b"From: a@b.be\r\nSubject: x\r\nMIME-Version: 1.0\r\n\
 Content-Type: multipart/alternative; boundary=\"YY\"\r\n\r\n--YY\r\n\
 Content-Type: text/plain\r\n\r\ntekst\r\n--YY\r\nContent-Type: text/html\r\n\r\n<p>tekst</p>\r\n--YY--\r\n";
-        let out = list_copy(&list(), raw, false);
+        let out = list_copy(&list(), raw, false, false);
         let ct = header(&out, "Content-Type");
         assert_eq!(ct.len(), 1);
         assert!(ct[0].starts_with("multipart/mixed"), "{ct:?}");

@@ -62,6 +62,56 @@ pub struct Config {
     pub imap: Vec<ImapConfig>,
     #[serde(default)]
     pub archive: ArchiveConfig,
+    #[serde(default)]
+    pub dns: DnsConfig,
+}
+
+/// DNS lookups (DMARC policies of authors' domains).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Answer only from `records`, never from the network (for tests and closed networks:
+    /// a name not in the table then has no record).
+    #[serde(default)]
+    pub offline: bool,
+    /// Per query, before a lookup counts as failed.
+    #[serde(default = "default_dns_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// Fixed TXT answers, consulted before the resolver:
+    /// `"_dmarc.example.com" = "v=DMARC1; p=reject"`.
+    #[serde(default)]
+    pub records: std::collections::BTreeMap<String, TxtValue>,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            offline: false,
+            timeout: default_dns_timeout(),
+            records: Default::default(),
+        }
+    }
+}
+
+fn default_dns_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// One TXT string or several (several records for one name).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum TxtValue {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl TxtValue {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            TxtValue::One(s) => vec![s],
+            TxtValue::Many(v) => v,
+        }
+    }
 }
 
 /// Where and how the static HTML archive is written.

@@ -14,6 +14,8 @@ pub mod compose;
 pub mod config;
 pub mod daemon;
 pub mod dkim;
+pub mod dmarc;
+pub mod dns;
 pub mod http;
 pub mod inbound;
 pub mod outbound;
@@ -35,6 +37,8 @@ pub struct Services {
     pub archive: std::sync::Arc<archive::Archive>,
     /// Rung when posts were stored, so the archive writer renders them.
     pub archive_wake: std::sync::Arc<tokio::sync::Notify>,
+    /// TXT lookups (DMARC policies).
+    pub dns: std::sync::Arc<dyn dns::Resolver>,
 }
 
 impl Services {
@@ -46,7 +50,9 @@ impl Services {
         let texts = texts::Texts::load(&cfg).map_err(anyhow::Error::msg)?;
         let archive =
             archive::Archive::new(cfg.clone(), store.clone()).map_err(anyhow::Error::msg)?;
+        let dns = dns::from_config(&cfg.dns).map_err(anyhow::Error::msg)?;
         Ok(Services {
+            dns: std::sync::Arc::new(dns),
             cfg,
             store,
             secret,

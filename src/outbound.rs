@@ -223,7 +223,10 @@ fn due_jobs(
                     tracing::error!(list = %key.list, seq = key.seq, "queued post has no stored body");
                     continue;
                 };
-                let c = Arc::new(compose::list_copy(list, &raw, cfg.http.is_some()));
+                let rewrite = store
+                    .post(&key.list, key.seq)?
+                    .is_some_and(|m| m.from_rewrite);
+                let c = Arc::new(compose::list_copy(list, &raw, cfg.http.is_some(), rewrite));
                 copies.insert(ck, (c.clone(), 1));
                 c
             }

@@ -412,6 +412,17 @@ fn decide_post(
             };
         }
     };
+    // DMARC: decided now, once, so that every copy and every retry carries the same From.
+    let (from_rewrite, dmarc) = crate::dmarc::rewrite(list, &*svc.dns, &from_addr);
+    if list.from_rewrite == crate::config::FromRewrite::Dmarc {
+        tracing::info!(
+            list = %list.local(),
+            domain = from_addr.rsplit('@').next().unwrap_or(""),
+            policy = dmarc.name(),
+            from_rewrite,
+            "author domain's DMARC policy"
+        );
+    }
     Outcome::Accept {
         meta: PostMeta {
             list: key.to_string(),
@@ -423,6 +434,7 @@ fn decide_post(
             date: msg.date().map(|d| d.to_rfc3339()),
             received_ms: item.envelope.received_ms,
             recipients: 0,
+            from_rewrite,
         },
         raw,
         recipients,

@@ -326,6 +326,10 @@ pub struct PostMeta {
     pub date: Option<String>,
     pub received_ms: i64,
     pub recipients: u64,
+    /// The list copy carries the list's From (DMARC, `from_rewrite`); decided once, when
+    /// the post is accepted, so that every copy and every retry says the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_rewrite: bool,
 }
 
 /// A month and its threads with the number of their messages that month.
@@ -1745,6 +1749,7 @@ mod tests {
             date: None,
             received_ms: 1,
             recipients: 0,
+            from_rewrite: false,
         }
     }
 

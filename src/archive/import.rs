@@ -124,6 +124,7 @@ pub fn import(
             date,
             received_ms,
             recipients: 0,
+            from_rewrite: false,
         };
         match store.import_post(meta, &raw)? {
             Some(_) => report.imported += 1,

@@ -396,6 +396,9 @@ pub struct Opts {
     pub extra: String,
     /// More keys for the `[[list]]` table.
     pub list_extra: String,
+    /// TXT records the daemon's DNS answers with (`[dns] records`); the tests never ask
+    /// the network (`offline = true`), so any other name has no record.
+    pub dns_records: Vec<(String, String)>,
 }
 
 impl Default for Opts {
@@ -409,6 +412,7 @@ impl Default for Opts {
             language: "en",
             extra: String::new(),
             list_extra: String::new(),
+            dns_records: Vec::new(),
         }
     }
 }
@@ -475,11 +479,16 @@ impl TestEnv {
         } else {
             String::new()
         };
+        let mut dns = String::from("[dns]\noffline = true\n[dns.records]\n");
+        for (name, txt) in &o.dns_records {
+            dns.push_str(&format!("{name:?} = {txt:?}\n"));
+        }
         format!(
             r#"data_dir = {data:?}
 
 {http}
 {extra}
+{dns}
 
 [smtp]
 listen = "127.0.0.1:{port}"
