@@ -3,7 +3,8 @@
 //!
 //! `cargo bench --bench fanout` (env: `FANOUT_MEMBERS`, default 10000; `FANOUT_CONNECTIONS`,
 //! default 8; `FANOUT_HTTP=1` adds an `[http]` section, so that every copy gets its own
-//! one-click List-Unsubscribe fields). Prints recipients per second. The sink runs in the same process and on the
+//! one-click List-Unsubscribe fields; `FANOUT_DKIM=rsa` or `ed25519` signs every copy with
+//! a fresh key). Prints recipients per second. The sink runs in the same process and on the
 //! same cores as vraagbaak, so the figure includes the sink's own cost.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -112,10 +113,29 @@ async fn run(members: usize, connections: usize) -> anyhow::Result<()> {
     let count = Arc::new(AtomicUsize::new(0));
     tokio::spawn(sink(listener, count.clone()));
 
+    let dkim = match std::env::var("FANOUT_DKIM").as_deref() {
+        Ok(alg @ ("rsa" | "ed25519")) => {
+            let a = if alg == "rsa" {
+                vraagbaak::dkim::Algorithm::Rsa
+            } else {
+                vraagbaak::dkim::Algorithm::Ed25519
+            };
+            let (pem, _) = vraagbaak::dkim::generate(a).map_err(anyhow::Error::msg)?;
+            let path = dir.path().join("dkim.pem");
+            std::fs::write(&path, pem)?;
+            format!(
+                "dkim_selector = \"vb1\"\ndkim_key = {:?}\n",
+                path.display().to_string()
+            )
+        }
+        _ => String::new(),
+    };
     let text = format!(
         r#"
 data_dir = "{dir}"
 {http}
+[dns]
+offline = true
 [smtp]
 listen = ""
 hostname = "lists.example.org"
@@ -128,6 +148,7 @@ name = "Forum OCMW"
 posting = "members"
 subject_prefix = "[forum]"
 owners = ["beheer@example.org"]
+{dkim}
 "#,
         dir = dir.path().display(),
         http = if std::env::var("FANOUT_HTTP").is_ok_and(|v| v == "1") {
