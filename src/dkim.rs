@@ -14,7 +14,7 @@
 
 use crate::config::{Config, ListConfig};
 use base64::Engine;
-use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
+use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256, SigningKey};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
 use std::collections::HashMap;
@@ -137,25 +137,18 @@ fn sign(s: &Signer, parts: &[&[u8]]) -> Option<String> {
 fn load_signer(l: &ListConfig, selector: &str, path: &Path) -> Result<Signer, String> {
     let pem = std::fs::read_to_string(path).map_err(|e| format!("cannot read the key: {e}"))?;
     let domain = l.domain().to_string();
-    let headers = SIGNED.iter().map(|h| h.to_string());
-    match parse_key(&pem)? {
-        Key::Rsa(k) => Ok(Signer::Rsa(
-            DkimSigner::from_key(k)
-                .domain(domain)
-                .selector(selector)
-                .headers(headers)
-                .header_canonicalization(Canonicalization::Relaxed)
-                .body_canonicalization(Canonicalization::Relaxed),
-        )),
-        Key::Ed25519(k) => Ok(Signer::Ed25519(
-            DkimSigner::from_key(k)
-                .domain(domain)
-                .selector(selector)
-                .headers(headers)
-                .header_canonicalization(Canonicalization::Relaxed)
-                .body_canonicalization(Canonicalization::Relaxed),
-        )),
+    fn build<T: SigningKey>(k: T, domain: String, selector: &str) -> DkimSigner<T, Done> {
+        DkimSigner::from_key(k)
+            .domain(domain)
+            .selector(selector)
+            .headers(SIGNED.iter().map(|h| h.to_string()))
+            .header_canonicalization(Canonicalization::Relaxed)
+            .body_canonicalization(Canonicalization::Relaxed)
     }
+    Ok(match parse_key(&pem)? {
+        Key::Rsa(k) => Signer::Rsa(build(k, domain, selector)),
+        Key::Ed25519(k) => Signer::Ed25519(build(k, domain, selector)),
+    })
 }
 
 enum Key {
