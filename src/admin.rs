@@ -55,8 +55,12 @@ pub enum Command {
     MembersSet {
         list: String,
         addr: String,
+        /// `digest`, `digest-plain` or `nomail`.
         setting: String,
         on: bool,
+        /// For `nomail`: the date it ends by itself (`2026-12-01`).
+        #[serde(default)]
+        until: Option<String>,
     },
     Inject {
         list: String,
@@ -64,6 +68,11 @@ pub enum Command {
     },
     QueueList,
     QueueRetry,
+    /// Makes and queues every pending digest now (of one list, or all).
+    DigestSend {
+        #[serde(default)]
+        list: Option<String>,
+    },
     ModerateList,
     ModerateApprove {
         id: u64,
@@ -259,17 +268,44 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
             addr,
             setting,
             on,
+            until,
         } => {
-            let Some(key) = list_key(&list) else {
+            let Some(l) = ctx.svc.cfg.list(&list) else {
                 return Ok(unknown(&list));
             };
+            let key = l.key().to_string();
             let Some(mut m) = ctx.svc.store.member(&key, &addr)? else {
                 return Ok(Reply::fail(EX_NOUSER, format!("not a member: {addr}")));
             };
+            let mut shown = if on { "on" } else { "off" }.to_string();
             match setting.as_str() {
                 "digest" => m.digest = on,
+                "digest-plain" => {
+                    m.digest = true;
+                    m.digest_plain = on;
+                }
+                "nomail" if until.is_some() => {
+                    let text = until.as_deref().unwrap_or_default();
+                    let Some(d) = crate::commands::parse_date(text) else {
+                        return Ok(Reply::fail(
+                            EX_USAGE,
+                            format!("--until {text:?}: expected a date such as 2026-12-01"),
+                        ));
+                    };
+                    let ms = crate::commands::start_of_day_ms(l, d);
+                    if ms <= now_ms() {
+                        return Ok(Reply::fail(
+                            EX_USAGE,
+                            format!("--until {text}: that date has passed"),
+                        ));
+                    }
+                    m.nomail = true;
+                    m.nomail_until = Some(ms);
+                    shown = format!("on until {}", d.format("%Y-%m-%d"));
+                }
                 "nomail" => {
                     m.nomail = on;
+                    m.nomail_until = None;
                     if !on {
                         // Turning mail back on also ends a stop for bounces (and its score).
                         m.bounce = None;
@@ -290,10 +326,7 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
                 Vec::new(),
             )?;
             ctx.svc.store.flush_async().await?;
-            Reply::ok(format!(
-                "{setting} {} for {addr}\n",
-                if on { "on" } else { "off" }
-            ))
+            Reply::ok(format!("{setting} {shown} for {addr}\n"))
         }
         Command::Inject { list, .. } => {
             let Some(l) = ctx.svc.cfg.list(&list) else {
@@ -349,6 +382,30 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
             ctx.svc.store.flush_async().await?;
             ctx.inbound.wake.notify_one();
             Reply::ok(format!("{n} queued deliveries made due now\n"))
+        }
+        Command::DigestSend { list } => {
+            let only = match list.as_deref() {
+                None => None,
+                Some(name) => match list_key(name) {
+                    Some(k) => Some(k),
+                    None => return Ok(unknown(name)),
+                },
+            };
+            let svc = ctx.svc.clone();
+            let n =
+                tokio::task::spawn_blocking(move || crate::digest::send_now(&svc, only.as_deref()))
+                    .await
+                    .map_err(|e| crate::store::StoreError::Corrupt {
+                        tree: "digests",
+                        msg: format!("digest task failed: {e}"),
+                    })??;
+            ctx.inbound.wake.notify_one();
+            let when = if ctx.local {
+                "; they are sent when the daemon runs"
+            } else {
+                ""
+            };
+            Reply::ok(format!("{n} digest(s) queued{when}\n"))
         }
         Command::ModerateList => {
             let mut out = String::new();
@@ -642,7 +699,10 @@ fn bounce_table(list: &crate::config::ListConfig, members: &[crate::store::Membe
                 disabled += 1;
                 format!("disabled {}", day(t))
             }
-            None if m.nomail => "nomail".to_string(),
+            None if m.on_vacation(now) => match m.nomail_until {
+                Some(u) => format!("nomail until {}", day(u)),
+                None => "nomail".to_string(),
+            },
             None => "enabled".to_string(),
         };
         let score = b.map_or(0.0, |b| crate::bounce::current_score(list, b, now));

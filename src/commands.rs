@@ -41,7 +41,11 @@ pub enum Cmd {
     Help,
     Info,
     SetNomail(bool),
+    /// `set nomail until DATE`: vacation that ends by itself at the start of DATE.
+    SetNomailUntil(chrono::NaiveDate),
     SetDigest(bool),
+    /// `set digest plain` (RFC 1153, one text mail) or `set digest mime` (the default).
+    SetDigestPlain(bool),
     SetLanguage(Language),
     Approve {
         token: String,
@@ -71,6 +75,26 @@ fn on_off(w: Option<&str>) -> Option<bool> {
         "off" | "uit" | "no" | "nee" | "false" | "0" => Some(false),
         _ => None,
     }
+}
+
+/// A date as people write it here: `2026-12-01`, `01-12-2026`, `1/12/2026`, `1.12.2026`.
+pub fn parse_date(w: &str) -> Option<chrono::NaiveDate> {
+    ["%Y-%m-%d", "%d-%m-%Y", "%d/%m/%Y", "%d.%m.%Y"]
+        .iter()
+        .find_map(|f| chrono::NaiveDate::parse_from_str(w.trim(), f).ok())
+}
+
+/// The start of `date` in the list's time zone, as Unix milliseconds.
+pub fn start_of_day_ms(list: &ListConfig, date: chrono::NaiveDate) -> i64 {
+    use chrono::TimeZone;
+    let midnight = date.and_time(chrono::NaiveTime::MIN);
+    list.timezone
+        .from_local_datetime(&midnight)
+        .earliest()
+        .map_or_else(
+            || midnight.and_utc().timestamp_millis(),
+            |d| d.timestamp_millis(),
+        )
 }
 
 fn address_arg(w: &str) -> String {
@@ -132,16 +156,31 @@ pub fn parse_line(line: &str) -> LineParse {
             let what = args.first().map(|s| s.to_lowercase());
             match what.as_deref() {
                 Some("nomail" | "vakantie" | "vacation" | "geenmail") => {
-                    match (on_off(args.get(1).copied()), args.len()) {
-                        (Some(v), 2) => cmd(Cmd::SetNomail(v), dutch),
-                        _ => LineParse::Invalid("expected: set nomail on|off".into()),
+                    let until = args.get(1).map(|w| w.to_lowercase());
+                    match (on_off(args.get(1).copied()), until.as_deref(), args.len()) {
+                        (Some(v), _, 2) => cmd(Cmd::SetNomail(v), dutch),
+                        (_, Some("until" | "tot"), 3) => match parse_date(args[2]) {
+                            Some(d) => cmd(Cmd::SetNomailUntil(d), dutch),
+                            None => LineParse::Invalid(
+                                "expected a date such as 2026-12-01 or 01-12-2026".into(),
+                            ),
+                        },
+                        _ => LineParse::Invalid(
+                            "expected: set nomail on|off, or set nomail until DATE".into(),
+                        ),
                     }
                 }
-                Some("digest" | "samenvatting") => match (on_off(args.get(1).copied()), args.len())
-                {
-                    (Some(v), 2) => cmd(Cmd::SetDigest(v), dutch),
-                    _ => LineParse::Invalid("expected: set digest on|off".into()),
-                },
+                Some("digest" | "samenvatting") => {
+                    let mode = args.get(1).map(|w| w.to_lowercase());
+                    match (on_off(args.get(1).copied()), mode.as_deref(), args.len()) {
+                        (Some(v), _, 2) => cmd(Cmd::SetDigest(v), dutch),
+                        (_, Some("plain" | "tekst" | "text"), 2) => {
+                            cmd(Cmd::SetDigestPlain(true), dutch)
+                        }
+                        (_, Some("mime"), 2) => cmd(Cmd::SetDigestPlain(false), dutch),
+                        _ => LineParse::Invalid("expected: set digest on|off|plain|mime".into()),
+                    }
+                }
                 Some("language" | "taal" | "lang") => {
                     match (args.get(1).and_then(|l| Language::from_code(l)), args.len()) {
                         (Some(l), 2) => cmd(Cmd::SetLanguage(l), dutch),
@@ -1075,13 +1114,36 @@ pub fn handle<'a>(
                 show_info = true;
                 plan.results.push(Res::new("info"));
             }
-            Cmd::SetNomail(_) | Cmd::SetDigest(_) | Cmd::SetLanguage(_) => {
+            Cmd::SetNomail(_)
+            | Cmd::SetNomailUntil(_)
+            | Cmd::SetDigest(_)
+            | Cmd::SetDigestPlain(_)
+            | Cmd::SetLanguage(_) => {
                 match ctx.store.member(list.key(), requester)? {
                     None => plan.results.push(Res::new("not-member-set")),
                     Some(mut m) => {
                         let (setting, value) = match cmd {
+                            Cmd::SetNomailUntil(d) => {
+                                let until = start_of_day_ms(list, d);
+                                if until <= now_ms() {
+                                    plan.results.push(
+                                        Res::new("invalid")
+                                            .reason("that date has passed; nothing was changed"),
+                                    );
+                                    continue;
+                                }
+                                m.nomail = true;
+                                m.nomail_until = Some(until);
+                                ("nomail-until", d.format("%d-%m-%Y").to_string())
+                            }
+                            Cmd::SetDigestPlain(plain) => {
+                                m.digest = true;
+                                m.digest_plain = plain;
+                                ("digest", if plain { "plain" } else { "on" }.to_string())
+                            }
                             Cmd::SetNomail(v) => {
                                 m.nomail = v;
+                                m.nomail_until = None;
                                 if !v {
                                     // "I want mail again" also ends a stop for bounces.
                                     m.bounce = None;
@@ -1199,7 +1261,10 @@ fn answer(
         let vars = minijinja::context! {
             member => m.is_some(),
             digest => m.as_ref().is_some_and(|m| m.digest),
-            nomail => m.as_ref().is_some_and(|m| m.nomail),
+            nomail => m.as_ref().is_some_and(|m| m.on_vacation(now_ms())),
+            nomail_until => m.as_ref().and_then(|m| m.nomail_until.filter(|_| m.nomail)).map(date_text),
+            digest_plain => m.as_ref().is_some_and(|m| m.digest_plain),
+
             member_language => m.as_ref().and_then(|m| m.language).unwrap_or(plan.list.language).code(),
             owners_count => plan.list.owners.len(),
             address => to,

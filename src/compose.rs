@@ -385,6 +385,17 @@ pub fn list_copy(
             ReplyTo::Author => {}
         }
     }
+    out.extend_from_slice(list_fields(list, per_member_unsubscribe).as_bytes());
+    body_plan.write(&mut out, &fields, body, &footer);
+    out
+}
+
+/// The list's own fields on everything it distributes (posts and digests): List-Id
+/// (RFC 2919), List-Post/Help/Subscribe/Unsubscribe/Archive/Owner (RFC 2369),
+/// Precedence and X-Loop. With `per_member_unsubscribe` the List-Unsubscribe fields are left
+/// to each copy (see [`unsubscribe_fields`]).
+pub fn list_fields(list: &ListConfig, per_member_unsubscribe: bool) -> String {
+    let mut out = Vec::new();
     push_header(
         &mut out,
         "List-Id",
@@ -418,8 +429,7 @@ pub fn list_copy(
     );
     push_header(&mut out, "Precedence", "list");
     push_header(&mut out, "X-Loop", &list.address);
-    body_plan.write(&mut out, &fields, body, &footer);
-    out
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {

@@ -478,6 +478,22 @@ pub struct ListConfig {
     /// p=reject, or its policy cannot be looked up) or "always".
     #[serde(default = "default_from_rewrite")]
     pub from_rewrite: FromRewrite,
+    /// Digests for members who ask for them (`set digest on`): "daily", "weekly" or "off"
+    /// (then every member gets single posts).
+    #[serde(default = "default_digest")]
+    pub digest: DigestPeriod,
+    /// When a due digest is sent, in `timezone`: "07:00".
+    #[serde(default = "default_digest_time", deserialize_with = "de_clock_time")]
+    pub digest_time: chrono::NaiveTime,
+    /// The day of a weekly digest: "monday" ... "sunday".
+    #[serde(default = "default_digest_day", deserialize_with = "de_weekday")]
+    pub digest_day: chrono::Weekday,
+    /// The list's time zone (IANA name), for digest times and dates in texts.
+    #[serde(default = "default_timezone", deserialize_with = "de_timezone")]
+    pub timezone: chrono_tz::Tz,
+    /// A digest goes out early when its posts reach this many bytes (Mailman: 30 KB).
+    #[serde(default = "default_digest_max_size")]
+    pub digest_max_size: usize,
     /// DKIM selector for signing list mail with the list domain's key (`vb1`).
     #[serde(default)]
     pub dkim_selector: Option<String>,
@@ -485,6 +501,52 @@ pub struct ListConfig {
     /// `vraagbaak dkim keygen LIST`. Relative to the directory vraagbaak starts in.
     #[serde(default)]
     pub dkim_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DigestPeriod {
+    Off,
+    Daily,
+    Weekly,
+}
+
+fn default_digest() -> DigestPeriod {
+    DigestPeriod::Daily
+}
+fn default_digest_time() -> chrono::NaiveTime {
+    chrono::NaiveTime::from_hms_opt(7, 0, 0).unwrap_or_default()
+}
+fn default_digest_day() -> chrono::Weekday {
+    chrono::Weekday::Mon
+}
+fn default_timezone() -> chrono_tz::Tz {
+    chrono_tz::Europe::Brussels
+}
+fn default_digest_max_size() -> usize {
+    30_000
+}
+
+fn de_clock_time<'de, D: Deserializer<'de>>(d: D) -> Result<chrono::NaiveTime, D::Error> {
+    let s = String::deserialize(d)?;
+    chrono::NaiveTime::parse_from_str(s.trim(), "%H:%M")
+        .map_err(|_| de::Error::custom(format!("expected a time such as \"07:00\", got {s:?}")))
+}
+
+fn de_weekday<'de, D: Deserializer<'de>>(d: D) -> Result<chrono::Weekday, D::Error> {
+    let s = String::deserialize(d)?;
+    s.trim()
+        .parse::<chrono::Weekday>()
+        .map_err(|_| de::Error::custom(format!("expected a day such as \"monday\", got {s:?}")))
+}
+
+fn de_timezone<'de, D: Deserializer<'de>>(d: D) -> Result<chrono_tz::Tz, D::Error> {
+    let s = String::deserialize(d)?;
+    s.trim().parse::<chrono_tz::Tz>().map_err(|_| {
+        de::Error::custom(format!(
+            "expected an IANA time zone such as \"Europe/Brussels\", got {s:?}"
+        ))
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -27,6 +27,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         store.flush()?;
         tracing::info!(members = n, "gave members their one-click unsubscribe ids");
     }
+    crate::digest::init(&svc)?;
     let dkim = Arc::new(crate::dkim::Keys::load(&cfg).map_err(anyhow::Error::msg)?);
     if !dkim.is_empty() {
         tracing::info!("DKIM signing on");

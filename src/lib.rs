@@ -13,6 +13,7 @@ pub mod commands;
 pub mod compose;
 pub mod config;
 pub mod daemon;
+pub mod digest;
 pub mod dkim;
 pub mod dmarc;
 pub mod dns;

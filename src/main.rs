@@ -47,6 +47,16 @@ enum Cmd {
     /// DKIM keys for signing list mail.
     #[command(subcommand)]
     Dkim(DkimCmd),
+    /// Digests.
+    #[command(subcommand)]
+    Digest(DigestCmd),
+}
+
+#[derive(Subcommand)]
+enum DigestCmd {
+    /// Make and send the pending digest of LIST (of every list without LIST) now, whether
+    /// or not it is due (Mailman's `mailman digests --send`).
+    Send { list: Option<String> },
 }
 
 #[derive(Subcommand)]
@@ -123,14 +133,19 @@ enum MembersCmd {
     },
     /// Write the members as CSV (address,name,joined,digest,nomail,language) to stdout.
     Export { list: String },
-    /// Change a member's setting: `members set LIST ADDR digest|nomail on|off`.
+    /// Change a member's setting: `members set LIST ADDR digest on|off|plain|mime`,
+    /// `members set LIST ADDR nomail on|off [--until DATE]`.
     Set {
         list: String,
         addr: String,
         #[arg(value_parser = ["digest", "nomail"])]
         setting: String,
-        #[arg(value_parser = ["on", "off"])]
+        /// `on`, `off`; for digest also `plain` (RFC 1153 text) or `mime`.
+        #[arg(value_parser = ["on", "off", "plain", "mime"])]
         value: String,
+        /// With `nomail on`: the date it ends by itself (2026-12-01).
+        #[arg(long)]
+        until: Option<String>,
     },
 }
 
@@ -292,6 +307,7 @@ async fn run(cmd: Cmd, cfg: Config) -> i32 {
         Cmd::Members(MembersCmd::Remove { list, addrs }) => {
             (Command::MembersRemove { list, addrs }, Vec::new())
         }
+        Cmd::Digest(DigestCmd::Send { list }) => (Command::DigestSend { list }, Vec::new()),
         Cmd::Members(MembersCmd::List { list, bounces }) => {
             (Command::MembersList { list, bounces }, Vec::new())
         }
@@ -301,12 +317,17 @@ async fn run(cmd: Cmd, cfg: Config) -> i32 {
             addr,
             setting,
             value,
+            until,
         }) => (
             Command::MembersSet {
                 list,
                 addr,
-                setting,
-                on: value == "on",
+                setting: match value.as_str() {
+                    "plain" | "mime" => "digest-plain".to_string(),
+                    _ => setting,
+                },
+                on: value == "on" || value == "plain",
+                until,
             },
             Vec::new(),
         ),

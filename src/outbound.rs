@@ -16,7 +16,8 @@ use crate::compose;
 use crate::config::{Config, Relay};
 use crate::router;
 use crate::store::{
-    now_ms, DeliveryResult, Envelope as Spooled, Failure, OutMail, QueueKey, QueueRow, Store,
+    digest_of_queue_seq, now_ms, DeliveryResult, Envelope as Spooled, Failure, OutMail, QueueKey,
+    QueueRow, Store,
 };
 use crate::tokens::Secret;
 use lettre::address::{Address, Envelope};
@@ -219,14 +220,24 @@ fn due_jobs(
                 c.clone()
             }
             None => {
-                let Some(raw) = store.raw(&key.list, key.seq)? else {
-                    tracing::error!(list = %key.list, seq = key.seq, "queued post has no stored body");
-                    continue;
+                let c = if let Some((id, plain)) = digest_of_queue_seq(key.seq) {
+                    // A digest is stored ready to send.
+                    let Some(raw) = store.digest_raw(&key.list, id, plain)? else {
+                        tracing::error!(list = %key.list, digest = id, "queued digest is not stored");
+                        continue;
+                    };
+                    raw
+                } else {
+                    let Some(raw) = store.raw(&key.list, key.seq)? else {
+                        tracing::error!(list = %key.list, seq = key.seq, "queued post has no stored body");
+                        continue;
+                    };
+                    let rewrite = store
+                        .post(&key.list, key.seq)?
+                        .is_some_and(|m| m.from_rewrite);
+                    compose::list_copy(list, &raw, cfg.http.is_some(), rewrite)
                 };
-                let rewrite = store
-                    .post(&key.list, key.seq)?
-                    .is_some_and(|m| m.from_rewrite);
-                let c = Arc::new(compose::list_copy(list, &raw, cfg.http.is_some(), rewrite));
+                let c = Arc::new(c);
                 copies.insert(ck, (c.clone(), 1));
                 c
             }
@@ -634,6 +645,13 @@ fn record(
     }
     res?;
     for (list, seq) in posts {
+        if let Some((id, _)) = digest_of_queue_seq(seq) {
+            if store.pending_for_post(&list, seq)? == 0 {
+                let l = list.split('@').next().unwrap_or("");
+                tracing::info!(list = l, digest = id, "digest delivered");
+            }
+            continue;
+        }
         if store.pending_for_post(&list, seq)? == 0 {
             let total = store.post(&list, seq)?.map_or(0, |p| p.recipients);
             let failed = store.failures_for_post(&list, seq)?;

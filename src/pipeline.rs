@@ -397,12 +397,15 @@ fn decide_post(
         };
     }
     let recipients = match store.members(key) {
-        // Members on vacation (nomail) or disabled by bounces get nothing. Digest members
-        // still get every post: digests are not sent yet, and a setting must never silently
-        // stop a member's mail.
+        // Members on vacation (nomail) or disabled by bounces get nothing; digest members
+        // get the post in their next digest (when the list sends digests at all: a setting
+        // must never silently stop a member's mail).
         Ok(m) => m
             .into_iter()
-            .filter(|m| m.receives_posts())
+            .filter(|m| {
+                m.receives_mail(crate::store::now_ms())
+                    && !(m.digest && list.digest != crate::config::DigestPeriod::Off)
+            })
             .map(|m| m.address)
             .collect(),
         Err(e) => {
@@ -564,6 +567,9 @@ pub async fn run(
             let n = drain(&s)?;
             if let Err(e) = bounce_maintenance(&s) {
                 tracing::error!(error = %e, "bounce notices could not be checked");
+            }
+            if let Err(e) = crate::digest::run_all(&s, crate::store::now_ms(), false, None) {
+                tracing::error!(error = %e, "digests could not be made");
             }
             Ok::<usize, crate::store::StoreError>(n)
         };

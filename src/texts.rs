@@ -39,6 +39,7 @@ const SHIPPED: &[(&str, &str, &str)] = &[
     shipped!("nl", "owner-summary.txt"),
     shipped!("nl", "bounce-disabled.txt"),
     shipped!("nl", "bounce-owner.txt"),
+    shipped!("nl", "digest.txt"),
     shipped!("nl", "page.html"),
     shipped!("en", "confirm-subscribe.txt"),
     shipped!("en", "confirm-unsubscribe.txt"),
@@ -56,6 +57,7 @@ const SHIPPED: &[(&str, &str, &str)] = &[
     shipped!("en", "owner-summary.txt"),
     shipped!("en", "bounce-disabled.txt"),
     shipped!("en", "bounce-owner.txt"),
+    shipped!("en", "digest.txt"),
     shipped!("en", "page.html"),
 ];
 
@@ -187,6 +189,14 @@ fn common(cfg: &Config, l: &ListConfig, lang: Language) -> BTreeMap<&'static str
     m.insert("base_url", Value::from(cfg.base_url().unwrap_or_default()));
     m.insert("language", Value::from(lang.code()));
     m.insert(
+        "digest_period",
+        Value::from(match l.digest {
+            crate::config::DigestPeriod::Off => "off",
+            crate::config::DigestPeriod::Daily => "daily",
+            crate::config::DigestPeriod::Weekly => "weekly",
+        }),
+    );
+    m.insert(
         "posting",
         Value::from(match l.posting {
             Posting::Members => "members",
@@ -310,7 +320,8 @@ mod tests {
             owners_count => 1, subject => "Vraag", from => "gast@x.be",
             reason => "the sender is not a member", held_id => 7, kind => "joined", via => "mail",
             score => "5.0", status => "5.1.1", notices_left => 2, removal => "01-01-2027 10:00 UTC",
-            received => 6, notices => 3,
+            received => 6, notices => 3, volume => 1, issue => 12, date => "23-11-2026", count => 2,
+            toc => vec![minijinja::context! { n => 1, subject => "Vraag", author => "An" }],
             members_count => 750, joined_count => 1, left_count => 0, show_help => true,
             events => vec![BTreeMap::from([("at", "01-01"), ("kind", "joined"), ("address", "a@b.c"), ("via", "web")])],
             results => vec![
