@@ -68,6 +68,10 @@ pub enum Command {
     },
     QueueList,
     QueueRetry,
+    /// The owner's view of a list: members, settings, posts per month, bounces, held.
+    Stats {
+        list: String,
+    },
     /// Makes and queues every pending digest now (of one list, or all).
     DigestSend {
         #[serde(default)]
@@ -383,6 +387,12 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
             ctx.inbound.wake.notify_one();
             Reply::ok(format!("{n} queued deliveries made due now\n"))
         }
+        Command::Stats { list } => {
+            let Some(l) = ctx.svc.cfg.list(&list) else {
+                return Ok(unknown(&list));
+            };
+            Reply::ok(stats(l, &ctx.svc.store)?)
+        }
         Command::DigestSend { list } => {
             let only = match list.as_deref() {
                 None => None,
@@ -677,6 +687,77 @@ pub fn parse_member_lines(text: &str) -> (Vec<NewMember>, Vec<(usize, String)>) 
         }
     }
     (good, bad)
+}
+
+/// `stats LIST`.
+fn stats(
+    list: &crate::config::ListConfig,
+    store: &crate::store::Store,
+) -> crate::store::Result<String> {
+    use chrono::TimeZone;
+    let now = now_ms();
+    let members = store.members(list.key())?;
+    let count = |f: &dyn Fn(&crate::store::Member) -> bool| members.iter().filter(|m| f(m)).count();
+    let digest = count(&|m| m.digest);
+    let plain = count(&|m| m.digest && m.digest_plain);
+    let vacation = count(&|m| m.on_vacation(now));
+    let until = count(&|m| m.on_vacation(now) && m.nomail_until.is_some());
+    let disabled = count(&|m| m.bounce.as_ref().is_some_and(|b| b.disabled_ms.is_some()));
+    let scored = count(&|m| {
+        m.bounce.as_ref().is_some_and(|b| {
+            b.disabled_ms.is_none() && crate::bounce::current_score(list, b, now) > 0.0
+        })
+    });
+    let bounces: u64 = members
+        .iter()
+        .filter_map(|m| m.bounce.as_ref())
+        .map(|b| u64::from(b.received))
+        .sum();
+    let mut months: std::collections::BTreeMap<String, usize> = Default::default();
+    let posts = store.posts(list.key())?;
+    for p in &posts {
+        let m = list
+            .timezone
+            .timestamp_millis_opt(p.received_ms)
+            .single()
+            .map_or_else(|| "?".to_string(), |d| d.format("%Y-%m").to_string());
+        *months.entry(m).or_default() += 1;
+    }
+    let held = store
+        .held()?
+        .iter()
+        .filter(|h| h.list.eq_ignore_ascii_case(list.key()))
+        .count();
+    let digests = store.digests(list.key())?;
+    let mut out = String::new();
+    let _ = writeln!(out, "{} ({})", list.name, list.address);
+    let _ = writeln!(out, "members:           {}", members.len());
+    let _ = writeln!(out, "  digest:          {digest} ({plain} plain text)");
+    let _ = writeln!(
+        out,
+        "  nomail:          {vacation} ({until} with an end date)"
+    );
+    let _ = writeln!(out, "  bounce-disabled: {disabled}");
+    let _ = writeln!(
+        out,
+        "  bouncing:        {scored} with a score, {bounces} bounces received in all"
+    );
+    let _ = writeln!(out, "held posts:        {held}");
+    let _ = writeln!(
+        out,
+        "digests sent:      {}{}",
+        digests.len(),
+        digests
+            .iter()
+            .max_by_key(|d| (d.volume, d.issue))
+            .map(|d| format!(" (last: vol {}, issue {})", d.volume, d.issue))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(out, "posts:             {}", posts.len());
+    for (m, n) in months {
+        let _ = writeln!(out, "  {m}  {n:>6}");
+    }
+    Ok(out)
 }
 
 /// `members list LIST --bounces`: every member's delivery state and bounce record.

@@ -50,6 +50,9 @@ enum Cmd {
     /// Digests.
     #[command(subcommand)]
     Digest(DigestCmd),
+    /// The owner's view of LIST: members, digest/nomail counts, bounces, held posts, posts
+    /// per month.
+    Stats { list: String },
 }
 
 #[derive(Subcommand)]
@@ -308,6 +311,7 @@ async fn run(cmd: Cmd, cfg: Config) -> i32 {
             (Command::MembersRemove { list, addrs }, Vec::new())
         }
         Cmd::Digest(DigestCmd::Send { list }) => (Command::DigestSend { list }, Vec::new()),
+        Cmd::Stats { list } => (Command::Stats { list }, Vec::new()),
         Cmd::Members(MembersCmd::List { list, bounces }) => {
             (Command::MembersList { list, bounces }, Vec::new())
         }

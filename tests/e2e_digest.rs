@@ -143,7 +143,10 @@ fn thirty_posts_make_one_digest_per_digest_member() {
     let m = mail_parser::MessageParser::default()
         .parse(&pd.data)
         .unwrap();
-    assert!(m.parts.len() == 1 && m.body_text(0).is_some(), "a single text/plain part");
+    assert!(
+        m.parts.len() == 1 && m.body_text(0).is_some(),
+        "a single text/plain part"
+    );
     let body = m.body_text(0).unwrap().replace("\r\n", "\n");
     assert!(body.contains("Message: 30\n"), "{body}");
     assert!(body.contains("Subject: Vraag 29 over leefloon"));
@@ -181,6 +184,23 @@ fn thirty_posts_make_one_digest_per_digest_member() {
             .len(),
         1
     );
+
+    // The owner's view.
+    let out = env.cli(&["stats", "forum"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let month = chrono::Utc::now().format("%Y-%m").to_string();
+    for line in [
+        "members:           6",
+        "digest:          3 (1 plain text)",
+        "nomail:          2 (0 with an end date)",
+        "bounce-disabled: 0",
+        "held posts:        0",
+        "digests sent:      2 (last: vol 1, issue 2)",
+        "posts:             31",
+    ] {
+        assert!(out.stdout.contains(line), "{line:?} not in\n{}", out.stdout);
+    }
+    assert!(out.stdout.contains(&month), "{}", out.stdout);
 }
 
 #[test]
@@ -316,7 +336,10 @@ fn nomail_until_ends_on_time() {
         .unwrap()
         .format("%d-%m-%Y")
         .to_string();
-    assert!(answer.contains(&format!("staat aan tot {until_nl}")), "{answer}");
+    assert!(
+        answer.contains(&format!("staat aan tot {until_nl}")),
+        "{answer}"
+    );
     let out = env.cli(&["members", "list", "forum", "--bounces"]);
     assert!(out.stdout.contains("nomail until"), "{out:?}");
     post_n(&d, &poster, 1, "vandaag");
