@@ -68,6 +68,11 @@ pub enum Command {
     },
     QueueList,
     QueueRetry,
+    /// Forget a member: every trace of the address goes, posts are relabelled or deleted.
+    MembersForget {
+        list: String,
+        addr: String,
+    },
     /// The owner's view of a list: members, settings, posts per month, bounces, held.
     Stats {
         list: String,
@@ -386,6 +391,29 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
             ctx.svc.store.flush_async().await?;
             ctx.inbound.wake.notify_one();
             Reply::ok(format!("{n} queued deliveries made due now\n"))
+        }
+        Command::MembersForget { list, addr } => {
+            let Some(l) = ctx.svc.cfg.list(&list).cloned() else {
+                return Ok(unknown(&list));
+            };
+            let svc = ctx.svc.clone();
+            let r = tokio::task::spawn_blocking(move || crate::forget::run(&svc, &l, &addr))
+                .await
+                .map_err(|e| anyhow::anyhow!("forget task failed: {e}"))
+                .and_then(|r| r);
+            match r {
+                Ok(r) => Reply::ok(format!(
+                    "forgotten: member record {}, {} other records removed, {} stored messages \
+                     relabelled, {} posts deleted; the archive was written anew.\n\
+                     Stop the daemon and run `vraagbaak store compact` to erase the old \
+                     records from the database files too.\n",
+                    if r.member { "removed" } else { "not found" },
+                    r.records,
+                    r.relabelled,
+                    r.posts_deleted
+                )),
+                Err(e) => Reply::fail(EX_TEMPFAIL, format!("forget failed: {e:#}")),
+            }
         }
         Command::Stats { list } => {
             let Some(l) = ctx.svc.cfg.list(&list) else {

@@ -40,6 +40,8 @@ pub enum Cmd {
     Confirm(String),
     Help,
     Info,
+    /// `forget`: remove every trace of the sender's address (confirmed first).
+    Forget,
     SetNomail(bool),
     /// `set nomail until DATE`: vacation that ends by itself at the start of DATE.
     SetNomailUntil(chrono::NaiveDate),
@@ -150,6 +152,15 @@ pub fn parse_line(line: &str) -> LineParse {
             _ => LineParse::Invalid("expected the code from the confirmation mail".into()),
         },
         "help" | "hulp" | "?" => cmd(Cmd::Help, w == "hulp"),
+        "forget" | "vergeet" | "vergeten" => match args {
+            [] => cmd(Cmd::Forget, w != "forget"),
+            [m] if matches!(m.to_lowercase().as_str(), "me" | "mij" | "mijn") => {
+                cmd(Cmd::Forget, w != "forget")
+            }
+            _ => LineParse::Invalid(
+                "forget works only for your own address: send just \"forget\"".into(),
+            ),
+        },
         "info" | "informatie" => cmd(Cmd::Info, w == "informatie"),
         "set" | "instellen" | "zet" => {
             let dutch = w != "set";
@@ -785,6 +796,71 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
+    /// `forget`: a confirmation to the sender's own address (never for another address).
+    fn request_forget(
+        &mut self,
+        requester: &str,
+        hint: Option<Language>,
+    ) -> crate::store::Result<()> {
+        if !self.within(
+            CONFIRM,
+            requester,
+            self.ctx.cfg.commands.max_confirmations_per_address,
+        )? {
+            let mut r = Res::new("rate-limited").addr(requester);
+            r.silent = true;
+            self.results.push(r);
+            return Ok(());
+        }
+        let lang = self.lang_for(requester, hint);
+        let id = self.ctx.store.new_id()?;
+        let expires_ms = self.now + self.ctx.cfg.commands.confirm_expiry.as_millis() as i64;
+        let expires_s = u32::try_from(expires_ms / 1000).unwrap_or(u32::MAX);
+        let token = self
+            .ctx
+            .secret
+            .issue(Kind::Forget, id, expires_s, self.key(), requester);
+        self.changes.push(Change::PutPending {
+            id,
+            pending: Pending {
+                action: "forget".into(),
+                list: self.key().to_string(),
+                address: requester.to_string(),
+                name: None,
+                expires_ms,
+                language: hint,
+                used_ms: None,
+            },
+        });
+        let confirm_address = self.list.sub_address(&format!("confirm+{token}"));
+        let confirm_url = self
+            .ctx
+            .cfg
+            .base_url()
+            .map(|b| format!("{b}/confirm/{token}"));
+        let keeps = self.list.forget_posts == crate::config::ForgetPosts::Keep;
+        let vars = minijinja::context! {
+            address => requester, token, confirm_address => confirm_address.clone(),
+            confirm_url, expires => date_text(expires_ms), keeps_posts => keeps,
+        };
+        if self.send(
+            requester,
+            lang,
+            "confirm-forget",
+            vars,
+            "auto-replied",
+            Some(confirm_address),
+            None,
+            None,
+        ) {
+            self.hit(CONFIRM, requester);
+            let mut r = Res::new("confirm-sent").addr(requester);
+            r.silent = true;
+            self.results.push(r);
+        }
+        Ok(())
+    }
+
     /// Checks a confirmation token; on success returns the pending request and its id.
     pub fn check_pending(
         &self,
@@ -794,7 +870,10 @@ impl<'a> Plan<'a> {
         let Some(t) = Token::parse(text) else {
             return Ok(Err(TokenFail::Forged));
         };
-        if !matches!(t.kind, Kind::Subscribe | Kind::Unsubscribe | Kind::Reenable) {
+        if !matches!(
+            t.kind,
+            Kind::Subscribe | Kind::Unsubscribe | Kind::Reenable | Kind::Forget
+        ) {
             return Ok(Err(TokenFail::Forged));
         }
         let Some(p) = self.ctx.store.pending(t.id)? else {
@@ -823,6 +902,36 @@ impl<'a> Plan<'a> {
         });
         let member = self.is_member(&p.address).unwrap_or(false);
         let lang = self.lang_for(&p.address, p.language);
+        if p.action == "forget" {
+            // Delivery stops now; the rest is done by the pipeline task (see `forget`).
+            self.changes.push(Change::RemoveMember {
+                list: self.key().to_string(),
+                addr: p.address.clone(),
+            });
+            self.changes.push(Change::RequestForget {
+                list: self.key().to_string(),
+                addr: p.address.clone(),
+            });
+            let vars = minijinja::context! { address => p.address.clone() };
+            if self.send(
+                &p.address,
+                lang,
+                "forgotten",
+                vars,
+                "auto-replied",
+                None,
+                re,
+                None,
+            ) {
+                if let Some(m) = self.mail.last_mut() {
+                    m.kind = "forgotten".into();
+                }
+            }
+            let mut r = Res::new("forgotten").addr(&p.address);
+            r.silent = true;
+            self.results.push(r);
+            return;
+        }
         if p.action == "reenable" {
             match self.ctx.store.member(self.key(), &p.address) {
                 Ok(Some(mut m)) => {
@@ -1088,13 +1197,19 @@ pub fn handle<'a>(
         _ => None,
     };
     let lang = plan.lang_for(requester, hint);
-    let (mut show_help, mut show_info) = (false, false);
+    let (mut show_help, mut show_info, mut forget_asked) = (false, false, false);
     for (cmd, line) in cmds {
         match cmd {
             Cmd::Subscribe(t) => {
                 plan.request_change(true, t, requester, mail.name.clone(), hint)?
             }
             Cmd::Unsubscribe(t) => plan.request_change(false, t, requester, None, hint)?,
+            // Once per mail, even when both subject and body say it.
+            Cmd::Forget if forget_asked => {}
+            Cmd::Forget => {
+                forget_asked = true;
+                plan.request_forget(requester, hint)?
+            }
             Cmd::Confirm(t) => match plan.check_pending(&t, true)? {
                 // By mail, the token must come back from the address it was sent to (the
                 // link in the confirmation mail serves forwarded and aliased mailboxes).

@@ -494,6 +494,10 @@ pub struct ListConfig {
     /// A digest goes out early when its posts reach this many bytes (Mailman: 30 KB).
     #[serde(default = "default_digest_max_size")]
     pub digest_max_size: usize,
+    /// When a member is forgotten (`forget`): their posts stay, with a neutral author
+    /// ("keep"), or go ("delete").
+    #[serde(default = "default_forget_posts")]
+    pub forget_posts: ForgetPosts,
     /// DKIM selector for signing list mail with the list domain's key (`vb1`).
     #[serde(default)]
     pub dkim_selector: Option<String>,
@@ -501,6 +505,17 @@ pub struct ListConfig {
     /// `vraagbaak dkim keygen LIST`. Relative to the directory vraagbaak starts in.
     #[serde(default)]
     pub dkim_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForgetPosts {
+    Keep,
+    Delete,
+}
+
+fn default_forget_posts() -> ForgetPosts {
+    ForgetPosts::Keep
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -274,9 +274,12 @@ fn confirm_target<'a>(
     app: &'a App,
     token: &str,
 ) -> crate::store::Result<Option<(&'a ListConfig, Language, &'static str)>> {
-    let Some(t) = Token::parse(token)
-        .filter(|t| matches!(t.kind, Kind::Subscribe | Kind::Unsubscribe | Kind::Reenable))
-    else {
+    let Some(t) = Token::parse(token).filter(|t| {
+        matches!(
+            t.kind,
+            Kind::Subscribe | Kind::Unsubscribe | Kind::Reenable | Kind::Forget
+        )
+    }) else {
         return Ok(None);
     };
     let Some(p) = app.svc.store.pending(t.id)? else {
@@ -288,6 +291,7 @@ fn confirm_target<'a>(
     let which = match t.kind {
         Kind::Subscribe => "confirm-subscribe",
         Kind::Reenable => "confirm-reenable",
+        Kind::Forget => "confirm-forget",
         _ => "confirm-unsubscribe",
     };
     Ok(Some((l, p.language.unwrap_or(l.language), which)))
@@ -333,6 +337,7 @@ async fn confirm_do(State(app): State<Arc<App>>, Path(token): Path<String>) -> R
         Some("already-member") => "subscribed",
         Some("not-member") => "unsubscribed",
         Some("reenabled") => "reenabled",
+        Some("forgotten") => "forgotten",
         _ => which,
     };
     if let Err(r) = apply(&app, plan).await {

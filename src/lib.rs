@@ -17,6 +17,7 @@ pub mod digest;
 pub mod dkim;
 pub mod dmarc;
 pub mod dns;
+pub mod forget;
 pub mod http;
 pub mod inbound;
 pub mod outbound;

@@ -50,9 +50,19 @@ enum Cmd {
     /// Digests.
     #[command(subcommand)]
     Digest(DigestCmd),
+    /// The database itself.
+    #[command(subcommand)]
+    Store(StoreCmd),
     /// The owner's view of LIST: members, digest/nomail counts, bounces, held posts, posts
     /// per month.
     Stats { list: String },
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Rewrite the database into fresh files, so that deleted records (after `members
+    /// forget`) are gone from disk too. Stop the daemon first.
+    Compact,
 }
 
 #[derive(Subcommand)]
@@ -134,6 +144,11 @@ enum MembersCmd {
         #[arg(long)]
         welcome: bool,
     },
+    /// Forget a member (GDPR): the member record, requests, bounce history, queued mail and
+    /// every index keyed by the address go; in stored posts, digests and the archive the
+    /// name and address become a neutral label (`forget_posts = "delete"`: the member's
+    /// posts go).
+    Forget { list: String, addr: String },
     /// Write the members as CSV (address,name,joined,digest,nomail,language) to stdout.
     Export { list: String },
     /// Change a member's setting: `members set LIST ADDR digest on|off|plain|mime`,
@@ -312,6 +327,21 @@ async fn run(cmd: Cmd, cfg: Config) -> i32 {
         }
         Cmd::Digest(DigestCmd::Send { list }) => (Command::DigestSend { list }, Vec::new()),
         Cmd::Stats { list } => (Command::Stats { list }, Vec::new()),
+        Cmd::Members(MembersCmd::Forget { list, addr }) => {
+            (Command::MembersForget { list, addr }, Vec::new())
+        }
+        Cmd::Store(StoreCmd::Compact) => {
+            return match vraagbaak::store::Store::compact(&cfg.db_path()) {
+                Ok(()) => {
+                    println!("database rewritten: {}", cfg.db_path().display());
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EX_TEMPFAIL
+                }
+            };
+        }
         Cmd::Members(MembersCmd::List { list, bounces }) => {
             (Command::MembersList { list, bounces }, Vec::new())
         }

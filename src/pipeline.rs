@@ -571,6 +571,9 @@ pub async fn run(
             if let Err(e) = crate::digest::run_all(&s, crate::store::now_ms(), false, None) {
                 tracing::error!(error = %e, "digests could not be made");
             }
+            if let Err(e) = crate::forget::run_requested(&s) {
+                tracing::error!(error = %format!("{e:#}"), "a forget request failed; retrying");
+            }
             Ok::<usize, crate::store::StoreError>(n)
         };
         match tokio::task::spawn_blocking(pass).await {

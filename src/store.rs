@@ -43,6 +43,8 @@ pub enum StoreError {
     Corrupt { tree: &'static str, msg: String },
     #[error("the database at {path} is in use by another process (is `vraagbaak serve` running?)")]
     Locked { path: String },
+    #[error("{0}")]
+    Io(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -297,6 +299,11 @@ pub enum Change {
         list: String,
         event: MemberEvent,
     },
+    /// A confirmed `forget`: carried out by the pipeline task (see `forget`).
+    RequestForget {
+        list: String,
+        addr: String,
+    },
     /// The daily summary went out: events up to `upto` are removed.
     SummarySent {
         list: String,
@@ -346,6 +353,82 @@ pub struct PostMeta {
     pub from_rewrite: bool,
 }
 
+/// What to forget, and what to put in its place.
+#[derive(Debug, Clone)]
+pub struct Forget {
+    pub addr: String,
+    /// The member's display name as it appears in mail (replaced when 4 characters or more).
+    pub name: Option<String>,
+    pub label_addr: String,
+    pub label_name: String,
+    pub delete_posts: bool,
+}
+
+impl Forget {
+    /// `raw` with every occurrence of the address (any case) and the name replaced; `None`
+    /// when neither occurs.
+    pub fn relabel(&self, raw: &[u8]) -> Option<Vec<u8>> {
+        let mut out = replace_ci(raw, self.addr.as_bytes(), self.label_addr.as_bytes());
+        if let Some(n) = self
+            .name
+            .as_deref()
+            .filter(|n| n.trim().chars().count() >= 4)
+        {
+            out = replace_ci(&out, n.trim().as_bytes(), self.label_name.as_bytes());
+        }
+        (out != raw).then_some(out)
+    }
+
+    /// A post of the forgotten member: its author fields become the label, and the rest
+    /// is relabelled as in [`Forget::relabel`].
+    pub fn relabel_author(&self, raw: &[u8]) -> Vec<u8> {
+        let (fields, body) = crate::compose::split_message(raw);
+        let mut out = Vec::with_capacity(raw.len());
+        for fl in &fields {
+            let n = fl.name.to_ascii_lowercase();
+            if matches!(n.as_str(), "from" | "sender" | "reply-to" | "return-path") {
+                out.extend_from_slice(
+                    format!("{}: {} <{}>\r\n", fl.name, self.label_name, self.label_addr)
+                        .as_bytes(),
+                );
+            } else {
+                out.extend_from_slice(fl.raw);
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
+        self.relabel(&out).unwrap_or(out)
+    }
+}
+
+/// Replaces every ASCII-case-insensitive occurrence of `from` in `hay` by `to`.
+fn replace_ci(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    if from.is_empty() || hay.len() < from.len() {
+        return hay.to_vec();
+    }
+    let mut out = Vec::with_capacity(hay.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if hay.len() - i >= from.len() && hay[i..i + from.len()].eq_ignore_ascii_case(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(hay[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// What [`Store::forget`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForgetReport {
+    pub member: bool,
+    pub records: usize,
+    pub relabelled: usize,
+    pub posts_deleted: usize,
+}
+
 /// Where a list's digests stand (`meta` tree, `digest\0<list>`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DigestState {
@@ -387,6 +470,15 @@ pub fn digest_queue_seq(id: u64, plain: bool) -> u64 {
 /// The digest (id, plain) a queue sequence number stands for; `None` for a post.
 pub fn digest_of_queue_seq(seq: u64) -> Option<(u64, bool)> {
     (seq & DIGEST_SEQ != 0).then_some((seq & (DIGEST_PLAIN_SEQ - 1), seq & DIGEST_PLAIN_SEQ != 0))
+}
+
+fn forget_key(list: &str, addr: &str) -> Vec<u8> {
+    [
+        b"forget\0".as_slice(),
+        list_prefix(list).as_slice(),
+        addr.to_ascii_lowercase().as_bytes(),
+    ]
+    .concat()
 }
 
 fn digest_state_key(list: &str) -> Vec<u8> {
@@ -1304,6 +1396,9 @@ impl Store {
                         Change::SummarySent { list, at_ms, .. } => {
                             meta.insert(summary_key(list), &at_ms.to_be_bytes())?;
                         }
+                        Change::RequestForget { list, addr } => {
+                            meta.insert(forget_key(list, addr), b"".as_slice())?;
+                        }
                     }
                 }
                 for (k, v) in &recs {
@@ -1400,6 +1495,165 @@ impl Store {
             }
             None => 0,
         })
+    }
+
+    // ---- forgetting ----------------------------------------------------------------------
+
+    /// Removes every trace of `addr` from `list`'s data (GDPR art. 17): the member record
+    /// and its one-click id, pending requests, queued and failed deliveries, queued mail to
+    /// the address, rate-limit counters, join/leave events, held posts and quarantined
+    /// mail from or about it; in every stored post, digest and queued mail the address
+    /// (and `name`, when given) becomes `label_addr` / `label_name`, and its own posts get
+    /// `label_name <label_addr>` as author, or are deleted with `delete_posts`. The
+    /// archive's index is derived and must be rebuilt after. Deleted records stay in
+    /// sled's log files until [`Store::compact`].
+    pub fn forget(&self, list: &str, f: &Forget) -> Result<ForgetReport> {
+        let mut r = ForgetReport::default();
+        let addr_lc = f.addr.to_ascii_lowercase();
+        let is = |a: &str| a.eq_ignore_ascii_case(&f.addr);
+        r.member = self.remove_member(list, &f.addr)?;
+        for kv in self.pending.iter() {
+            let (k, v) = kv?;
+            if decode::<Pending>("pending", &v).is_ok_and(|p| is(&p.address)) {
+                self.pending.remove(k)?;
+                r.records += 1;
+            }
+        }
+        for tree in [&self.queue, &self.failures] {
+            for k in tree.iter().keys() {
+                let k = k?;
+                if QueueKey::decode(&k).is_some_and(|q| is(&q.addr)) {
+                    tree.remove(k)?;
+                    r.records += 1;
+                }
+            }
+        }
+        for k in self.ratelimit.iter().keys() {
+            let k = k?;
+            if k.ends_with(addr_lc.as_bytes()) {
+                self.ratelimit.remove(k)?;
+                r.records += 1;
+            }
+        }
+        for kv in self.events.iter() {
+            let (k, v) = kv?;
+            if decode::<MemberEvent>("events", &v).is_ok_and(|e| is(&e.address)) {
+                self.events.remove(k)?;
+                r.records += 1;
+            }
+        }
+        // Mail waiting to go out: to the address, gone; about it, relabelled.
+        for kv in self.outmail.iter() {
+            let (k, v) = kv?;
+            let (mut m, raw) = decode_with_raw::<OutMail>("outmail", &v)?;
+            if m.kind == "forgotten" {
+                // The last word to the member: that they are forgotten.
+                continue;
+            }
+            if m.rcpts.iter().any(|a| is(a)) {
+                self.outmail.remove(k)?;
+                r.records += 1;
+            } else if let Some(new) = f.relabel(&raw) {
+                m.raw = Vec::new();
+                self.outmail.insert(k, encode_with_raw(&m, &new))?;
+                r.relabelled += 1;
+            }
+        }
+        for kv in self.held.iter() {
+            let (k, v) = kv?;
+            let (h, raw) = decode_with_raw::<Held>("held", &v)?;
+            if is(&h.from_addr) || f.relabel(&raw).is_some() {
+                self.held.remove(k)?;
+                r.records += 1;
+            }
+        }
+        for tree in [&self.quarantine, &self.spool] {
+            for kv in tree.iter() {
+                let (k, v) = kv?;
+                if f.relabel(&v).is_some() {
+                    tree.remove(k)?;
+                    r.records += 1;
+                }
+            }
+        }
+        for kv in self.posts.scan_prefix(list_prefix(list)) {
+            let (k, v) = kv?;
+            let mut meta: PostMeta = decode("posts", &v)?;
+            let own = is(&meta.from_addr);
+            if own && f.delete_posts {
+                self.posts.remove(&k)?;
+                self.raw.remove(&k)?;
+                self.msgid.remove(msgid_key(list, &meta.message_id))?;
+                r.posts_deleted += 1;
+                continue;
+            }
+            if own {
+                meta.from_addr = f.label_addr.clone();
+                meta.from_name = Some(f.label_name.clone());
+                self.posts.insert(&k, encode(&meta))?;
+            }
+            if let Some(raw) = self.raw.get(&k)? {
+                let new = if own {
+                    Some(f.relabel_author(&raw))
+                } else {
+                    f.relabel(&raw)
+                };
+                if let Some(new) = new {
+                    self.raw.insert(&k, new)?;
+                    r.relabelled += 1;
+                }
+            }
+        }
+        for kv in self.digests.scan_prefix(list_prefix(list)) {
+            let (k, v) = kv?;
+            if k.last() != Some(&b'm') {
+                if let Some(new) = f.relabel(&v) {
+                    self.digests.insert(k, new)?;
+                    r.relabelled += 1;
+                }
+            }
+        }
+        self.flush()?;
+        Ok(r)
+    }
+
+    /// Forget requests confirmed by mail or on the web, not yet carried out: (list, addr).
+    pub fn forget_requests(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for k in self.meta.scan_prefix(b"forget\0").keys() {
+            let k = k?;
+            let rest = String::from_utf8_lossy(&k[b"forget\0".len()..]).into_owned();
+            if let Some((l, a)) = rest.split_once('\0') {
+                out.push((l.to_string(), a.to_string()));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn forget_request_done(&self, list: &str, addr: &str) -> Result<()> {
+        self.meta.remove(forget_key(list, addr))?;
+        self.flush()
+    }
+
+    /// Rewrites the whole database into a fresh one and puts it in place of the old, so
+    /// that nothing deleted survives in sled's log files (sled reclaims space only
+    /// eventually). Needs the store closed by everyone else (the daemon stopped).
+    pub fn compact(path: &Path) -> Result<()> {
+        let tmp = path.with_extension("compact");
+        let old = path.with_extension("old");
+        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = std::fs::remove_dir_all(&old);
+        {
+            let from = Store::open(path)?;
+            let to = sled::Config::new().path(&tmp).open()?;
+            to.import(from.db.export());
+            to.flush()?;
+        }
+        let io = |what: &str, e: std::io::Error| StoreError::Io(format!("compaction: {what}: {e}"));
+        std::fs::rename(path, &old).map_err(|e| io("moving the old database aside", e))?;
+        std::fs::rename(&tmp, path).map_err(|e| io("putting the new database in place", e))?;
+        std::fs::remove_dir_all(&old).map_err(|e| io("removing the old database", e))?;
+        Ok(())
     }
 
     // ---- digests -----------------------------------------------------------------------

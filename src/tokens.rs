@@ -32,6 +32,8 @@ pub enum Kind {
     OneClick,
     /// Turns delivery back on for a member disabled by bounces (a pending record).
     Reenable,
+    /// Confirms a request to be forgotten (a pending record).
+    Forget,
 }
 
 impl Kind {
@@ -42,6 +44,7 @@ impl Kind {
             Kind::Moderate => 3,
             Kind::OneClick => 4,
             Kind::Reenable => 5,
+            Kind::Forget => 6,
         }
     }
     fn from_byte(b: u8) -> Option<Kind> {
@@ -51,6 +54,7 @@ impl Kind {
             3 => Kind::Moderate,
             4 => Kind::OneClick,
             5 => Kind::Reenable,
+            6 => Kind::Forget,
             _ => return None,
         })
     }

@@ -352,6 +352,20 @@ impl Archive {
         Ok(stats)
     }
 
+    /// Writes the list's archive anew: the old folder removed, the thread index and every
+    /// file made again from the store (after posts were relabelled or deleted, so that no
+    /// page, download or search file keeps what was there). Thread ids come out the same.
+    pub fn rewrite(&self, list: &ListConfig) -> anyhow::Result<Stats> {
+        let Some(site) = self.site(list) else {
+            return Ok(Stats::default());
+        };
+        if site.dir.exists() {
+            std::fs::remove_dir_all(&site.dir)
+                .map_err(|e| anyhow::anyhow!("cannot remove {}: {e}", site.dir.display()))?;
+        }
+        self.rebuild_inner(&site, true)
+    }
+
     /// Renders everything from the store. With `reindex`, the thread index is first
     /// recomputed from the posts in seq order, which gives the same thread ids (and URLs)
     /// as the incremental updates did.
