@@ -42,6 +42,8 @@ pub enum Cmd {
     Info,
     /// `forget`: remove every trace of the sender's address (confirmed first).
     Forget,
+    /// `archive`: a one-time login link for the members-only archive.
+    Archive,
     SetNomail(bool),
     /// `set nomail until DATE`: vacation that ends by itself at the start of DATE.
     SetNomailUntil(chrono::NaiveDate),
@@ -152,6 +154,7 @@ pub fn parse_line(line: &str) -> LineParse {
             _ => LineParse::Invalid("expected the code from the confirmation mail".into()),
         },
         "help" | "hulp" | "?" => cmd(Cmd::Help, w == "hulp"),
+        "archive" | "archief" if args.is_empty() => cmd(Cmd::Archive, w == "archief"),
         "forget" | "vergeet" | "vergeten" => match args {
             [] => cmd(Cmd::Forget, w != "forget"),
             [m] if matches!(m.to_lowercase().as_str(), "me" | "mij" | "mijn") => {
@@ -482,7 +485,7 @@ impl<'a> Plan<'a> {
         format!("{b}:{}", self.key())
     }
 
-    fn is_member(&self, addr: &str) -> crate::store::Result<bool> {
+    pub fn is_member(&self, addr: &str) -> crate::store::Result<bool> {
         let lc = addr.to_lowercase();
         if self.joined.contains(&lc) {
             return Ok(true);
@@ -791,6 +794,67 @@ impl<'a> Plan<'a> {
             }
             let mut r = Res::new("confirm-sent").addr(&target);
             r.silent = own;
+            self.results.push(r);
+        }
+        Ok(())
+    }
+
+    /// A one-time login link to the members-only archive, mailed to `member` (who must be
+    /// one: the caller checks, and answers a non-member the same way on the web).
+    pub fn archive_login(&mut self, member: &str) -> crate::store::Result<()> {
+        if !self.within(
+            CONFIRM,
+            member,
+            self.ctx.cfg.commands.max_confirmations_per_address,
+        )? {
+            tracing::info!(list = %self.list.local(), "login link limit reached; nothing sent");
+            return Ok(());
+        }
+        let Some(base) = self.ctx.cfg.base_url() else {
+            self.results
+                .push(Res::new("invalid").reason("this server has no web address for the archive"));
+            return Ok(());
+        };
+        let id = self.ctx.store.new_id()?;
+        // One hour, and once.
+        let expires_ms = self.now + 3_600_000;
+        let expires_s = u32::try_from(expires_ms / 1000).unwrap_or(u32::MAX);
+        let token = self
+            .ctx
+            .secret
+            .issue(Kind::Login, id, expires_s, self.key(), member);
+        self.changes.push(Change::PutPending {
+            id,
+            pending: Pending {
+                action: "login".into(),
+                list: self.key().to_string(),
+                address: member.to_string(),
+                name: None,
+                expires_ms,
+                language: None,
+                used_ms: None,
+            },
+        });
+        let lang = self.lang_for(member, None);
+        let vars = minijinja::context! {
+            address => member,
+            login_url => format!("{base}/login/{}/{token}", self.list.local()),
+            expires => date_text(expires_ms),
+            days => self.list.archive_session_days,
+        };
+        if self.send(
+            member,
+            lang,
+            "archive-login",
+            vars,
+            "auto-replied",
+            None,
+            None,
+            None,
+        ) {
+            self.hit(CONFIRM, member);
+            let mut r = Res::new("login-sent").addr(member);
+            r.silent = true;
             self.results.push(r);
         }
         Ok(())
@@ -1204,6 +1268,13 @@ pub fn handle<'a>(
                 plan.request_change(true, t, requester, mail.name.clone(), hint)?
             }
             Cmd::Unsubscribe(t) => plan.request_change(false, t, requester, None, hint)?,
+            Cmd::Archive => {
+                if plan.is_member(requester)? {
+                    plan.archive_login(requester)?;
+                } else {
+                    plan.results.push(Res::new("not-member-set"));
+                }
+            }
             // Once per mail, even when both subject and body say it.
             Cmd::Forget if forget_asked => {}
             Cmd::Forget => {

@@ -494,6 +494,9 @@ pub struct ListConfig {
     /// A digest goes out early when its posts reach this many bytes (Mailman: 30 KB).
     #[serde(default = "default_digest_max_size")]
     pub digest_max_size: usize,
+    /// How long a members-only archive login lasts (the session cookie), in days.
+    #[serde(default = "default_session_days")]
+    pub archive_session_days: u32,
     /// When a member is forgotten (`forget`): their posts stay, with a neutral author
     /// ("keep"), or go ("delete").
     #[serde(default = "default_forget_posts")]
@@ -512,6 +515,10 @@ pub struct ListConfig {
 pub enum ForgetPosts {
     Keep,
     Delete,
+}
+
+fn default_session_days() -> u32 {
+    30
 }
 
 fn default_forget_posts() -> ForgetPosts {

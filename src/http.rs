@@ -7,6 +7,13 @@
 //! - `GET /confirm/TOKEN` shows a page with a button; `POST /confirm/TOKEN` confirms.
 //! - `GET /archive/<list>/...` serves the public archives (`[archive] dir`), with downloads
 //!   always as attachments.
+//! - `GET /members/<list>/...` serves a members-only archive (`archive = "private"`) to
+//!   holders of a session cookie, anyone else is sent to `GET /login/<list>`: a form for an
+//!   address. `POST /login/<list>` mails a one-time link to that address if it is a member
+//!   and answers the same page either way; `GET /login/<list>/TOKEN` shows a button,
+//!   `POST` uses the link (once, within the hour) and sets the cookie (HttpOnly,
+//!   SameSite=Lax, `Secure` behind https, valid `archive_session_days`, bound to the
+//!   member: leaving or being forgotten ends it).
 //!
 //! Pages come from `page.html` in the list's (or member's) language, need no JavaScript,
 //! load nothing from elsewhere, and never show who is on a list. Tokens are in the path, so
@@ -43,6 +50,11 @@ pub async fn serve(
         .route("/", get(index))
         .route("/u/{token}", get(unsubscribe_ask).post(unsubscribe_do))
         .route("/confirm/{token}", get(confirm_ask).post(confirm_do))
+        .route("/login/{list}", get(login_form).post(login_send))
+        .route("/login/{list}/{token}", get(login_ask).post(login_do))
+        .route("/members/{list}", get(members_root))
+        .route("/members/{list}/", get(members_file))
+        .route("/members/{list}/{*path}", get(members_file))
         .nest_service(
             "/archive",
             tower_http::services::ServeDir::new(archive_root)
@@ -63,7 +75,7 @@ pub async fn serve(
 async fn archive_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let path = req.uri().path().to_string();
     let mut r = next.run(req).await;
-    if !path.starts_with("/archive/") {
+    if !path.starts_with("/archive/") && !path.starts_with("/members/") {
         return r;
     }
     let h = r.headers_mut();
@@ -345,4 +357,267 @@ async fn confirm_do(State(app): State<Arc<App>>, Path(token): Path<String>) -> R
     }
     tracing::info!(list = %list.local(), result = done, "request confirmed on the web");
     page(&app, Some(list), lang, StatusCode::OK, done, None)
+}
+
+// ---- members-only archives ---------------------------------------------------------------
+
+/// The list `name` when its archive is members-only.
+fn private_list<'a>(app: &'a App, name: &str) -> Option<&'a ListConfig> {
+    app.svc
+        .cfg
+        .list(name)
+        .filter(|l| l.archive == crate::config::ArchiveMode::Private)
+}
+
+fn cookie_name(list: &ListConfig) -> String {
+    format!(
+        "vb_{}",
+        list.local()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    )
+}
+
+/// The member a request's session cookie is for, when valid now.
+fn session_member(app: &App, list: &ListConfig, headers: &axum::http::HeaderMap) -> Option<u64> {
+    let name = cookie_name(list);
+    let value = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())?;
+    let t = Token::parse(&value).filter(|t| t.kind == Kind::Session)?;
+    if t.expired(crate::store::now_ms()) {
+        return None;
+    }
+    let (l, m) = app.svc.store.member_by_uid(t.id).ok()??;
+    (l.eq_ignore_ascii_case(list.key()) && app.svc.secret.verify(&t, list.key(), &m.address))
+        .then_some(t.id)
+}
+
+fn redirect(to: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn members_root(State(app): State<Arc<App>>, Path(list): Path<String>) -> Response {
+    match private_list(&app, &list) {
+        Some(l) => redirect(&format!("/members/{}/", l.local())),
+        None => not_found(State(app)).await,
+    }
+}
+
+async fn members_file(
+    State(app): State<Arc<App>>,
+    Path(params): Path<Vec<(String, String)>>,
+    req: axum::extract::Request,
+) -> Response {
+    use tower::ServiceExt;
+    let list = params
+        .iter()
+        .find(|(k, _)| k == "list")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let rest = params
+        .iter()
+        .find(|(k, _)| k == "path")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let Some(l) = private_list(&app, &list) else {
+        return not_found(State(app)).await;
+    };
+    if session_member(&app, l, req.headers()).is_none() {
+        return redirect(&format!("/login/{}", l.local()));
+    }
+    let Some(dir) = app.svc.cfg.list_archive_dir(l) else {
+        return not_found(State(app)).await;
+    };
+    // The file below the list's private folder; ServeDir refuses `..` and the like.
+    let uri = format!("/{rest}");
+    let Ok(uri) = uri.parse::<axum::http::Uri>() else {
+        return not_found(State(app)).await;
+    };
+    let (mut parts, body) = req.into_parts();
+    parts.uri = uri;
+    let sub = axum::extract::Request::from_parts(parts, body);
+    let serve = tower_http::services::ServeDir::new(dir).append_index_html_on_directories(true);
+    match serve.oneshot(sub).await {
+        Ok(r) => {
+            let mut r = r.map(axum::body::Body::new).into_response();
+            // Members' pages are nobody else's: never in a shared cache.
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, no-store"),
+            );
+            r
+        }
+        Err(e) => error_page(&app, e),
+    }
+}
+
+async fn login_form(State(app): State<Arc<App>>, Path(list): Path<String>) -> Response {
+    let Some(l) = private_list(&app, &list) else {
+        return not_found(State(app)).await;
+    };
+    page(
+        &app,
+        Some(l),
+        l.language,
+        StatusCode::OK,
+        "login",
+        Some(&format!("/login/{}", l.local())),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    address: String,
+}
+
+/// Mails a login link when the address is a member; the page is the same either way, and
+/// so is the time it takes to answer (the mail is queued, not sent, here).
+async fn login_send(
+    State(app): State<Arc<App>>,
+    Path(list): Path<String>,
+    axum::Form(form): axum::Form<LoginForm>,
+) -> Response {
+    let Some(l) = private_list(&app, &list) else {
+        return not_found(State(app)).await;
+    };
+    let addr = form.address.trim().to_string();
+    if crate::config::valid_address(&addr) {
+        let mut plan = Plan::new(app.svc.ctx(), l);
+        match plan.is_member(&addr) {
+            Ok(true) => {
+                if let Err(e) = plan.archive_login(&addr) {
+                    return error_page(&app, e);
+                }
+                if let Err(r) = apply(&app, plan).await {
+                    return r;
+                }
+            }
+            Ok(false) => {}
+            Err(e) => return error_page(&app, e),
+        }
+    }
+    page(
+        &app,
+        Some(l),
+        l.language,
+        StatusCode::OK,
+        "login-sent",
+        None,
+    )
+}
+
+/// The pending login a token names, when still usable.
+fn login_pending(
+    app: &App,
+    l: &ListConfig,
+    token: &str,
+) -> Result<(u64, crate::store::Pending), TokenFail> {
+    let t = Token::parse(token)
+        .filter(|t| t.kind == Kind::Login)
+        .ok_or(TokenFail::Forged)?;
+    let p = app
+        .svc
+        .store
+        .pending(t.id)
+        .ok()
+        .flatten()
+        .filter(|p| p.action == "login")
+        .ok_or(TokenFail::Forged)?;
+    if !p.list.eq_ignore_ascii_case(l.key()) || !app.svc.secret.verify(&t, &p.list, &p.address) {
+        return Err(TokenFail::Forged);
+    }
+    if p.used_ms.is_some() {
+        return Err(TokenFail::Used);
+    }
+    let now = crate::store::now_ms();
+    if t.expired(now) || p.expires_ms < now {
+        return Err(TokenFail::Expired);
+    }
+    Ok((t.id, p))
+}
+
+async fn login_ask(
+    State(app): State<Arc<App>>,
+    Path((list, token)): Path<(String, String)>,
+) -> Response {
+    let Some(l) = private_list(&app, &list) else {
+        return not_found(State(app)).await;
+    };
+    match login_pending(&app, l, &token) {
+        Ok(_) => page(
+            &app,
+            Some(l),
+            l.language,
+            StatusCode::OK,
+            "login-confirm",
+            Some(&format!("/login/{}/{token}", l.local())),
+        ),
+        Err(f) => fail_page(&app, Some(l), l.language, f),
+    }
+}
+
+async fn login_do(
+    State(app): State<Arc<App>>,
+    Path((list, token)): Path<(String, String)>,
+) -> Response {
+    let Some(l) = private_list(&app, &list) else {
+        return not_found(State(app)).await;
+    };
+    let (id, p) = match login_pending(&app, l, &token) {
+        Ok(x) => x,
+        Err(f) => return fail_page(&app, Some(l), l.language, f),
+    };
+    let member = match app.svc.store.member(l.key(), &p.address) {
+        Ok(Some(m)) if m.uid != 0 => m,
+        Ok(_) => return fail_page(&app, Some(l), l.language, TokenFail::NotMember),
+        Err(e) => return error_page(&app, e),
+    };
+    let mut plan = Plan::new(app.svc.ctx(), l);
+    plan.changes.push(crate::store::Change::UsePending {
+        id,
+        at_ms: crate::store::now_ms(),
+    });
+    if let Err(r) = apply(&app, plan).await {
+        return r;
+    }
+    let days = i64::from(l.archive_session_days.max(1));
+    let expires_ms = crate::store::now_ms() + days * 86_400_000;
+    let expires_s = u32::try_from(expires_ms / 1000).unwrap_or(u32::MAX);
+    let session = app.svc.secret.issue(
+        Kind::Session,
+        member.uid,
+        expires_s,
+        l.key(),
+        &member.address,
+    );
+    let secure = app
+        .svc
+        .cfg
+        .base_url()
+        .is_some_and(|u| u.starts_with("https://"));
+    let cookie = format!(
+        "{}={session}; Path=/members/{}/; Max-Age={}; HttpOnly; SameSite=Lax{}",
+        cookie_name(l),
+        l.local(),
+        days * 86_400,
+        if secure { "; Secure" } else { "" }
+    );
+    tracing::info!(list = %l.local(), "member logged in to the archive");
+    let mut r = redirect(&format!("/members/{}/", l.local()));
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
 }

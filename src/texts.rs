@@ -42,6 +42,7 @@ const SHIPPED: &[(&str, &str, &str)] = &[
     shipped!("nl", "digest.txt"),
     shipped!("nl", "confirm-forget.txt"),
     shipped!("nl", "forgotten.txt"),
+    shipped!("nl", "archive-login.txt"),
     shipped!("nl", "page.html"),
     shipped!("en", "confirm-subscribe.txt"),
     shipped!("en", "confirm-unsubscribe.txt"),
@@ -62,6 +63,7 @@ const SHIPPED: &[(&str, &str, &str)] = &[
     shipped!("en", "digest.txt"),
     shipped!("en", "confirm-forget.txt"),
     shipped!("en", "forgotten.txt"),
+    shipped!("en", "archive-login.txt"),
     shipped!("en", "page.html"),
 ];
 
@@ -324,7 +326,8 @@ mod tests {
             owners_count => 1, subject => "Vraag", from => "gast@x.be",
             reason => "the sender is not a member", held_id => 7, kind => "joined", via => "mail",
             score => "5.0", status => "5.1.1", notices_left => 2, removal => "01-01-2027 10:00 UTC",
-            received => 6, notices => 3, keeps_posts => true, volume => 1, issue => 12, date => "23-11-2026", count => 2,
+            received => 6, notices => 3, keeps_posts => true, days => 30,
+            login_url => "https://lists.example.org/login/forum/t", volume => 1, issue => 12, date => "23-11-2026", count => 2,
             toc => vec![minijinja::context! { n => 1, subject => "Vraag", author => "An" }],
             members_count => 750, joined_count => 1, left_count => 0, show_help => true,
             events => vec![BTreeMap::from([("at", "01-01"), ("kind", "joined"), ("address", "a@b.c"), ("via", "web")])],

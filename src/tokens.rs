@@ -34,6 +34,10 @@ pub enum Kind {
     Reenable,
     /// Confirms a request to be forgotten (a pending record).
     Forget,
+    /// A one-time link that logs a member in to a members-only archive (a pending record).
+    Login,
+    /// A members-only archive session (the cookie; the member record, by its uid).
+    Session,
 }
 
 impl Kind {
@@ -45,6 +49,8 @@ impl Kind {
             Kind::OneClick => 4,
             Kind::Reenable => 5,
             Kind::Forget => 6,
+            Kind::Login => 7,
+            Kind::Session => 8,
         }
     }
     fn from_byte(b: u8) -> Option<Kind> {
@@ -55,6 +61,8 @@ impl Kind {
             4 => Kind::OneClick,
             5 => Kind::Reenable,
             6 => Kind::Forget,
+            7 => Kind::Login,
+            8 => Kind::Session,
             _ => return None,
         })
     }

@@ -84,46 +84,23 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
     v
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn archive_in_headless_chromium_runs_nothing_from_mail_and_finds_words() {
-    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have {CHROMIUM} and {CHROMEDRIVER} (.ci/run installs them)"
-        );
-        eprintln!("skipped: {CHROMIUM} or {CHROMEDRIVER} not installed (apt-get install chromium chromium-driver)");
-        return;
+/// Whether Chromium and ChromeDriver are here; under CI their absence is a failure.
+fn browser_available() -> bool {
+    if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
+        return true;
     }
-    let (trap_port, trap_hits) = trap();
-    let mut env = TestEnv::new(
-        free_port(),
-        Opts {
-            http: true,
-            posting: "open",
-            list_extra: "archive = \"public\"\n".into(),
-            ..Opts::default()
-        },
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must have {CHROMIUM} and {CHROMEDRIVER} (.ci/run installs them)"
     );
-    let mut mbox = Vec::new();
-    let mut msgs = hostile_messages(trap_port);
-    msgs.push(known_message());
-    for m in &msgs {
-        vraagbaak::archive::mbox::append(&mut mbox, m, 1_793_000_000_000);
-    }
-    let file = env.path().join("browser.mbox");
-    std::fs::write(&file, mbox).expect("write mbox");
-    let out = env.cli(&[
-        "archive",
-        "import-mbox",
-        "forum",
-        file.to_str().expect("path"),
-    ]);
-    assert_eq!(out.code, Some(0), "{out:?}");
-    let _daemon = Daemon::start(&mut env);
-    let base = format!("http://127.0.0.1:{}/archive/forum/", env.http_port);
+    eprintln!("skipped: {CHROMIUM} or {CHROMEDRIVER} not installed (apt-get install chromium chromium-driver)");
+    false
+}
 
+/// ChromeDriver with a headless Chromium session on a fresh profile.
+async fn browser() -> (std::process::Child, tempfile::TempDir, fantoccini::Client) {
     let wd_port = free_port();
-    let mut driver = Command::new(CHROMEDRIVER)
+    let driver = Command::new(CHROMEDRIVER)
         .arg(format!("--port={wd_port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -159,6 +136,43 @@ async fn archive_in_headless_chromium_runs_nothing_from_mail_and_finds_words() {
         .connect(&format!("http://127.0.0.1:{wd_port}"))
         .await
         .expect("WebDriver session");
+    (driver, profile, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_in_headless_chromium_runs_nothing_from_mail_and_finds_words() {
+    if !browser_available() {
+        return;
+    }
+    let (trap_port, trap_hits) = trap();
+    let mut env = TestEnv::new(
+        free_port(),
+        Opts {
+            http: true,
+            posting: "open",
+            list_extra: "archive = \"public\"\n".into(),
+            ..Opts::default()
+        },
+    );
+    let mut mbox = Vec::new();
+    let mut msgs = hostile_messages(trap_port);
+    msgs.push(known_message());
+    for m in &msgs {
+        vraagbaak::archive::mbox::append(&mut mbox, m, 1_793_000_000_000);
+    }
+    let file = env.path().join("browser.mbox");
+    std::fs::write(&file, mbox).expect("write mbox");
+    let out = env.cli(&[
+        "archive",
+        "import-mbox",
+        "forum",
+        file.to_str().expect("path"),
+    ]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let _daemon = Daemon::start(&mut env);
+    let base = format!("http://127.0.0.1:{}/archive/forum/", env.http_port);
+
+    let (mut driver, _profile, client) = browser().await;
 
     let site = env.data_dir.join("archive/forum");
     let mut pages = vec![
@@ -249,4 +263,194 @@ async fn archive_in_headless_chromium_runs_nothing_from_mail_and_finds_words() {
         0,
         "the browser connected to a URL from a mail"
     );
+}
+
+/// The login link in the last mail the sink got for `rcpt`.
+fn login_link(sink: &Sink, rcpt: &str) -> String {
+    let m = sink
+        .messages()
+        .into_iter()
+        .rfind(|m| m.rcpt == rcpt)
+        .expect("a mail with the link");
+    let text = mail_parser::MessageParser::default()
+        .parse(&m.data)
+        .and_then(|p| p.body_text(0).map(|t| t.into_owned()))
+        .unwrap_or_default();
+    let start = text.find("http://").expect("a link");
+    text[start..]
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn members_only_archive_opens_with_a_mailed_one_time_link() {
+    if !browser_available() {
+        return;
+    }
+    // The sink runs its own runtime: made and dropped outside the browser's.
+    let sink = Sink::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(members_only(&sink));
+}
+
+async fn members_only(sink: &Sink) {
+    let mut env = TestEnv::new(
+        sink.port,
+        Opts {
+            http: true,
+            list_extra: "archive = \"private\"\n".into(),
+            ..Opts::default()
+        },
+    );
+    let (member_addr, stranger) = (member(1), "buiten@example.com".to_string());
+    env.add_members(&[member_addr.clone(), member(2)]);
+    let d = Daemon::start(&mut env);
+    let post_raw = message(
+        &member_addr,
+        "Dossier over leefloon",
+        "priv-1@ocmw.be",
+        "Vertrouwelijk.",
+    );
+    assert_eq!(post(d.port, &member_addr, LIST, &post_raw), 250);
+    let site = env.data_dir.join("archive-private/forum");
+    assert!(wait_until(WAIT, || site.join("index.html").exists()));
+    let base = format!("http://127.0.0.1:{}", env.http_port);
+    let mut pages = vec![
+        format!("{base}/members/forum/"),
+        format!("{base}/members/forum/index.html"),
+    ];
+    for f in files(&site.join("t")) {
+        let name = f.file_name().expect("name").to_string_lossy().to_string();
+        pages.push(format!("{base}/members/forum/t/{name}"));
+    }
+    // Also a path that tries to climb out of the folder.
+    pages.push(format!("{base}/members/forum/..%2f..%2fsecret.key"));
+
+    let (mut driver, _profile, client) = browser().await;
+    // A non-member sees no page of the archive, only the login form.
+    for url in &pages {
+        client.goto(url).await.expect("goto");
+        let src = client.source().await.expect("source");
+        assert!(
+            !src.contains("Dossier over leefloon"),
+            "{url} shown without login"
+        );
+        assert!(
+            src.contains("name=\"address\""),
+            "{url}: not the login form: {src}"
+        );
+    }
+    // The form answers a stranger and a member alike; only the member gets a link.
+    let mut answers = Vec::new();
+    for who in [&stranger, &member_addr] {
+        client
+            .goto(&format!("{base}/login/forum"))
+            .await
+            .expect("login page");
+        let input = client
+            .find(Locator::Css("input[name=address]"))
+            .await
+            .expect("input");
+        input.send_keys(who).await.expect("type");
+        client
+            .find(Locator::Css("button[type=submit]"))
+            .await
+            .expect("button")
+            .click()
+            .await
+            .expect("click");
+        // The answer page (a new document, not the form we came from).
+        let h1 = client
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::XPath("//h1[not(contains(., 'archive'))]"))
+            .await
+            .expect("an answer page");
+        let _ = h1;
+        answers.push(
+            client
+                .find(Locator::Css("body"))
+                .await
+                .expect("body")
+                .text()
+                .await
+                .expect("text"),
+        );
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "the page tells nothing about membership"
+    );
+    assert!(wait_until(WAIT, || sink.count_for(&member_addr) == 2));
+    assert_eq!(sink.count_for(&stranger), 0);
+    let link = login_link(sink, &member_addr);
+    assert!(link.starts_with(&format!("{base}/login/forum/")), "{link}");
+
+    // The member follows the link: one button, then the archive.
+    client.goto(&link).await.expect("open link");
+    client
+        .find(Locator::Css("button[type=submit]"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("click");
+    let found = client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::XPath(
+            "//*[contains(text(), 'Dossier over leefloon')]",
+        ))
+        .await;
+    let src = client.source().await.expect("source");
+    assert!(found.is_ok(), "not in the archive: {src}");
+    assert_eq!(
+        client.current_url().await.expect("url").as_str(),
+        format!("{base}/members/forum/")
+    );
+    for url in &pages[..pages.len() - 1] {
+        client.goto(url).await.expect("goto");
+        assert!(
+            !client
+                .source()
+                .await
+                .expect("source")
+                .contains("name=\"address\""),
+            "{url}: still the login form"
+        );
+    }
+    // The cookie cannot be read by scripts.
+    let v = client
+        .execute("return document.cookie;", vec![])
+        .await
+        .expect("execute");
+    assert_eq!(v, "", "the session cookie is HttpOnly");
+
+    // The link works once: in a fresh browser, it opens nothing.
+    client.close().await.expect("close");
+    let _ = driver.kill();
+    let _ = driver.wait();
+    let (mut driver, _profile2, client) = browser().await;
+    client.goto(&link).await.expect("open link again");
+    let src = client.source().await.expect("source");
+    assert!(
+        !src.contains("button type=\"submit\""),
+        "a used link offers a login: {src}"
+    );
+    client.goto(&pages[0]).await.expect("goto");
+    assert!(client
+        .source()
+        .await
+        .expect("source")
+        .contains("name=\"address\""));
+    client.close().await.expect("close");
+    let _ = driver.kill();
+    let _ = driver.wait();
+    drop(d);
 }

@@ -633,3 +633,43 @@ Message-ID: <auto1@ocmw.be>\r\n\r\nsubscribe\r\n"
     assert_eq!(mails_for(&sink, p).len(), 1);
     assert!(members(&env).is_empty());
 }
+
+#[test]
+fn archive_command_mails_a_login_link_to_members_only() {
+    let (sink, env, d) = start(Opts {
+        http: true,
+        ..Opts::default()
+    });
+    let (m, stranger) = (member(1), "buiten@example.com");
+    env.add_members(std::slice::from_ref(&m));
+    send(
+        d.port,
+        &m,
+        "forum-request@lists.example.org",
+        "archive",
+        "archive",
+    );
+    let mail = wait_mails(&sink, &m, 1);
+    let body = text(&mail[0].data);
+    let start = body.find("/login/forum/").expect("a login link");
+    let path: String = body[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    let (status, page) = http(env.http_port, "GET", &path, "");
+    assert_eq!(status, 200, "{page}");
+    let (status, _) = http(env.http_port, "POST", &path, "");
+    assert_eq!(status, 303, "the link logs in and redirects to the archive");
+    let (status, _) = http(env.http_port, "POST", &path, "");
+    assert_eq!(status, 410, "once");
+    // A stranger asking by mail is told they are not a member, and gets no link.
+    send(
+        d.port,
+        stranger,
+        "forum-request@lists.example.org",
+        "archive",
+        "archive",
+    );
+    let mail = wait_mails(&sink, stranger, 1);
+    assert!(!text(&mail[0].data).contains("/login/"));
+}
