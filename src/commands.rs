@@ -799,6 +799,33 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
+    /// A pending request for `addr` and the token that confirms it.
+    fn pending_token(
+        &mut self,
+        kind: Kind,
+        action: &str,
+        addr: &str,
+        expires_ms: i64,
+        language: Option<Language>,
+    ) -> crate::store::Result<String> {
+        let id = self.ctx.store.new_id()?;
+        let expires_s = u32::try_from(expires_ms / 1000).unwrap_or(u32::MAX);
+        let token = self.ctx.secret.issue(kind, id, expires_s, self.key(), addr);
+        self.changes.push(Change::PutPending {
+            id,
+            pending: Pending {
+                action: action.into(),
+                list: self.key().to_string(),
+                address: addr.to_string(),
+                name: None,
+                expires_ms,
+                language,
+                used_ms: None,
+            },
+        });
+        Ok(token)
+    }
+
     /// A one-time login link to the members-only archive, mailed to `member` (who must be
     /// one: the caller checks, and answers a non-member the same way on the web).
     pub fn archive_login(&mut self, member: &str) -> crate::store::Result<()> {
@@ -815,26 +842,9 @@ impl<'a> Plan<'a> {
                 .push(Res::new("invalid").reason("this server has no web address for the archive"));
             return Ok(());
         };
-        let id = self.ctx.store.new_id()?;
         // One hour, and once.
         let expires_ms = self.now + 3_600_000;
-        let expires_s = u32::try_from(expires_ms / 1000).unwrap_or(u32::MAX);
-        let token = self
-            .ctx
-            .secret
-            .issue(Kind::Login, id, expires_s, self.key(), member);
-        self.changes.push(Change::PutPending {
-            id,
-            pending: Pending {
-                action: "login".into(),
-                list: self.key().to_string(),
-                address: member.to_string(),
-                name: None,
-                expires_ms,
-                language: None,
-                used_ms: None,
-            },
-        });
+        let token = self.pending_token(Kind::Login, "login", member, expires_ms, None)?;
         let lang = self.lang_for(member, None);
         let vars = minijinja::context! {
             address => member,
@@ -877,25 +887,8 @@ impl<'a> Plan<'a> {
             return Ok(());
         }
         let lang = self.lang_for(requester, hint);
-        let id = self.ctx.store.new_id()?;
         let expires_ms = self.now + self.ctx.cfg.commands.confirm_expiry.as_millis() as i64;
-        let expires_s = u32::try_from(expires_ms / 1000).unwrap_or(u32::MAX);
-        let token = self
-            .ctx
-            .secret
-            .issue(Kind::Forget, id, expires_s, self.key(), requester);
-        self.changes.push(Change::PutPending {
-            id,
-            pending: Pending {
-                action: "forget".into(),
-                list: self.key().to_string(),
-                address: requester.to_string(),
-                name: None,
-                expires_ms,
-                language: hint,
-                used_ms: None,
-            },
-        });
+        let token = self.pending_token(Kind::Forget, "forget", requester, expires_ms, hint)?;
         let confirm_address = self.list.sub_address(&format!("confirm+{token}"));
         let confirm_url = self
             .ctx

@@ -58,20 +58,12 @@ fn score(row: &str) -> f64 {
         .unwrap_or_else(|| panic!("no score in {row:?}"))
 }
 
-/// The decoded subject of a received mail.
-fn subject(data: &[u8]) -> String {
-    mail_parser::MessageParser::default()
-        .parse(data)
-        .and_then(|m| m.subject().map(str::to_string))
-        .unwrap_or_default()
-}
-
 /// Bounce notices (not list posts) the sink got for `rcpt`.
 fn notices_for(sink: &Sink, rcpt: &str) -> usize {
     sink.messages()
         .iter()
         .filter(|m| {
-            m.rcpt.eq_ignore_ascii_case(rcpt) && subject(&m.data).contains("is paused for you")
+            m.rcpt.eq_ignore_ascii_case(rcpt) && subject_of(&m.data).contains("is paused for you")
         })
         .count()
 }
@@ -79,7 +71,7 @@ fn notices_for(sink: &Sink, rcpt: &str) -> usize {
 fn owner_mails(sink: &Sink, word: &str) -> usize {
     sink.messages()
         .iter()
-        .filter(|m| m.rcpt == OWNER && subject(&m.data).contains(&format!("{word} for bounces")))
+        .filter(|m| m.rcpt == OWNER && subject_of(&m.data).contains(&format!("{word} for bounces")))
         .count()
 }
 

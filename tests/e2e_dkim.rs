@@ -58,13 +58,7 @@ fn verify(dir: &Path, n: usize, raw: &[u8], rec: &(String, String)) -> (bool, St
 
 fn signed_copies_verify(algorithm: &str) {
     let sink = Sink::start();
-    let mut env = TestEnv::new(
-        sink.port,
-        Opts {
-            http: true,
-            ..Opts::default()
-        },
-    );
+    let mut env = TestEnv::new(sink.port, Opts::web());
     let key = env.path().join(format!("forum-{algorithm}.pem"));
     env.opts.list_extra = format!(
         "dkim_selector = \"vb1\"\ndkim_key = {:?}\n",

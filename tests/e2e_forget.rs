@@ -50,13 +50,7 @@ Date: Mon, 23 Nov 2026 09:00:00 +0100\r\n\r\n{body}\r\n"
 #[test]
 fn after_forget_and_compaction_the_address_is_nowhere_in_the_data_directory() {
     let sink = Sink::start();
-    let mut env = TestEnv::new(
-        sink.port,
-        Opts {
-            http: true,
-            ..Opts::default()
-        },
-    );
+    let mut env = TestEnv::new(sink.port, Opts::web());
     let (other, reader) = (member(1), member(2));
     env.add_members(&[format!("{NAME} <{ADDR}>"), other.clone(), reader.clone()]);
     let out = env.cli(&["members", "set", "forum", &reader, "digest", "on"]);

@@ -417,6 +417,24 @@ impl Default for Opts {
     }
 }
 
+impl Opts {
+    /// The defaults with the web endpoint on (one-click fields, confirmation links).
+    pub fn web() -> Opts {
+        Opts {
+            http: true,
+            ..Opts::default()
+        }
+    }
+}
+
+/// The decoded subject of a received mail.
+pub fn subject_of(data: &[u8]) -> String {
+    mail_parser::MessageParser::default()
+        .parse(data)
+        .and_then(|m| m.subject().map(str::to_string))
+        .unwrap_or_default()
+}
+
 /// A temporary directory with a config file for one sink.
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
