@@ -379,6 +379,24 @@ impl Forget {
         (out != raw).then_some(out)
     }
 
+    /// [`Forget::relabel`] for a record stored with its raw message (metadata and message
+    /// each relabelled, the length prefix written anew).
+    pub fn relabel_record(&self, v: &[u8]) -> Option<Vec<u8>> {
+        let n = u32::from_be_bytes(v.get(..4)?.try_into().ok()?) as usize;
+        let (head, raw) = (v.get(4..4 + n)?, v.get(4 + n..)?);
+        let (h2, r2) = (self.relabel(head), self.relabel(raw));
+        if h2.is_none() && r2.is_none() {
+            return None;
+        }
+        let head = h2.unwrap_or_else(|| head.to_vec());
+        let raw = r2.unwrap_or_else(|| raw.to_vec());
+        let mut out = Vec::with_capacity(4 + head.len() + raw.len());
+        out.extend_from_slice(&(head.len() as u32).to_be_bytes());
+        out.extend_from_slice(&head);
+        out.extend_from_slice(&raw);
+        Some(out)
+    }
+
     /// A post of the forgotten member: its author fields become the label, and the rest
     /// is relabelled as in [`Forget::relabel`].
     pub fn relabel_author(&self, raw: &[u8]) -> Vec<u8> {
@@ -1501,9 +1519,9 @@ impl Store {
 
     /// Removes every trace of `addr` from `list`'s data (GDPR art. 17): the member record
     /// and its one-click id, pending requests, queued and failed deliveries, queued mail to
-    /// the address, rate-limit counters, join/leave events, held posts and quarantined
-    /// mail from or about it; in every stored post, digest and queued mail the address
-    /// (and `name`, when given) becomes `label_addr` / `label_name`, and its own posts get
+    /// the address, rate-limit counters, join/leave events, its held posts; in every stored
+    /// post, digest, queued, held, quarantined and spooled mail the address (and `name`,
+    /// when given) becomes `label_addr` / `label_name`, and its own posts get
     /// `label_name <label_addr>` as author, or are deleted with `delete_posts`. The
     /// archive's index is derived and must be rebuilt after. Deleted records stay in
     /// sled's log files until [`Store::compact`].
@@ -1559,20 +1577,25 @@ impl Store {
                 r.relabelled += 1;
             }
         }
+        // Held posts from the address go; everything else that mentions it (others' held
+        // posts, quarantined and spooled mail) is relabelled, never dropped.
         for kv in self.held.iter() {
             let (k, v) = kv?;
-            let (h, raw) = decode_with_raw::<Held>("held", &v)?;
-            if is(&h.from_addr) || f.relabel(&raw).is_some() {
+            let (h, _) = decode_with_raw::<Held>("held", &v)?;
+            if is(&h.from_addr) {
                 self.held.remove(k)?;
                 r.records += 1;
+            } else if let Some(new) = f.relabel_record(&v) {
+                self.held.insert(k, new)?;
+                r.relabelled += 1;
             }
         }
         for tree in [&self.quarantine, &self.spool] {
             for kv in tree.iter() {
                 let (k, v) = kv?;
-                if f.relabel(&v).is_some() {
-                    tree.remove(k)?;
-                    r.records += 1;
+                if let Some(new) = f.relabel_record(&v) {
+                    tree.insert(k, new)?;
+                    r.relabelled += 1;
                 }
             }
         }
@@ -2213,6 +2236,45 @@ mod tests {
         .unwrap();
         assert_eq!(s.pending_for_post(l, 1).unwrap(), 0);
         assert_eq!(s.failures_for_post(l, 1).unwrap(), 1);
+    }
+
+    #[test]
+    fn forget_relabels_records_and_keeps_them_readable() {
+        let f = Forget {
+            addr: "Jan@Ocmw.be".into(),
+            name: Some("Jan Peeters".into()),
+            label_addr: "forgotten-member@invalid".into(),
+            label_name: "Former member".into(),
+            delete_posts: false,
+        };
+        let env = Envelope {
+            mail_from: "jan@ocmw.be".into(),
+            rcpt: "forum@x.org".into(),
+            source: "smtp".into(),
+            received_ms: 1,
+            approved: false,
+        };
+        let rec = encode_with_raw(
+            &env,
+            b"From: Jan Peeters <JAN@ocmw.be>\r\n\r\nhoi jan@ocmw.be\r\n",
+        );
+        let new = f.relabel_record(&rec).unwrap();
+        let (e, raw) = decode_with_raw::<Envelope>("spool", &new).unwrap();
+        assert_eq!(e.mail_from, "forgotten-member@invalid");
+        assert_eq!(
+            raw,
+            b"From: Former member <forgotten-member@invalid>\r\n\r\nhoi forgotten-member@invalid\r\n"
+        );
+        assert!(f
+            .relabel_record(&encode_with_raw(&env.clone(), b"x"))
+            .is_some());
+        let other = Envelope {
+            mail_from: "an@ocmw.be".into(),
+            ..env
+        };
+        assert!(f
+            .relabel_record(&encode_with_raw(&other, b"nothing here"))
+            .is_none());
     }
 
     #[test]
