@@ -829,11 +829,9 @@ impl<'a> Plan<'a> {
     /// A one-time login link to the members-only archive, mailed to `member` (who must be
     /// one: the caller checks, and answers a non-member the same way on the web).
     pub fn archive_login(&mut self, member: &str) -> crate::store::Result<()> {
-        if !self.within(
-            CONFIRM,
-            member,
-            self.ctx.cfg.commands.max_confirmations_per_address,
-        )? {
+        // Counted as answers (20 a day), not as confirmations (3): a member may log in from
+        // several devices.
+        if !self.within(REPLY, member, self.ctx.cfg.commands.max_replies_per_address)? {
             tracing::info!(list = %self.list.local(), "login link limit reached; nothing sent");
             return Ok(());
         }
@@ -862,7 +860,7 @@ impl<'a> Plan<'a> {
             None,
             None,
         ) {
-            self.hit(CONFIRM, member);
+            self.hit(REPLY, member);
             let mut r = Res::new("login-sent").addr(member);
             r.silent = true;
             self.results.push(r);
