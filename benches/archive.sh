@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Archive benchmark: `archive import-mbox` + `archive rebuild` of the linux-man list
-# (17,885 messages, 139 MB), then one incremental update (one new reply), with wall time
-# and peak memory (GNU time). Also checks that every message was stored and is on a page.
+# (17,885 messages, 139 MB), then one incremental update (one new reply), then forgetting
+# the list's most frequent author (every stored post relabelled, the archive written anew)
+# and a store compaction, with wall time and peak memory (GNU time). Also checks that every
+# message was stored and is on a page, and that the forgotten address is in no file after.
 #
 #   benches/archive.sh            # needs ../shared/corpora/linux-man.mbox.xz
 #
@@ -63,3 +65,13 @@ measure "one new message (incremental)" "$bin" --config "$work/vraagbaak.toml" a
 pages=$(find "$work/archive/linux-man/t" -name '*.html' | wc -l)
 articles=$(find "$work/archive/linux-man/t" -name '*.html' -exec cat {} + | grep -o '<article' | wc -l)
 echo "thread pages: $pages, messages on pages: $articles, archive size: $(du -sh "$work/archive" | cut -f1)"
+
+# Forgetting the most frequent author: every post of the list is read and relabelled where
+# it names them, then the whole archive is written anew; then the database is compacted.
+who=$(grep -i '^From: ' "$work/linux-man.mbox" | grep -o '[A-Za-z0-9._%+-]*@[A-Za-z0-9.-]*' | tr 'A-Z' 'a-z' | sort | uniq -c | sort -rn | head -1 | awk '{print $2}')
+echo "forgetting the most frequent author ($(grep -ci "^From: .*$who" "$work/linux-man.mbox") posts)"
+measure "members forget (relabel + rewrite)" "$bin" --config "$work/vraagbaak.toml" members forget linux-man "$who"
+measure "store compact" "$bin" --config "$work/vraagbaak.toml" store compact
+left=$(grep -rlaiF "$who" "$work/data" "$work/archive" | wc -l || true)
+echo "files still holding the address: $left"
+

@@ -43,7 +43,10 @@ const CACHE_MAX: usize = 10_000;
 
 /// hickory on its own runtime, with a TTL cache in front.
 pub struct Hickory {
-    rt: tokio::runtime::Runtime,
+    /// `Option` only so that `Drop` can shut it down without blocking: a runtime dropped
+    /// the ordinary way panics when that happens on an async thread (a command-line run
+    /// ends there).
+    rt: Option<tokio::runtime::Runtime>,
     resolver: Result<TokioResolver, String>,
     cache: Mutex<HashMap<String, (TxtResult, Instant)>>,
 }
@@ -75,7 +78,7 @@ impl Hickory {
             tracing::warn!(error = %e, "no DNS resolver; DMARC lookups will fail");
         }
         Ok(Hickory {
-            rt,
+            rt: Some(rt),
             resolver,
             cache: Mutex::new(HashMap::new()),
         })
@@ -88,8 +91,11 @@ impl Hickory {
         };
         let fqdn = format!("{}.", normal(name));
         // On a thread of its own: block_on may not run on a thread that drives a runtime.
+        let Some(rt) = &self.rt else {
+            return (Err("the DNS runtime has stopped".into()), FAILURE_TTL);
+        };
         let r = std::thread::scope(|s| {
-            s.spawn(|| self.rt.block_on(resolver.txt_lookup(fqdn.as_str())))
+            s.spawn(|| rt.block_on(resolver.txt_lookup(fqdn.as_str())))
                 .join()
         });
         match r {
@@ -115,6 +121,14 @@ impl Hickory {
             Ok(Err(e)) if e.is_no_records_found() => (Ok(Vec::new()), NEGATIVE_TTL),
             Ok(Err(e)) => (Err(e.to_string()), FAILURE_TTL),
             Err(_) => (Err("DNS lookup thread panicked".into()), FAILURE_TTL),
+        }
+    }
+}
+
+impl Drop for Hickory {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
         }
     }
 }
@@ -182,6 +196,19 @@ pub fn from_config(cfg: &DnsConfig) -> Result<Layered, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A command-line run drops its services on the main runtime's thread.
+    #[test]
+    fn the_resolver_can_be_dropped_on_an_async_thread() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let h = Hickory::new(Duration::from_secs(1)).unwrap();
+            drop(h);
+        });
+    }
 
     #[test]
     fn table_answers_case_insensitively() {
