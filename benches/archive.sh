@@ -68,10 +68,14 @@ echo "thread pages: $pages, messages on pages: $articles, archive size: $(du -sh
 
 # Forgetting the most frequent author: every post of the list is read and relabelled where
 # it names them, then the whole archive is written anew; then the database is compacted.
-who=$(grep -i '^From: ' "$work/linux-man.mbox" | grep -o '[A-Za-z0-9._%+-]*@[A-Za-z0-9.-]*' | tr 'A-Z' 'a-z' | sort | uniq -c | sort -rn | head -1 | awk '{print $2}')
+who=$(grep -i '^From: ' "$work/linux-man.mbox" | grep -o '[A-Za-z0-9._%+-]*@[A-Za-z0-9.-]*' | tr 'A-Z' 'a-z' | sort | uniq -c | sort -rn | awk 'NR == 1 {print $2}')
 echo "forgetting the most frequent author ($(grep -ci "^From: .*$who" "$work/linux-man.mbox") posts)"
 measure "members forget (relabel + rewrite)" "$bin" --config "$work/vraagbaak.toml" members forget linux-man "$who"
 measure "store compact" "$bin" --config "$work/vraagbaak.toml" store compact
-left=$(grep -rlaiF "$who" "$work/data" "$work/archive" | wc -l || true)
-echo "files still holding the address: $left"
+left=$(grep -rlaiF "$who" "$work/data" "$work/archive" || true)
+echo "files still holding the address: $(printf '%s' "$left" | grep -c . || true)"
+for f in $left; do
+  echo "    ${f#$work/}: $(grep -aioF -m3 "$who" "$f" | head -3 | tr '\n' ' ')"
+  grep -aio ".\{60\}$who.\{20\}" "$f" | head -2 | sed 's/^/      /'
+done
 

@@ -397,6 +397,94 @@ impl Forget {
         Some(out)
     }
 
+    /// A whole stored message: its base64 and quoted-printable parts are decoded and
+    /// relabelled too (text parts with the label, re-encoded; binary attachments with an
+    /// `x` mask of the same length, so that offsets inside the file stay right), nested
+    /// messages likewise; then the plain bytes as in [`Forget::relabel`].
+    pub fn relabel_message(&self, raw: &[u8]) -> Option<Vec<u8>> {
+        let encoded = self.relabel_encoded(raw, 0);
+        let base = encoded.as_deref().unwrap_or(raw);
+        match (self.relabel(base), encoded.is_some()) {
+            (Some(v), _) => Some(v),
+            (None, true) => Some(base.to_vec()),
+            (None, false) => None,
+        }
+    }
+
+    fn relabel_encoded(&self, raw: &[u8], depth: usize) -> Option<Vec<u8>> {
+        use base64::Engine;
+        use mail_parser::{Encoding, PartType};
+        if depth > 8 {
+            return None;
+        }
+        let needle = self.addr.to_ascii_lowercase().into_bytes();
+        let has = |b: &[u8]| {
+            b.len() >= needle.len()
+                && b.windows(needle.len())
+                    .any(|w| w.eq_ignore_ascii_case(&needle))
+        };
+        let msg = mail_parser::MessageParser::default().parse(raw)?;
+        let mut edits: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+        for p in msg.parts.iter() {
+            let (s, e) = (p.offset_body as usize, p.offset_end as usize);
+            if s > e || e > raw.len() {
+                continue;
+            }
+            let replacement = match (&p.body, p.encoding) {
+                (PartType::Message(_), _) => self.relabel_encoded(&raw[s..e], depth + 1),
+                (PartType::Multipart(_), _) | (_, Encoding::None) => None,
+                (body, enc) => {
+                    let decoded = p.contents();
+                    if !has(decoded) {
+                        continue;
+                    }
+                    let text = matches!(body, PartType::Text(_) | PartType::Html(_));
+                    let new = if text {
+                        self.relabel(decoded).unwrap_or_else(|| decoded.to_vec())
+                    } else {
+                        let mask: Vec<u8> = self
+                            .addr
+                            .bytes()
+                            .map(|c| if c == b'@' { b'@' } else { b'x' })
+                            .collect();
+                        replace_ci(decoded, self.addr.as_bytes(), &mask)
+                    };
+                    Some(match enc {
+                        Encoding::QuotedPrintable => quoted_printable::encode(&new),
+                        _ => {
+                            let b64 = base64::engine::general_purpose::STANDARD.encode(&new);
+                            let mut o = Vec::with_capacity(b64.len() + b64.len() / 38);
+                            for chunk in b64.as_bytes().chunks(76) {
+                                o.extend_from_slice(chunk);
+                                o.extend_from_slice(b"\r\n");
+                            }
+                            o
+                        }
+                    })
+                }
+            };
+            if let Some(r) = replacement {
+                edits.push((s, e, r));
+            }
+        }
+        if edits.is_empty() {
+            return None;
+        }
+        edits.sort_by_key(|x| x.0);
+        let mut out = Vec::with_capacity(raw.len());
+        let mut pos = 0;
+        for (s, e, r) in edits {
+            if s < pos {
+                continue;
+            }
+            out.extend_from_slice(&raw[pos..s]);
+            out.extend_from_slice(&r);
+            pos = e;
+        }
+        out.extend_from_slice(&raw[pos..]);
+        Some(out)
+    }
+
     /// A post of the forgotten member: its author fields become the label, and the rest
     /// is relabelled as in [`Forget::relabel`].
     pub fn relabel_author(&self, raw: &[u8]) -> Vec<u8> {
@@ -415,7 +503,7 @@ impl Forget {
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(body);
-        self.relabel(&out).unwrap_or(out)
+        self.relabel_message(&out).unwrap_or(out)
     }
 }
 
@@ -1610,16 +1698,30 @@ impl Store {
                 r.posts_deleted += 1;
                 continue;
             }
+            // Message-IDs made from an address (git send-email's `...git.jan@example.org`)
+            // are relabelled like the copies of them in the raw messages, so that replies
+            // still find their parents.
+            let new_id = f
+                .relabel(meta.message_id.as_bytes())
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            if let Some(id) = &new_id {
+                if let Some(v) = self.msgid.remove(msgid_key(list, &meta.message_id))? {
+                    self.msgid.insert(msgid_key(list, id), v)?;
+                }
+                meta.message_id = id.clone();
+            }
             if own {
                 meta.from_addr = f.label_addr.clone();
                 meta.from_name = Some(f.label_name.clone());
+            }
+            if own || new_id.is_some() {
                 self.posts.insert(&k, encode(&meta))?;
             }
             if let Some(raw) = self.raw.get(&k)? {
                 let new = if own {
                     Some(f.relabel_author(&raw))
                 } else {
-                    f.relabel(&raw)
+                    f.relabel_message(&raw)
                 };
                 if let Some(new) = new {
                     self.raw.insert(&k, new)?;
@@ -1630,7 +1732,7 @@ impl Store {
         for kv in self.digests.scan_prefix(list_prefix(list)) {
             let (k, v) = kv?;
             if k.last() != Some(&b'm') {
-                if let Some(new) = f.relabel(&v) {
+                if let Some(new) = f.relabel_message(&v) {
                     self.digests.insert(k, new)?;
                     r.relabelled += 1;
                 }
@@ -2274,6 +2376,37 @@ mod tests {
         };
         assert!(f
             .relabel_record(&encode_with_raw(&other, b"nothing here"))
+            .is_none());
+    }
+
+    #[test]
+    fn forget_relabels_encoded_parts() {
+        use base64::Engine;
+        let f = Forget {
+            addr: "jan@ocmw.be".into(),
+            name: None,
+            label_addr: "forgotten-member@invalid".into(),
+            label_name: "Former member".into(),
+            delete_posts: false,
+        };
+        let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+        let raw = format!(
+            "From: an@x.be\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n\
+--B\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n\
+--B\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--B--\r\n",
+            b64("Vraag van Jan@ocmw.be over leefloon".as_bytes()),
+            b64(b"\x00\x01bin jan@ocmw.be bin\xff"),
+        );
+        let out = f.relabel_message(raw.as_bytes()).unwrap();
+        let m = mail_parser::MessageParser::default().parse(&out).unwrap();
+        assert_eq!(
+            m.body_text(0).unwrap(),
+            "Vraag van forgotten-member@invalid over leefloon"
+        );
+        let att = m.attachment(0).unwrap().contents();
+        assert_eq!(att, b"\x00\x01bin xxx@xxxxxxx bin\xff");
+        assert!(f
+            .relabel_message(b"From: an@x.be\r\n\r\nniets\r\n")
             .is_none());
     }
 
