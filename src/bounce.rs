@@ -26,7 +26,7 @@
 
 use crate::commands::{self, Ctx};
 use crate::config::ListConfig;
-use crate::store::{now_ms, BounceInfo, Change, Member, MemberEvent, OutMail, Pending};
+use crate::store::{now_ms, BounceInfo, Change, Member, MemberEvent, OutMail};
 use crate::tokens::Kind;
 use mail_parser::{MessageParser, MimeHeaders};
 
@@ -498,35 +498,30 @@ fn notice(
     mail: &mut Vec<OutMail>,
 ) {
     let Some(b) = &member.bounce else { return };
-    let id = match ctx.store.new_id() {
-        Ok(id) => id,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot draw an id for a re-enable token");
-            return;
-        }
-    };
     let interval = list.bounce_you_are_disabled_warnings_interval.as_millis() as i64;
     let left = list
         .bounce_you_are_disabled_warnings
         .saturating_sub(b.notices);
     // Valid until the member would be removed.
     let removal_ms = b.last_notice_ms + interval * (i64::from(left) + 1);
-    let expires_s = u32::try_from(removal_ms / 1000).unwrap_or(u32::MAX);
-    let token = ctx
-        .secret
-        .issue(Kind::Reenable, id, expires_s, list.key(), &member.address);
-    changes.push(Change::PutPending {
-        id,
-        pending: Pending {
-            action: "reenable".into(),
-            list: list.key().to_string(),
-            address: member.address.clone(),
-            name: None,
-            expires_ms: removal_ms,
-            language: member.language,
-            used_ms: None,
-        },
-    });
+    let token = match commands::pending_token(
+        ctx,
+        list,
+        Kind::Reenable,
+        "reenable",
+        &member.address,
+        removal_ms,
+        member.language,
+    ) {
+        Ok((token, change)) => {
+            changes.push(change);
+            token
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot draw an id for a re-enable token");
+            return;
+        }
+    };
     let lang = member.language.unwrap_or(list.language);
     let vars = minijinja::context! {
         address => member.address.clone(),

@@ -799,7 +799,7 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
-    /// A pending request for `addr` and the token that confirms it.
+    /// A pending request for `addr` and the token that confirms it (see [`pending_token`]).
     fn pending_token(
         &mut self,
         kind: Kind,
@@ -808,21 +808,10 @@ impl<'a> Plan<'a> {
         expires_ms: i64,
         language: Option<Language>,
     ) -> crate::store::Result<String> {
-        let id = self.ctx.store.new_id()?;
-        let expires_s = u32::try_from(expires_ms / 1000).unwrap_or(u32::MAX);
-        let token = self.ctx.secret.issue(kind, id, expires_s, self.key(), addr);
-        self.changes.push(Change::PutPending {
-            id,
-            pending: Pending {
-                action: action.into(),
-                list: self.key().to_string(),
-                address: addr.to_string(),
-                name: None,
-                expires_ms,
-                language,
-                used_ms: None,
-            },
-        });
+        let (token, change) = pending_token(
+            self.ctx, self.list, kind, action, addr, expires_ms, language,
+        )?;
+        self.changes.push(change);
         Ok(token)
     }
 
@@ -1185,6 +1174,35 @@ pub fn owner_mail(
         hostname: &cfg.smtp.hostname,
     });
     out_mail(list, kind, list.owners.clone(), raw)
+}
+
+/// A pending request of `kind` for `addr` on `list` (stored by the returned change) and
+/// the token that confirms it.
+pub fn pending_token(
+    ctx: Ctx,
+    list: &ListConfig,
+    kind: Kind,
+    action: &str,
+    addr: &str,
+    expires_ms: i64,
+    language: Option<Language>,
+) -> crate::store::Result<(String, Change)> {
+    let id = ctx.store.new_id()?;
+    let expires_s = u32::try_from(expires_ms / 1000).unwrap_or(u32::MAX);
+    let token = ctx.secret.issue(kind, id, expires_s, list.key(), addr);
+    let change = Change::PutPending {
+        id,
+        pending: Pending {
+            action: action.into(),
+            list: list.key().to_string(),
+            address: addr.to_string(),
+            name: None,
+            expires_ms,
+            language,
+            used_ms: None,
+        },
+    };
+    Ok((token, change))
 }
 
 /// A moment for texts to people: `01-01-2027 10:00 UTC`.

@@ -400,14 +400,14 @@ fn decide_post(
         // Members on vacation (nomail) or disabled by bounces get nothing; digest members
         // get the post in their next digest (when the list sends digests at all: a setting
         // must never silently stop a member's mail).
-        Ok(m) => m
-            .into_iter()
-            .filter(|m| {
-                m.receives_mail(crate::store::now_ms())
-                    && !(m.digest && list.digest != crate::config::DigestPeriod::Off)
-            })
-            .map(|m| m.address)
-            .collect(),
+        Ok(m) => {
+            let now = crate::store::now_ms();
+            let digests = list.digest != crate::config::DigestPeriod::Off;
+            m.into_iter()
+                .filter(|m| m.receives_mail(now) && !(m.digest && digests))
+                .map(|m| m.address)
+                .collect()
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot read members; message stays spooled");
             return Outcome::Quarantine {
