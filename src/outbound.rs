@@ -311,11 +311,11 @@ impl Worker {
                     copy,
                     prefix,
                 } => {
-                    let label = format!(
-                        "{}-{:06}",
-                        key.list.split('@').next().unwrap_or(""),
-                        key.seq
-                    );
+                    let local = key.list.split('@').next().unwrap_or("");
+                    let label = match digest_of_queue_seq(key.seq) {
+                        Some((id, _)) => format!("{local}-digest-{id:06}"),
+                        None => format!("{local}-{:06}", key.seq),
+                    };
                     // The member's own fields go in front of the shared copy; the DKIM
                     // signature, over both, in front of all.
                     let prefix = prefix.unwrap_or_default();
