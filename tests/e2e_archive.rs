@@ -321,17 +321,24 @@ fn posts_are_archived_as_threads_and_only_touched_pages_change() {
         read(&month).contains("href=\"../t/1.html\"")
             && read(&month).contains("href=\"../t/2.html\"")
     );
-    assert!(read(&dir.join("index.html")).contains("Leefloon voor een cliënt met schulden"));
-    let atom = read(&dir.join("atom.xml"));
+    assert!(wait_until(WAIT, || read(&dir.join("index.html"))
+        .contains("Leefloon voor een cliënt met schulden")));
+    // One render pass writes these files one after the other: wait for each.
+    let atom = || read(&dir.join("atom.xml"));
     assert!(
-        atom.contains("<feed") && atom.matches("<entry>").count() == 2,
-        "{atom}"
+        wait_until(WAIT, || atom().contains("<feed")
+            && atom().matches("<entry>").count() == 2),
+        "{}",
+        atom()
     );
-    let mbox = read(&dir.join("2026-11/2026-11.mbox"));
-    assert_eq!(
-        mbox.matches("\nFrom vraagbaak ").count()
-            + usize::from(mbox.starts_with("From vraagbaak ")),
-        4
+    let mbox_count = || {
+        let mbox = read(&dir.join("2026-11/2026-11.mbox"));
+        mbox.matches("\nFrom vraagbaak ").count() + usize::from(mbox.starts_with("From vraagbaak "))
+    };
+    assert!(
+        wait_until(WAIT, || mbox_count() == 4),
+        "{} messages in the mbox",
+        mbox_count()
     );
     assert!(dir.join("m/1.eml").exists() && dir.join("search/t-le.js").exists());
 
