@@ -55,6 +55,9 @@ pub struct Archive {
     cfg: Arc<Config>,
     store: Store,
     tpl: Arc<Templates>,
+    /// One writer at a time: the daemon's archive task, `archive rebuild` through the
+    /// control socket and `members forget` all write the same folder and index.
+    writing: std::sync::Mutex<()>,
 }
 
 /// A message date for the archive: the Date header unless it is missing or absurd (in the
@@ -299,6 +302,7 @@ impl Archive {
             cfg,
             store,
             tpl: Arc::new(tpl),
+            writing: std::sync::Mutex::new(()),
         })
     }
 
@@ -332,6 +336,7 @@ impl Archive {
 
     /// Indexes the posts since the last update and re-renders what they touch.
     pub fn update(&self, list: &ListConfig) -> anyhow::Result<Stats> {
+        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let Some(site) = self.site(list) else {
             return Ok(Stats::default());
         };
@@ -356,6 +361,7 @@ impl Archive {
     /// file made again from the store (after posts were relabelled or deleted, so that no
     /// page, download or search file keeps what was there). Thread ids come out the same.
     pub fn rewrite(&self, list: &ListConfig) -> anyhow::Result<Stats> {
+        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let Some(site) = self.site(list) else {
             return Ok(Stats::default());
         };
@@ -370,6 +376,7 @@ impl Archive {
     /// recomputed from the posts in seq order, which gives the same thread ids (and URLs)
     /// as the incremental updates did.
     pub fn rebuild(&self, list: &ListConfig, reindex: bool) -> anyhow::Result<Stats> {
+        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let Some(site) = self.site(list) else {
             anyhow::bail!("the archive of {} is off", list.address);
         };
