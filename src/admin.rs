@@ -396,12 +396,7 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
             let Some(l) = ctx.svc.cfg.list(&list).cloned() else {
                 return Ok(unknown(&list));
             };
-            let svc = ctx.svc.clone();
-            let r = tokio::task::spawn_blocking(move || crate::forget::run(&svc, &l, &addr))
-                .await
-                .map_err(|e| anyhow::anyhow!("forget task failed: {e}"))
-                .and_then(|r| r);
-            match r {
+            match blocking(&ctx.svc, move |svc| crate::forget::run(svc, &l, &addr)).await {
                 Ok(r) => Reply::ok(format!(
                     "forgotten: member record {}, {} other records removed, {} stored messages \
                      relabelled, {} posts deleted; the archive was written anew.\n\
@@ -429,14 +424,14 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
                     None => return Ok(unknown(name)),
                 },
             };
-            let svc = ctx.svc.clone();
-            let n =
-                tokio::task::spawn_blocking(move || crate::digest::send_now(&svc, only.as_deref()))
-                    .await
-                    .map_err(|e| crate::store::StoreError::Corrupt {
-                        tree: "digests",
-                        msg: format!("digest task failed: {e}"),
-                    })??;
+            let sent = blocking(&ctx.svc, move |svc| {
+                Ok(crate::digest::send_now(svc, only.as_deref())?)
+            })
+            .await;
+            let n = match sent {
+                Ok(n) => n,
+                Err(e) => return Ok(Reply::fail(EX_TEMPFAIL, format!("store error: {e:#}"))),
+            };
             ctx.inbound.wake.notify_one();
             let when = if ctx.local {
                 "; they are sent when the daemon runs"
@@ -468,8 +463,7 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
                 },
                 None => ctx.svc.cfg.lists.clone(),
             };
-            let svc = ctx.svc.clone();
-            let r = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+            let r = blocking(&ctx.svc, move |svc| {
                 let mut out = String::new();
                 for l in &lists {
                     if svc.cfg.list_archive_dir(l).is_none() {
@@ -498,8 +492,7 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
             let Some(l) = ctx.svc.cfg.list(&list).cloned() else {
                 return Ok(unknown(&list));
             };
-            let svc = ctx.svc.clone();
-            let r = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+            let r = blocking(&ctx.svc, move |svc| {
                 let threads = svc.archive.threads(&l)?;
                 Ok(crate::archive::print_threads(&threads, json))
             })
@@ -510,9 +503,8 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
             let Some(l) = ctx.svc.cfg.list(&list).cloned() else {
                 return Ok(unknown(&list));
             };
-            let svc = ctx.svc.clone();
             let local = ctx.local;
-            let r = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+            let r = blocking(&ctx.svc, move |svc| {
                 let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 let bar = if local {
                     indicatif::ProgressBar::new(len)
@@ -552,11 +544,22 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
     })
 }
 
-fn archive_reply(r: Result<anyhow::Result<String>, tokio::task::JoinError>) -> Reply {
+/// Runs long store or file work (archive, import, forget, digests) off the async threads;
+/// a panic in it becomes an error.
+async fn blocking<T: Send + 'static>(
+    svc: &Services,
+    f: impl FnOnce(&Services) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let svc = svc.clone();
+    tokio::task::spawn_blocking(move || f(&svc))
+        .await
+        .map_err(|e| anyhow::anyhow!("task failed: {e}"))?
+}
+
+fn archive_reply(r: anyhow::Result<String>) -> Reply {
     match r {
-        Ok(Ok(out)) => Reply::ok(out),
-        Ok(Err(e)) => Reply::fail(EX_SOFTWARE, format!("{e:#}")),
-        Err(e) => Reply::fail(EX_SOFTWARE, format!("archive task failed: {e}")),
+        Ok(out) => Reply::ok(out),
+        Err(e) => Reply::fail(EX_SOFTWARE, format!("{e:#}")),
     }
 }
 
