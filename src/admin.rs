@@ -8,10 +8,11 @@
 //! Protocol: one JSON [`Command`] per line; for `Inject`, `raw_len` bytes follow the line.
 //! The answer is one JSON [`Reply`] line.
 
+use crate::clock::now_ms;
 use crate::commands::Plan;
 use crate::config::valid_address;
 use crate::inbound::{Inbound, Verdict};
-use crate::store::{now_ms, Change, Member};
+use crate::store::{Change, Member};
 use crate::Services;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;

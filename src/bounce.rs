@@ -24,9 +24,10 @@
 //! flufl.bounce and Sympa's bounce parser are Python and Perl), so the field blocks of
 //! `message/delivery-status` are read here, in a few lines.
 
+use crate::clock::now_ms;
 use crate::commands::{self, Ctx};
 use crate::config::ListConfig;
-use crate::store::{now_ms, BounceInfo, Change, Member, MemberEvent, OutMail};
+use crate::store::{BounceInfo, Change, Member, MemberEvent, OutMail};
 use crate::tokens::Kind;
 use mail_parser::{MessageParser, MimeHeaders};
 

@@ -14,8 +14,9 @@
 //! - automatic mail (RFC 3834) and bounces are never answered (the pipeline quarantines
 //!   them before they get here).
 
+use crate::clock::now_ms;
 use crate::config::{valid_address, Config, Language, ListConfig, NotifyOwners};
-use crate::store::{now_ms, Change, Held, Member, MemberEvent, OutMail, Pending, Store};
+use crate::store::{Change, Held, Member, MemberEvent, OutMail, Pending, Store};
 use crate::texts::{self, MailSpec, Texts};
 use crate::tokens::{Kind, Secret, Token};
 use minijinja::Value;

@@ -1,9 +1,10 @@
 //! `vraagbaak serve`: every part in one tokio process, sharing one store.
 
 use crate::admin::{self, Ctx};
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::inbound::{self, Inbound};
-use crate::store::{now_ms, Store};
+use crate::store::Store;
 use crate::{commands, http, outbound, pipeline, Services};
 use anyhow::Context as _;
 use std::sync::Arc;

@@ -14,9 +14,10 @@
 //! The digest state is written by the pipeline task and by `digest send` (through the
 //! daemon's control socket, in the same process), one at a time.
 
+use crate::clock::now_ms;
 use crate::compose::{self, split_message};
 use crate::config::{DigestPeriod, ListConfig};
-use crate::store::{now_ms, DigestMeta, DigestState, PostMeta, StoreError};
+use crate::store::{DigestMeta, DigestState, PostMeta, StoreError};
 use crate::Services;
 use chrono::{Datelike, TimeZone};
 use mail_parser::MessageParser;

@@ -389,7 +389,7 @@ fn session_member(app: &App, list: &ListConfig, headers: &axum::http::HeaderMap)
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())?;
     let t = Token::parse(&value).filter(|t| t.kind == Kind::Session)?;
-    if t.expired(crate::store::now_ms()) {
+    if t.expired(crate::clock::now_ms()) {
         return None;
     }
     let (l, m) = app.svc.store.member_by_uid(t.id).ok()??;
@@ -541,7 +541,7 @@ fn login_pending(
     if p.used_ms.is_some() {
         return Err(TokenFail::Used);
     }
-    let now = crate::store::now_ms();
+    let now = crate::clock::now_ms();
     if t.expired(now) || p.expires_ms < now {
         return Err(TokenFail::Expired);
     }
@@ -587,13 +587,13 @@ async fn login_do(
     let mut plan = Plan::new(app.svc.ctx(), l);
     plan.changes.push(crate::store::Change::UsePending {
         id,
-        at_ms: crate::store::now_ms(),
+        at_ms: crate::clock::now_ms(),
     });
     if let Err(r) = apply(&app, plan).await {
         return r;
     }
     let days = i64::from(l.archive_session_days.max(1));
-    let expires_ms = crate::store::now_ms() + days * 86_400_000;
+    let expires_ms = crate::clock::now_ms() + days * 86_400_000;
     let expires_s = u32::try_from(expires_ms / 1000).unwrap_or(u32::MAX);
     let session = app.svc.secret.issue(
         Kind::Session,

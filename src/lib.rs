@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod archive;
 pub mod bounce;
+pub mod clock;
 pub mod commands;
 pub mod compose;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod digest;
 pub mod dkim;
 pub mod dmarc;
 pub mod dns;
+pub mod failpoint;
 pub mod forget;
 pub mod http;
 pub mod inbound;

@@ -12,12 +12,13 @@
 //! the message and the final `.` in separate writes, and with Nagle's algorithm on, each
 //! message would otherwise wait for the relay's delayed ACK (~40 ms, the stall mlmmj has).
 
+use crate::clock::now_ms;
 use crate::compose;
 use crate::config::{Config, Relay};
 use crate::router;
 use crate::store::{
-    digest_of_queue_seq, now_ms, DeliveryResult, Envelope as Spooled, Failure, OutMail, QueueKey,
-    QueueRow, Store,
+    digest_of_queue_seq, DeliveryResult, Envelope as Spooled, Failure, OutMail, QueueKey, QueueRow,
+    Store,
 };
 use crate::tokens::Secret;
 use lettre::address::{Address, Envelope};

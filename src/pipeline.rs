@@ -401,7 +401,7 @@ fn decide_post(
         // get the post in their next digest (when the list sends digests at all: a setting
         // must never silently stop a member's mail).
         Ok(m) => {
-            let now = crate::store::now_ms();
+            let now = crate::clock::now_ms();
             let digests = list.digest != crate::config::DigestPeriod::Off;
             m.into_iter()
                 .filter(|m| m.receives_mail(now) && !(m.digest && digests))
@@ -539,7 +539,7 @@ pub fn drain(svc: &Services) -> crate::store::Result<usize> {
 /// unanswered. Runs in the pipeline task, the only writer of bounce records, so a bounce
 /// being scored and a notice being sent never race for one member.
 pub fn bounce_maintenance(svc: &Services) -> crate::store::Result<usize> {
-    let now = crate::store::now_ms();
+    let now = crate::clock::now_ms();
     let mut n = 0;
     for l in svc.cfg.lists.iter().filter(|l| l.process_bounces) {
         let (changes, mail) = bounce::maintain(svc.ctx(), l, now)?;
@@ -568,7 +568,7 @@ pub async fn run(
             if let Err(e) = bounce_maintenance(&s) {
                 tracing::error!(error = %e, "bounce notices could not be checked");
             }
-            if let Err(e) = crate::digest::run_all(&s, crate::store::now_ms(), false, None) {
+            if let Err(e) = crate::digest::run_all(&s, crate::clock::now_ms(), false, None) {
                 tracing::error!(error = %e, "digests could not be made");
             }
             if let Err(e) = crate::forget::run_requested(&s) {

@@ -135,7 +135,7 @@ fn crash_between_storing_and_moving_posts_nothing_twice() {
         return;
     }
     let mut s = setup("INBOX", "move:Processed", dovecot::PASSWORD);
-    s.env.daemon_env = vec![("VRAAGBAAK_CRASH_AFTER_IMAP_STORE".into(), "1".into())];
+    s.env.daemon_env = vec![("VRAAGBAAK_CRASH_AT".into(), "imap-after-store".into())];
     let mut d = Daemon::start(&mut s.env);
     s.dovecot.append(
         "INBOX",

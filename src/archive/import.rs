@@ -2,8 +2,9 @@
 //! export, a public-inbox mbox) into a list's store, without sending anything.
 
 use super::mbox;
+use crate::clock::now_ms;
 use crate::config::{Config, ListConfig};
-use crate::store::{now_ms, PostMeta, Store};
+use crate::store::{PostMeta, Store};
 use mail_parser::MessageParser;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;

@@ -446,11 +446,8 @@ async fn pass(
                 n += 1;
             }
         }
-        // Fault injection for the crash test: die between storing and the server action.
-        if std::env::var_os("VRAAGBAAK_CRASH_AFTER_IMAP_STORE").is_some() {
-            tracing::warn!("VRAAGBAAK_CRASH_AFTER_IMAP_STORE is set: aborting");
-            std::process::abort();
-        }
+        // The crash test dies here: between storing and the server action.
+        crate::failpoint::hit("imap-after-store");
         after(acct, s, uid, can_move, uidplus).await?;
     }
     Ok(n)

@@ -6,9 +6,10 @@ pub mod imap;
 pub mod inject;
 pub mod smtp;
 
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::router;
-use crate::store::{now_ms, Envelope, ImapMark, Store, StoreError};
+use crate::store::{Envelope, ImapMark, Store, StoreError};
 use std::sync::Arc;
 use tokio::sync::Notify;
 

@@ -1,0 +1,242 @@
+//! The archive's thread index (derived: `archive rebuild` clears and recomputes it).
+
+use super::*;
+
+/// A month and its threads with the number of their messages that month.
+pub type MonthThreads = (String, Vec<(u64, u32)>);
+
+/// A post as the archive's thread index sees it: small, so that a thread or a month can be
+/// laid out without parsing its messages.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ArchMsg {
+    pub seq: u64,
+    pub thread: u64,
+    pub message_id: String,
+    /// Parent ids, oldest first (References, In-Reply-To).
+    pub refs: Vec<String>,
+    pub subject: String,
+    /// The author's name as the archive shows it (never an address); empty when unknown.
+    pub author: String,
+    pub date_ms: i64,
+    /// `yyyy-mm` of `date_ms`.
+    pub month: String,
+}
+
+/// A thread of the archive. Its id is the seq of the post that started it, so its URL never
+/// changes; when a later post joins two threads, the younger is merged into the older and
+/// keeps a page that points there.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ArchThread {
+    pub id: u64,
+    pub subject: String,
+    /// The base subject (RFC 5256) the subject fallback compares.
+    pub base: String,
+    /// The earliest post's subject says it is a reply (a reply that arrived first).
+    pub root_is_reply: bool,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub seqs: Vec<u64>,
+    #[serde(default)]
+    pub merged_into: Option<u64>,
+}
+
+/// The archive index changes for one post, written in one transaction.
+#[derive(Debug, Default)]
+pub struct ArchWrite {
+    pub msgs: Vec<ArchMsg>,
+    pub threads: Vec<ArchThread>,
+    pub ids: Vec<(String, u64)>,
+    /// (base subject, thread): the latest thread of a base subject.
+    pub subjects: Vec<(String, u64)>,
+    /// (month, thread, messages of that thread in that month); 0 removes the row.
+    pub months: Vec<(String, u64, u32)>,
+}
+
+impl Store {
+    /// The last seq the archive has indexed and rendered.
+    pub fn archived_upto(&self, list: &str) -> Result<u64> {
+        let k = [b"archived\0".as_slice(), list_prefix(list).as_slice()].concat();
+        Ok(match self.meta.get(k)? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])),
+            None => 0,
+        })
+    }
+
+    pub fn set_archived_upto(&self, list: &str, seq: u64) -> Result<()> {
+        let k = [b"archived\0".as_slice(), list_prefix(list).as_slice()].concat();
+        self.meta.insert(k, &seq.to_be_bytes())?;
+        Ok(())
+    }
+
+    pub fn arch_msg(&self, list: &str, seq: u64) -> Result<Option<ArchMsg>> {
+        self.arch_msg
+            .get(post_key(list, seq))?
+            .map(|v| decode("arch_msg", &v))
+            .transpose()
+    }
+
+    pub fn arch_thread(&self, list: &str, id: u64) -> Result<Option<ArchThread>> {
+        self.arch_thread
+            .get(post_key(list, id))?
+            .map(|v| decode("arch_thread", &v))
+            .transpose()
+    }
+
+    /// The thread an id (of a post, or only referenced) belongs to.
+    pub fn arch_id(&self, list: &str, message_id: &str) -> Result<Option<u64>> {
+        Ok(self
+            .arch_id
+            .get(msgid_key(list, message_id))?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
+    }
+
+    pub fn arch_subject(&self, list: &str, base: &str) -> Result<Option<u64>> {
+        Ok(self
+            .arch_subj
+            .get(msgid_key(list, base))?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
+    }
+
+    /// Threads, newest first (by id, i.e. by the seq that started them).
+    pub fn arch_threads_rev(&self, list: &str) -> impl Iterator<Item = Result<ArchThread>> {
+        self.arch_thread
+            .scan_prefix(list_prefix(list))
+            .values()
+            .rev()
+            .map(|v| decode("arch_thread", &v?))
+    }
+
+    /// Every month with its threads: (month, [(thread, messages in that month)]), oldest first.
+    pub fn arch_months(&self, list: &str) -> Result<Vec<MonthThreads>> {
+        let p = list_prefix(list);
+        let mut out: Vec<(String, Vec<(u64, u32)>)> = Vec::new();
+        for kv in self.arch_month.scan_prefix(&p) {
+            let (k, v) = kv?;
+            let rest = &k[p.len()..];
+            if rest.len() < 9 {
+                continue;
+            }
+            let month = String::from_utf8_lossy(&rest[..rest.len() - 9]).into_owned();
+            let t = u64::from_be_bytes(rest[rest.len() - 8..].try_into().unwrap_or([0; 8]));
+            let n = u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4]));
+            match out.last_mut() {
+                Some((m, ts)) if *m == month => ts.push((t, n)),
+                _ => out.push((month, vec![(t, n)])),
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many messages of one thread are in one month.
+    pub fn arch_month_count(&self, list: &str, month: &str, thread: u64) -> Result<u32> {
+        let mut k = list_prefix(list);
+        k.extend_from_slice(month.as_bytes());
+        k.push(0);
+        k.extend_from_slice(&thread.to_be_bytes());
+        Ok(match self.arch_month.get(k)? {
+            Some(v) => u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4])),
+            None => 0,
+        })
+    }
+
+    /// The threads of one month with their message counts in it.
+    pub fn arch_month(&self, list: &str, month: &str) -> Result<Vec<(u64, u32)>> {
+        let mut p = list_prefix(list);
+        p.extend_from_slice(month.as_bytes());
+        p.push(0);
+        let mut out = Vec::new();
+        for kv in self.arch_month.scan_prefix(&p) {
+            let (k, v) = kv?;
+            let rest = &k[p.len()..];
+            if let (Ok(t), Ok(n)) = (<[u8; 8]>::try_from(rest), <[u8; 4]>::try_from(v.as_ref())) {
+                out.push((u64::from_be_bytes(t), u32::from_be_bytes(n)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes index changes (of one post, or of a batch of posts) in one transaction.
+    pub fn arch_write(&self, list: &str, w: &ArchWrite) -> Result<()> {
+        let msgs: Vec<(Vec<u8>, Vec<u8>)> = w
+            .msgs
+            .iter()
+            .map(|m| (post_key(list, m.seq), encode(m)))
+            .collect();
+        let threads: Vec<(Vec<u8>, Vec<u8>)> = w
+            .threads
+            .iter()
+            .map(|t| (post_key(list, t.id), encode(t)))
+            .collect();
+        let ids: Vec<(Vec<u8>, [u8; 8])> = w
+            .ids
+            .iter()
+            .map(|(id, t)| (msgid_key(list, id), t.to_be_bytes()))
+            .collect();
+        let months: Vec<(Vec<u8>, u32)> = w
+            .months
+            .iter()
+            .map(|(m, t, n)| {
+                let mut k = list_prefix(list);
+                k.extend_from_slice(m.as_bytes());
+                k.push(0);
+                k.extend_from_slice(&t.to_be_bytes());
+                (k, *n)
+            })
+            .collect();
+        let subj: Vec<(Vec<u8>, [u8; 8])> = w
+            .subjects
+            .iter()
+            .map(|(b, t)| (msgid_key(list, b), t.to_be_bytes()))
+            .collect();
+        (
+            &self.arch_msg,
+            &self.arch_thread,
+            &self.arch_id,
+            &self.arch_subj,
+            &self.arch_month,
+        )
+            .transaction(|(am, at, ai, asj, amo)| {
+                for (k, v) in &msgs {
+                    am.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (k, v) in &threads {
+                    at.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (k, v) in &ids {
+                    ai.insert(k.as_slice(), v)?;
+                }
+                for (k, v) in &subj {
+                    asj.insert(k.as_slice(), v)?;
+                }
+                for (k, n) in &months {
+                    if *n == 0 {
+                        amo.remove(k.as_slice())?;
+                    } else {
+                        amo.insert(k.as_slice(), &n.to_be_bytes())?;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(tx_err)
+    }
+
+    /// Forgets a list's archive index (for `archive rebuild`).
+    pub fn arch_clear(&self, list: &str) -> Result<()> {
+        let p = list_prefix(list);
+        for t in [
+            &self.arch_msg,
+            &self.arch_thread,
+            &self.arch_id,
+            &self.arch_subj,
+            &self.arch_month,
+        ] {
+            let keys: Vec<sled::IVec> = t.scan_prefix(&p).keys().collect::<sled::Result<_>>()?;
+            let mut b = sled::Batch::default();
+            for k in keys {
+                b.remove(k);
+            }
+            t.apply_batch(b)?;
+        }
+        self.set_archived_upto(list, 0)
+    }
+}
