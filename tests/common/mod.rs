@@ -880,8 +880,9 @@ pub fn post(port: u16, mail_from: &str, rcpt: &str, data: &[u8]) -> u16 {
     r.code
 }
 
-/// A plain HTTP/1.1 request to the daemon's web endpoint; returns (status, body).
-pub fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+/// A plain HTTP/1.1 request to the daemon's web endpoint; returns the whole response as
+/// read from the socket (status line, header fields, body).
+pub fn http_response(port: u16, method: &str, path: &str, body: &str) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to http");
     s.set_read_timeout(Some(WAIT)).expect("timeout");
     let req = format!(
@@ -892,6 +893,12 @@ Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{bo
     s.write_all(req.as_bytes()).expect("write request");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read response");
+    out
+}
+
+/// A plain HTTP/1.1 request to the daemon's web endpoint; returns (status, body).
+pub fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    let out = http_response(port, method, path, body);
     let status = out
         .split_whitespace()
         .nth(1)
