@@ -10,8 +10,9 @@
 //! - `GET /members/<list>/...` serves a members-only archive (`archive = "private"`) to
 //!   holders of a session cookie, anyone else is sent to `GET /login/<list>`: a form for an
 //!   address. `POST /login/<list>` mails a one-time link to that address if it is a member
-//!   and answers the same page either way; `GET /login/<list>/TOKEN` shows a button,
-//!   `POST` uses the link (once, within the hour) and sets the cookie (HttpOnly,
+//!   and answers the same page either way, at once: the membership check and the link are
+//!   made after the answer, so its timing tells nothing either. `GET /login/<list>/TOKEN`
+//!   shows a button, `POST` uses the link (once, within the hour) and sets the cookie (HttpOnly,
 //!   SameSite=Lax, `Secure` behind https, valid `archive_session_days`, bound to the
 //!   member: leaving or being forgotten ends it).
 //!
@@ -483,7 +484,9 @@ struct LoginForm {
 }
 
 /// Mails a login link when the address is a member; the page is the same either way, and
-/// so is the time it takes to answer (the mail is queued, not sent, here).
+/// so is the time it takes to answer: the answer waits for no store work at all. Whether
+/// the address is a member, and for a member the link's plan, its durable commit and the
+/// wake-up of delivery, are done afterwards by [`send_login_link`].
 async fn login_send(
     State(app): State<Arc<App>>,
     Path(list): Path<String>,
@@ -494,19 +497,7 @@ async fn login_send(
     };
     let addr = form.address.trim().to_string();
     if crate::config::valid_address(&addr) {
-        let mut plan = Plan::new(app.svc.ctx(), l);
-        match plan.is_member(&addr) {
-            Ok(true) => {
-                if let Err(e) = plan.archive_login(&addr) {
-                    return error_page(&app, e);
-                }
-                if let Err(r) = apply(&app, plan).await {
-                    return r;
-                }
-            }
-            Ok(false) => {}
-            Err(e) => return error_page(&app, e),
-        }
+        tokio::spawn(send_login_link(app.clone(), l.key().to_string(), addr));
     }
     page(
         &app,
@@ -516,6 +507,40 @@ async fn login_send(
         "login-sent",
         None,
     )
+}
+
+/// The work behind the login form, after it was answered: for a member of `list`, a
+/// one-time link queued durably and delivery woken; for anyone else nothing. Failures are
+/// logged (without the address); the person asking has had their answer already.
+async fn send_login_link(app: Arc<App>, list: String, addr: String) {
+    let svc = app.svc.clone();
+    let log_list = list.clone();
+    let work = tokio::task::spawn_blocking(move || -> crate::store::Result<bool> {
+        let Some(l) = svc.cfg.list(&list) else {
+            return Ok(false);
+        };
+        let mut plan = Plan::new(svc.ctx(), l);
+        if !plan.is_member(&addr)? {
+            return Ok(false);
+        }
+        plan.archive_login(&addr)?;
+        let (changes, mail) = (plan.changes, plan.mail);
+        let queued = !mail.is_empty();
+        svc.store.commit(changes, mail)?;
+        svc.store.flush()?;
+        Ok(queued)
+    })
+    .await;
+    match work {
+        Ok(Ok(true)) => app.wake_out.notify_one(),
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => {
+            tracing::error!(list = %log_list, error = %e, "cannot queue an archive login link")
+        }
+        Err(e) => {
+            tracing::error!(list = %log_list, error = %e, "archive login link task failed")
+        }
+    }
 }
 
 /// The pending login a token names, when still usable.

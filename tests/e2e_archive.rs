@@ -528,7 +528,10 @@ fn hostile_mail_is_archived_without_anything_executable() {
 fn real_corpora_are_archived_completely() {
     let corpora = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpora");
     if !corpora.exists() {
-        eprintln!("skipped: {} not found", corpora.display());
+        skip(
+            "real_corpora_are_archived_completely",
+            &format!("{} not found", corpora.display()),
+        );
         return;
     }
     let env = TestEnv::new(free_port(), public());

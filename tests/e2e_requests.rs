@@ -673,3 +673,46 @@ fn archive_command_mails_a_login_link_to_members_only() {
     let mail = wait_mails(&sink, stranger, 1);
     assert!(!text(&mail[0].data).contains("/login/"));
 }
+
+/// The archive's login form (`POST /login/forum`) gives a member and a stranger the same
+/// answer: the same status, header fields (but for `Date`) and page, byte for byte. Only the
+/// member is mailed a link, and it works.
+#[test]
+fn login_form_answers_members_and_strangers_alike_and_mails_members_only() {
+    let (sink, env, _d) = start(Opts::web());
+    let (m, stranger) = (member(1), "buiten@example.com");
+    env.add_members(std::slice::from_ref(&m));
+    let form = |addr: &str| format!("address={}", addr.replace('@', "%40"));
+    let answer = |addr: &str| http_response(env.http_port, "POST", "/login/forum", &form(addr));
+    let (for_stranger, for_member) = (answer(stranger), answer(&m));
+    // The answers without the Date field, which names the second it was sent.
+    let without_date = |r: &str| -> String {
+        r.split_inclusive("\r\n")
+            .filter(|l| !l.to_ascii_lowercase().starts_with("date:"))
+            .collect()
+    };
+    assert!(
+        for_member.starts_with("HTTP/1.1 200 "),
+        "not a page: {for_member}"
+    );
+    assert_eq!(
+        without_date(&for_stranger),
+        without_date(&for_member),
+        "the answer tells who is a member"
+    );
+    // The member's link arrives (the work is done after the answer) and opens a login.
+    let mail = wait_mails(&sink, &m, 1);
+    let body = text(&mail[0].data);
+    let start = body.find("/login/forum/").expect("a login link");
+    let path: String = body[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    let (status, page) = http(env.http_port, "GET", &path, "");
+    assert_eq!(status, 200, "{page}");
+    // The stranger gets nothing: not when the member's mail is out, nor later.
+    assert!(env.wait_queue_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(mails_for(&sink, stranger).len(), 0);
+    assert_eq!(mails_for(&sink, &m).len(), 1);
+}

@@ -2,6 +2,9 @@
 //! with the thread index MHonArc built for the list's own archive, which lies beside it.
 //! notmuch and public-inbox, which link by References/In-Reply-To only, find 62 threads.
 
+mod common;
+
+use common::skip;
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::path::Path;
@@ -76,7 +79,10 @@ fn fedora_month_threads_like_the_lists_own_archive() {
     let mbox = dir.join("fedora-devel-2010-01.mbox.gz");
     let index = dir.join("fedora-devel-2010-01_thread.html.gz");
     if !mbox.exists() || !index.exists() {
-        eprintln!("skipped: {} not found", dir.display());
+        skip(
+            "fedora_month_threads_like_the_lists_own_archive",
+            &format!("{} or {} not found", mbox.display(), index.display()),
+        );
         return;
     }
     let raw = gunzip(&mbox);

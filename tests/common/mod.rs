@@ -9,6 +9,8 @@
 //! - [`Daemon`]: `vraagbaak serve` as a child process, killed when dropped.
 //! - [`SmtpClient`] and [`post`]: a tiny blocking SMTP client to talk to the daemon.
 //! - [`wait_until`]: polling with a deadline.
+//! - [`skip`]: how a test says it cannot run here (a server, browser, verifier or corpus is
+//!   missing); under CI that is a failure instead.
 //!
 //! Everything listens on and connects to 127.0.0.1 only, and every wait is bounded.
 
@@ -46,6 +48,24 @@ pub fn wait_until(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Says that `test` cannot run here and why: prints `SKIPPED: <test>: <why>` to stderr.
+/// When the environment variable `CI` is `true` (or `1`) it panics with the same text, so
+/// that a missing server, browser, verifier or corpus fails the run instead of passing it
+/// unseen. The caller returns after it.
+pub fn skip(test: &str, why: &str) {
+    skip_or_fail(std::env::var("CI").ok().as_deref(), test, why);
+}
+
+/// [`skip`] with the value of `CI` given, so that the rule can be tested without setting
+/// the process's environment.
+pub fn skip_or_fail(ci: Option<&str>, test: &str, why: &str) {
+    let line = format!("SKIPPED: {test}: {why}");
+    eprintln!("{line}");
+    if ci.is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1") {
+        panic!("{line}");
     }
 }
 
@@ -860,8 +880,9 @@ pub fn post(port: u16, mail_from: &str, rcpt: &str, data: &[u8]) -> u16 {
     r.code
 }
 
-/// A plain HTTP/1.1 request to the daemon's web endpoint; returns (status, body).
-pub fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+/// A plain HTTP/1.1 request to the daemon's web endpoint; returns the whole response as
+/// read from the socket (status line, header fields, body).
+pub fn http_response(port: u16, method: &str, path: &str, body: &str) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to http");
     s.set_read_timeout(Some(WAIT)).expect("timeout");
     let req = format!(
@@ -872,6 +893,12 @@ Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{bo
     s.write_all(req.as_bytes()).expect("write request");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read response");
+    out
+}
+
+/// A plain HTTP/1.1 request to the daemon's web endpoint; returns (status, body).
+pub fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    let out = http_response(port, method, path, body);
     let status = out
         .split_whitespace()
         .nth(1)
@@ -883,4 +910,28 @@ Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{bo
         .unwrap_or("")
         .to_string();
     (status, body)
+}
+
+#[cfg(test)]
+mod skip_tests {
+    use super::skip_or_fail;
+
+    #[test]
+    fn outside_ci_a_skip_only_says_so() {
+        for ci in [None, Some(""), Some("false"), Some("0"), Some("yes")] {
+            skip_or_fail(ci, "some_test", "nothing missing really");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "SKIPPED: some_test: /usr/sbin/dovecot not installed")]
+    fn under_ci_true_a_skip_fails() {
+        skip_or_fail(Some("true"), "some_test", "/usr/sbin/dovecot not installed");
+    }
+
+    #[test]
+    #[should_panic(expected = "SKIPPED: some_test: no corpus")]
+    fn under_ci_1_a_skip_fails() {
+        skip_or_fail(Some("1"), "some_test", "no corpus");
+    }
 }
