@@ -12,7 +12,7 @@ use crate::clock::now_ms;
 use crate::commands::Plan;
 use crate::config::valid_address;
 use crate::inbound::{Inbound, Verdict};
-use crate::store::{Change, Member};
+use crate::store::{Change, Member, MemberSettings};
 use crate::Services;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -284,15 +284,16 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
                 return Ok(unknown(&list));
             };
             let key = l.key().to_string();
-            let Some(mut m) = ctx.svc.store.member(&key, &addr)? else {
+            if !ctx.svc.store.is_member(&key, &addr)? {
                 return Ok(Reply::fail(EX_NOUSER, format!("not a member: {addr}")));
-            };
+            }
+            let mut st = MemberSettings::default();
             let mut shown = if on { "on" } else { "off" }.to_string();
             match setting.as_str() {
-                "digest" => m.digest = on,
+                "digest" => st.digest = Some(on),
                 "digest-plain" => {
-                    m.digest = true;
-                    m.digest_plain = on;
+                    st.digest = Some(true);
+                    st.digest_plain = Some(on);
                 }
                 "nomail" if until.is_some() => {
                     let text = until.as_deref().unwrap_or_default();
@@ -309,17 +310,15 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
                             format!("--until {text}: that date has passed"),
                         ));
                     }
-                    m.nomail = true;
-                    m.nomail_until = Some(ms);
+                    st.nomail = Some(true);
+                    st.nomail_until = Some(Some(ms));
                     shown = format!("on until {}", d.format("%Y-%m-%d"));
                 }
                 "nomail" => {
-                    m.nomail = on;
-                    m.nomail_until = None;
-                    if !on {
-                        // Turning mail back on also ends a stop for bounces (and its score).
-                        m.bounce = None;
-                    }
+                    st.nomail = Some(on);
+                    st.nomail_until = Some(None);
+                    // Turning mail back on also ends a stop for bounces (and its score).
+                    st.clear_bounce = !on;
                 }
                 other => {
                     return Ok(Reply::fail(
@@ -329,9 +328,10 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
                 }
             }
             ctx.svc.store.commit(
-                vec![Change::UpdateMember {
+                vec![Change::SetMember {
                     list: key,
-                    member: m,
+                    addr: addr.clone(),
+                    settings: st,
                 }],
                 Vec::new(),
             )?;

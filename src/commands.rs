@@ -16,7 +16,7 @@
 
 use crate::clock::now_ms;
 use crate::config::{valid_address, Config, Language, ListConfig, NotifyOwners};
-use crate::store::{Change, Held, Member, MemberEvent, OutMail, Pending, Store};
+use crate::store::{Change, Held, Member, MemberEvent, MemberSettings, OutMail, Pending, Store};
 use crate::texts::{self, MailSpec, Texts};
 use crate::tokens::{Kind, Secret, Token};
 use minijinja::Value;
@@ -480,6 +480,11 @@ impl<'a> Plan<'a> {
 
     fn key(&self) -> &str {
         self.list.key()
+    }
+
+    /// The list's language (pages answering a plan are in it).
+    pub fn language(&self) -> Language {
+        self.list.language
     }
 
     fn bucket(&self, b: &str) -> String {
@@ -978,12 +983,15 @@ impl<'a> Plan<'a> {
             return;
         }
         if p.action == "reenable" {
-            match self.ctx.store.member(self.key(), &p.address) {
-                Ok(Some(mut m)) => {
-                    m.bounce = None;
-                    self.changes.push(Change::UpdateMember {
+            match self.ctx.store.is_member(self.key(), &p.address) {
+                Ok(true) => {
+                    self.changes.push(Change::SetMember {
                         list: self.key().to_string(),
-                        member: m,
+                        addr: p.address.clone(),
+                        settings: MemberSettings {
+                            clear_bounce: true,
+                            ..MemberSettings::default()
+                        },
                     });
                     self.results.push(Res::new("reenabled").addr(&p.address));
                 }
@@ -1315,57 +1323,58 @@ pub fn handle<'a>(
             | Cmd::SetDigest(_)
             | Cmd::SetDigestPlain(_)
             | Cmd::SetLanguage(_) => {
-                match ctx.store.member(list.key(), requester)? {
-                    None => plan.results.push(Res::new("not-member-set")),
-                    Some(mut m) => {
-                        let (setting, value) = match cmd {
-                            Cmd::SetNomailUntil(d) => {
-                                let until = start_of_day_ms(list, d);
-                                if until <= now_ms() {
-                                    plan.results.push(
-                                        Res::new("invalid")
-                                            .reason("that date has passed; nothing was changed"),
-                                    );
-                                    continue;
-                                }
-                                m.nomail = true;
-                                m.nomail_until = Some(until);
-                                ("nomail-until", d.format("%d-%m-%Y").to_string())
-                            }
-                            Cmd::SetDigestPlain(plain) => {
-                                m.digest = true;
-                                m.digest_plain = plain;
-                                ("digest", if plain { "plain" } else { "on" }.to_string())
-                            }
-                            Cmd::SetNomail(v) => {
-                                m.nomail = v;
-                                m.nomail_until = None;
-                                if !v {
-                                    // "I want mail again" also ends a stop for bounces.
-                                    m.bounce = None;
-                                }
-                                ("nomail", if v { "on" } else { "off" }.to_string())
-                            }
-                            Cmd::SetDigest(v) => {
-                                m.digest = v;
-                                ("digest", if v { "on" } else { "off" }.to_string())
-                            }
-                            Cmd::SetLanguage(l) => {
-                                m.language = Some(l);
-                                ("language", l.code().to_string())
-                            }
-                            _ => continue,
-                        };
-                        plan.changes.push(Change::UpdateMember {
-                            list: list.key().to_string(),
-                            member: m,
-                        });
-                        let mut r = Res::new("set");
-                        r.setting = Some(setting);
-                        r.value = Some(value);
-                        plan.results.push(r);
-                    }
+                if !ctx.store.is_member(list.key(), requester)? {
+                    plan.results.push(Res::new("not-member-set"));
+                    continue;
                 }
+                // Intents, applied to the record inside the transaction: every `set`
+                // of one mail survives, whatever else changes the record meanwhile.
+                let mut st = MemberSettings::default();
+                let (setting, value) = match cmd {
+                    Cmd::SetNomailUntil(d) => {
+                        let until = start_of_day_ms(list, d);
+                        if until <= now_ms() {
+                            plan.results.push(
+                                Res::new("invalid")
+                                    .reason("that date has passed; nothing was changed"),
+                            );
+                            continue;
+                        }
+                        st.nomail = Some(true);
+                        st.nomail_until = Some(Some(until));
+                        ("nomail-until", d.format("%d-%m-%Y").to_string())
+                    }
+                    Cmd::SetDigestPlain(plain) => {
+                        st.digest = Some(true);
+                        st.digest_plain = Some(plain);
+                        ("digest", if plain { "plain" } else { "on" }.to_string())
+                    }
+                    Cmd::SetNomail(v) => {
+                        st.nomail = Some(v);
+                        st.nomail_until = Some(None);
+                        // "I want mail again" also ends a stop for bounces.
+                        st.clear_bounce = !v;
+                        ("nomail", if v { "on" } else { "off" }.to_string())
+                    }
+                    Cmd::SetDigest(v) => {
+                        st.digest = Some(v);
+                        ("digest", if v { "on" } else { "off" }.to_string())
+                    }
+                    Cmd::SetLanguage(l) => {
+                        st.language = Some(Some(l));
+                        ("language", l.code().to_string())
+                    }
+                    _ => continue,
+                };
+                plan.changes.push(Change::SetMember {
+                    list: list.key().to_string(),
+                    addr: requester.to_string(),
+                    settings: st,
+                });
+                let mut r = Res::new("set");
+                r.setting = Some(setting);
+                r.value = Some(value);
+                plan.results.push(r);
             }
             Cmd::Approve { .. } | Cmd::Reject { .. } if !is_owner(list, requester) => plan
                 .results
@@ -1415,7 +1424,7 @@ pub fn handle<'a>(
         .iter()
         .rev()
         .find_map(|c| match c {
-            Change::UpdateMember { member, .. } => member.language,
+            Change::SetMember { settings, .. } => settings.language.flatten(),
             _ => None,
         })
         .unwrap_or(lang);

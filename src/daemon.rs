@@ -1,11 +1,10 @@
 //! `vraagbaak serve`: every part in one tokio process, sharing one store.
 
 use crate::admin::{self, Ctx};
-use crate::clock::now_ms;
 use crate::config::Config;
 use crate::inbound::{self, Inbound};
 use crate::store::Store;
-use crate::{commands, http, outbound, pipeline, Services};
+use crate::{http, outbound, pipeline, Services};
 use anyhow::Context as _;
 use std::sync::Arc;
 use tokio::sync::{watch, Notify};
@@ -90,7 +89,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             stop_rx.clone(),
         )));
     }
-    tasks.push(tokio::spawn(housekeeping(
+    tasks.push(tokio::spawn(crate::maintenance::run(
         svc.clone(),
         wake_out.clone(),
         stop_rx.clone(),
@@ -145,40 +144,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     store.flush()?;
     Ok(())
-}
-
-/// Hourly: the owners' daily summaries, and forgetting expired requests and old
-/// rate-limit counts.
-async fn housekeeping(svc: Services, wake_out: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        let s = svc.clone();
-        let r = tokio::task::spawn_blocking(move || -> crate::store::Result<usize> {
-            let mut sent = 0;
-            for l in &s.cfg.lists {
-                if let Some((changes, mail)) = commands::owner_summary(s.ctx(), l)? {
-                    s.store.commit(changes, mail)?;
-                    sent += 1;
-                }
-            }
-            // Keep used and expired tokens a day, so that a late click says "already used"
-            // or "expired" rather than "not valid".
-            let keep = (s.cfg.commands.rate_window.as_millis() as i64).max(86_400_000);
-            s.store.purge(now_ms() - keep)?;
-            s.store.flush()?;
-            Ok(sent)
-        })
-        .await;
-        match r {
-            Ok(Ok(n)) if n > 0 => wake_out.notify_one(),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "housekeeping failed"),
-            Err(e) => tracing::error!(error = %e, "housekeeping panicked"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
 }
 
 /// Keeps the archives up to date: woken when posts are stored, and once a minute in case a

@@ -64,6 +64,18 @@ fn of(p: &DmarcPolicy) -> Policy {
     }
 }
 
+/// The TXT names [`policy`] may ask for `domain`: its own `_dmarc` record and its
+/// organizational domain's.
+pub fn names(domain: &str) -> Vec<String> {
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let org = psl::domain_str(&domain).unwrap_or(&domain).to_string();
+    let mut v = vec![format!("_dmarc.{domain}")];
+    if org != domain {
+        v.push(format!("_dmarc.{org}"));
+    }
+    v
+}
+
 /// The policy that applies to mail From `domain`.
 pub fn policy(dns: &dyn Resolver, domain: &str) -> Policy {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();

@@ -177,6 +177,69 @@ impl Resolver for Layered {
     }
 }
 
+/// Answers looked up ahead, all at once, for a batch of decisions: each name is asked on a
+/// thread of its own and whatever has not answered when `deadline` passes counts as a
+/// failed lookup (a lookup still running goes on and fills the resolver's cache). Names not
+/// looked up ahead go to the resolver behind.
+pub struct Prefetched {
+    answers: HashMap<String, TxtResult>,
+    next: std::sync::Arc<dyn Resolver>,
+}
+
+impl Prefetched {
+    pub fn new(
+        next: std::sync::Arc<dyn Resolver>,
+        names: Vec<String>,
+        deadline: Duration,
+    ) -> Prefetched {
+        let mut answers = HashMap::new();
+        if names.is_empty() {
+            return Prefetched { answers, next };
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut asked = Vec::new();
+        for name in names.into_iter().take(64) {
+            let (tx, r, n) = (tx.clone(), next.clone(), normal(&name));
+            asked.push(n.clone());
+            let spawned = std::thread::Builder::new()
+                .name("dns-prefetch".into())
+                .spawn(move || {
+                    let a = r.txt(&n);
+                    let _ = tx.send((n, a));
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start a DNS lookup thread");
+            }
+        }
+        drop(tx);
+        let end = Instant::now() + deadline;
+        while answers.len() < asked.len() {
+            let left = end.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((n, a)) => {
+                    answers.insert(n, a);
+                }
+                Err(_) => break,
+            }
+        }
+        for n in asked {
+            answers
+                .entry(n)
+                .or_insert_with(|| Err("DNS lookup timed out".into()));
+        }
+        Prefetched { answers, next }
+    }
+}
+
+impl Resolver for Prefetched {
+    fn txt(&self, name: &str) -> TxtResult {
+        match self.answers.get(&normal(name)) {
+            Some(a) => a.clone(),
+            None => self.next.txt(name),
+        }
+    }
+}
+
 /// The resolver the configuration asks for.
 pub fn from_config(cfg: &DnsConfig) -> Result<Layered, String> {
     let table = Table(
@@ -208,6 +271,28 @@ mod tests {
             let h = Hickory::new(Duration::from_secs(1)).unwrap();
             drop(h);
         });
+    }
+
+    struct Silent;
+    impl Resolver for Silent {
+        fn txt(&self, _: &str) -> TxtResult {
+            std::thread::sleep(Duration::from_secs(3600));
+            Ok(Vec::new())
+        }
+    }
+
+    /// A resolver that never answers costs one deadline for the whole batch.
+    #[test]
+    fn prefetch_gives_up_at_the_deadline() {
+        let names = (0..20).map(|i| format!("_dmarc.d{i}.example")).collect();
+        let t = Instant::now();
+        let p = Prefetched::new(
+            std::sync::Arc::new(Silent),
+            names,
+            Duration::from_millis(200),
+        );
+        assert!(t.elapsed() < Duration::from_secs(60));
+        assert!(p.txt("_dmarc.d3.example").is_err());
     }
 
     #[test]

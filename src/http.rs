@@ -267,17 +267,26 @@ async fn unsubscribe_do(State(app): State<Arc<App>>, Path(token): Path<String>) 
 }
 
 /// Applies a plan durably and wakes delivery for the mail it queued.
+/// The commit runs on the blocking pool (it fsyncs). A token that was used meanwhile (the
+/// same link clicked twice, or confirmed by mail at the same moment) applies nothing and
+/// gets the "already used" page.
 async fn apply(app: &App, plan: Plan<'_>) -> Result<(), Response> {
+    let (list, lang) = (plan.list, plan.language());
     let (changes, mail) = (plan.changes, plan.mail);
-    app.svc
-        .store
-        .commit(changes, mail)
-        .map_err(|e| error_page(app, e))?;
-    app.svc
-        .store
-        .flush_async()
-        .await
-        .map_err(|e| error_page(app, e))?;
+    let store = app.svc.store.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        store.commit(changes, mail)?;
+        store.flush()
+    })
+    .await;
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(crate::store::StoreError::AlreadyUsed { .. })) => {
+            return Err(fail_page(app, Some(list), lang, TokenFail::Used))
+        }
+        Ok(Err(e)) => return Err(error_page(app, e)),
+        Err(e) => return Err(error_page(app, e)),
+    }
     app.wake_out.notify_one();
     Ok(())
 }

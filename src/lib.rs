@@ -22,6 +22,7 @@ pub mod failpoint;
 pub mod forget;
 pub mod http;
 pub mod inbound;
+pub mod maintenance;
 pub mod outbound;
 pub mod pipeline;
 pub mod router;

@@ -99,35 +99,41 @@ fn author(msg: &mail_parser::Message) -> Option<(String, Option<String>)> {
     Some((addr, a.name().map(str::to_string)))
 }
 
-/// Decides what becomes of one spooled message. Pure apart from store reads.
-pub fn decide(svc: &Services, spool_id: u64, item: &SpoolItem) -> Outcome {
+/// Decides what becomes of one spooled message. Pure apart from store reads and DMARC
+/// lookups (answered by `dns`, which the pass has filled beforehand). A store error is
+/// returned, never turned into a decision: the message stays spooled and is tried again.
+pub fn decide(
+    svc: &Services,
+    item: &SpoolItem,
+    dns: &dyn crate::dns::Resolver,
+) -> crate::store::Result<Outcome> {
     let cfg: &Config = &svc.cfg;
     let Some((list, route)) = router::route(cfg, &item.envelope.rcpt) else {
-        return Outcome::Quarantine {
+        return Ok(Outcome::Quarantine {
             reason: "recipient is no longer a list address of this configuration".into(),
-        };
+        });
     };
     let raw = normalize_crlf(&item.raw).into_owned();
     let Some(msg) = MessageParser::default().parse(&raw) else {
-        return Outcome::Quarantine {
+        return Ok(Outcome::Quarantine {
             reason: "message could not be parsed".into(),
-        };
+        });
     };
     match route {
         Route::Bounces { member } => decide_bounce(svc, list, member, &raw, &msg),
         Route::Owner => {
             if let Some(reason) = classify(list, &msg) {
-                return Outcome::Quarantine { reason };
+                return Ok(Outcome::Quarantine { reason });
             }
             let mut fwd = format!("X-Loop: {}\r\n", list.sub_address("owner")).into_bytes();
             fwd.extend_from_slice(&raw);
-            Outcome::Send {
+            Ok(Outcome::Send {
                 mail: vec![out_mail(list, "owner-forward", fwd)],
-            }
+            })
         }
         Route::Request(word) => decide_request(svc, list, item, &msg, request_via(word)),
         Route::Confirm(token) => decide_request(svc, list, item, &msg, Via::Confirm(token)),
-        Route::Post => decide_post(svc, spool_id, item, list, &raw, &msg),
+        Route::Post => decide_post(svc, item, list, &raw, &msg, dns),
     }
 }
 
@@ -150,18 +156,18 @@ fn decide_bounce(
     verp: Option<String>,
     raw: &[u8],
     msg: &mail_parser::Message,
-) -> Outcome {
+) -> crate::store::Result<Outcome> {
     let report = bounce::parse(raw);
     // A vacation responder answering the envelope sender is not a bounce.
     if report.format == "unknown" && vacation_reply(msg) {
-        return Outcome::Quarantine {
+        return Ok(Outcome::Quarantine {
             reason: "automatic reply to a list copy (not a bounce)".into(),
-        };
+        });
     }
     if !list.process_bounces {
-        return Outcome::Quarantine {
+        return Ok(Outcome::Quarantine {
             reason: "bounce; bounce processing is off for this list".into(),
-        };
+        });
     }
     let store = &svc.store;
     let candidates: Vec<String> = verp
@@ -176,21 +182,17 @@ fn decide_bounce(
                 break;
             }
             Ok(None) => {}
-            Err(e) => {
-                return Outcome::Quarantine {
-                    reason: format!("store error while reading a bounce: {e}"),
-                }
-            }
+            Err(e) => return Err(e),
         }
     }
     let Some(member) = member else {
-        return Outcome::Quarantine {
+        return Ok(Outcome::Quarantine {
             reason: if candidates.is_empty() {
                 "bounce that names no recipient".into()
             } else {
                 "bounce for an address that is not a member".into()
             },
-        };
+        });
     };
     // The report's own line for this member, else its worst; soft when it has none.
     let addr = member.address.to_ascii_lowercase();
@@ -206,9 +208,9 @@ fn decide_bounce(
             })
         });
     if report.format == "dsn" && report.failures.is_empty() {
-        return Outcome::Quarantine {
+        return Ok(Outcome::Quarantine {
             reason: "delivery report without a failure (delivered or relayed)".into(),
-        };
+        });
     }
     let (sev, status) = match failure {
         Some(f) => (f.severity, f.status.clone()),
@@ -224,7 +226,7 @@ fn decide_bounce(
         domain = addr.rsplit('@').next().unwrap_or(""),
         "bounce recorded"
     );
-    Outcome::Changes { changes, mail }
+    Ok(Outcome::Changes { changes, mail })
 }
 
 /// Whether a message that is not a delivery report is someone's automatic reply (an
@@ -281,19 +283,19 @@ fn decide_request(
     item: &SpoolItem,
     msg: &mail_parser::Message,
     via: Via,
-) -> Outcome {
+) -> crate::store::Result<Outcome> {
     if let Some(reason) = classify(list, msg) {
-        return Outcome::Quarantine { reason };
+        return Ok(Outcome::Quarantine { reason });
     }
     let Some((requester, name)) = author(msg) else {
-        return Outcome::Quarantine {
+        return Ok(Outcome::Quarantine {
             reason: "request without a usable From address".into(),
-        };
+        });
     };
     if let Some(reason) = unanswerable(&item.envelope.mail_from, &requester) {
-        return Outcome::Quarantine {
+        return Ok(Outcome::Quarantine {
             reason: reason.into(),
-        };
+        });
     }
     let mail = Incoming {
         requester,
@@ -302,50 +304,45 @@ fn decide_request(
         subject: msg.subject().unwrap_or("").to_string(),
         body: msg.body_text(0).map(|b| b.into_owned()).unwrap_or_default(),
     };
-    match commands::handle(svc.ctx(), list, &via, &mail) {
-        Ok(plan) => Outcome::Changes {
-            changes: plan.changes,
-            mail: plan.mail,
-        },
-        Err(e) => Outcome::Quarantine {
-            reason: format!("store error while handling a request: {e}"),
-        },
-    }
+    let plan = commands::handle(svc.ctx(), list, &via, &mail)?;
+    Ok(Outcome::Changes {
+        changes: plan.changes,
+        mail: plan.mail,
+    })
 }
 
 fn decide_post(
     svc: &Services,
-    spool_id: u64,
     item: &SpoolItem,
     list: &ListConfig,
     raw: &[u8],
     msg: &mail_parser::Message,
-) -> Outcome {
+    dns: &dyn crate::dns::Resolver,
+) -> crate::store::Result<Outcome> {
     let (cfg, store) = (&*svc.cfg, &svc.store);
     let mut raw = raw.to_vec();
     if let Some(reason) = classify(list, msg) {
-        return Outcome::Quarantine { reason };
+        return Ok(Outcome::Quarantine { reason });
     }
     // A post with a null reverse-path is a bounce or an auto-reply (RFC 3834 3.1.5 asks
     // responders to use one). `inject` has no envelope to tell, so only the listeners count.
     if item.envelope.mail_from.is_empty() && item.envelope.source != "inject" {
-        return Outcome::Quarantine {
+        return Ok(Outcome::Quarantine {
             reason: "bounce or automatic message (empty envelope sender)".into(),
-        };
+        });
     }
     let Some((from_addr, from_name)) = author(msg) else {
-        return Outcome::Quarantine {
+        return Ok(Outcome::Quarantine {
             reason: "no usable From address".into(),
-        };
+        });
     };
     let message_id = match msg.message_id() {
         Some(id) if !id.trim().is_empty() => id.trim().to_string(),
         _ => {
-            // As an MTA does for local submissions: give it one, so replies can thread.
-            let id = format!(
-                "{}.{}.vraagbaak@{}",
-                item.envelope.received_ms, spool_id, cfg.smtp.hostname
-            );
+            // As an MTA does for local submissions: give it one, so replies can thread. It
+            // is made from the content, so the same bytes sent again (a sender's MTA that
+            // lost our 250 and retries) get the same id and are posted once.
+            let id = content_message_id(&raw, &cfg.smtp.hostname);
             let mut with = format!("Message-ID: <{id}>\r\n").into_bytes();
             with.extend_from_slice(&raw);
             raw = with;
@@ -364,21 +361,13 @@ fn decide_post(
         _ if item.envelope.approved => None,
         Posting::Open => None,
         Posting::Moderated => Some("the list is moderated"),
-        Posting::Members => match store.is_member(key, &from_addr) {
-            Ok(true) => None,
-            Ok(false) => Some("the sender is not a member"),
-            Err(_) => Some("membership could not be checked"),
+        Posting::Members => match store.is_member(key, &from_addr)? {
+            true => None,
+            false => Some("the sender is not a member"),
         },
     };
     if let Some(reason) = policy_hold {
-        let id = match store.new_id() {
-            Ok(id) => id,
-            Err(e) => {
-                return Outcome::Quarantine {
-                    reason: format!("store error while holding a post: {e}"),
-                }
-            }
-        };
+        let id = store.new_id()?;
         let held = Held {
             list: key.to_string(),
             id,
@@ -390,11 +379,11 @@ fn decide_post(
             raw,
         };
         let (notices, changes) = held_notices(svc, list, &held);
-        return Outcome::Hold {
+        return Ok(Outcome::Hold {
             held,
             notices,
             changes,
-        };
+        });
     }
     let recipients = match store.members(key) {
         // Members on vacation (nomail) or disabled by bounces get nothing; digest members
@@ -410,13 +399,13 @@ fn decide_post(
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot read members; message stays spooled");
-            return Outcome::Quarantine {
+            return Ok(Outcome::Quarantine {
                 reason: format!("members could not be read: {e}"),
-            };
+            });
         }
     };
     // DMARC: decided now, once, so that every copy and every retry carries the same From.
-    let (from_rewrite, dmarc) = crate::dmarc::rewrite(list, &*svc.dns, &from_addr);
+    let (from_rewrite, dmarc) = crate::dmarc::rewrite(list, dns, &from_addr);
     if list.from_rewrite == crate::config::FromRewrite::Dmarc {
         tracing::info!(
             list = %list.local(),
@@ -426,7 +415,7 @@ fn decide_post(
             "author domain's DMARC policy"
         );
     }
-    Outcome::Accept {
+    Ok(Outcome::Accept {
         meta: PostMeta {
             list: key.to_string(),
             seq: 0,
@@ -442,7 +431,15 @@ fn decide_post(
         raw,
         recipients,
         notices: Vec::new(),
-    }
+    })
+}
+
+/// The Message-ID given to a post that has none: a hash of its bytes.
+fn content_message_id(raw: &[u8], hostname: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(raw);
+    let hex: String = h[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}.vraagbaak@{hostname}")
 }
 
 /// The mails about a held post: to the owners (with the post attached and the token to
@@ -481,26 +478,40 @@ fn held_notices(svc: &Services, list: &ListConfig, h: &Held) -> (Vec<OutMail>, V
 }
 
 /// Decides and applies one spooled message. Idempotent: a message no longer in the spool
-/// was already applied.
-pub fn process(svc: &Services, spool_id: u64) -> crate::store::Result<Applied> {
+/// was already applied. A store error leaves it in the spool (the caller tries again).
+pub fn process(
+    svc: &Services,
+    spool_id: u64,
+    dns: &dyn crate::dns::Resolver,
+) -> crate::store::Result<Applied> {
     let (cfg, store) = (&*svc.cfg, &svc.store);
-    let Some(item) = store.spooled(spool_id)? else {
-        return Ok(Applied::Dropped);
+    // A decision taken on a token that someone else used meanwhile (a click at the same
+    // moment) applies nothing; decided again, it sees the token used.
+    let mut attempts = 0;
+    let (applied, list, quarantine_reason) = loop {
+        let Some(item) = store.spooled(spool_id)? else {
+            return Ok(Applied::Dropped);
+        };
+        // A parser panic on hostile input must cost one message (kept in quarantine),
+        // never the pipeline: without this, the message would be retried forever.
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decide(svc, &item, dns)))
+                .unwrap_or_else(|_| {
+                    Ok(Outcome::Quarantine {
+                        reason: "internal error while reading the message (parser panic)".into(),
+                    })
+                })?;
+        let list = router::route(cfg, &item.envelope.rcpt).map(|(l, _)| l.local().to_string());
+        let quarantine_reason = match &outcome {
+            Outcome::Quarantine { reason } => reason.clone(),
+            _ => String::new(),
+        };
+        match store.apply(spool_id, outcome) {
+            Err(crate::store::StoreError::AlreadyUsed { .. }) if attempts < 3 => attempts += 1,
+            r => break (r?, list, quarantine_reason),
+        }
     };
-    // A parser panic on hostile input must cost one message (kept in quarantine), never the
-    // pipeline: without this, the message would be retried forever.
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        decide(svc, spool_id, &item)
-    }))
-    .unwrap_or_else(|_| Outcome::Quarantine {
-        reason: "internal error while reading the message (parser panic)".into(),
-    });
-    let list = router::route(cfg, &item.envelope.rcpt).map(|(l, _)| l.local().to_string());
-    let quarantine_reason = match &outcome {
-        Outcome::Quarantine { reason } => reason.clone(),
-        _ => String::new(),
-    };
-    let applied = store.apply(spool_id, outcome)?;
+    crate::failpoint::hit("pipeline-before-flush");
     // Durable before anything acts on it: outbound may read the new queue rows at once, and
     // a decision lost in a crash after some copies went out would be taken again (a new
     // number, every copy sent twice).
@@ -525,30 +536,91 @@ pub fn process(svc: &Services, spool_id: u64) -> crate::store::Result<Applied> {
     Ok(applied)
 }
 
-/// Processes every spooled message (oldest first). Returns how many were applied.
-pub fn drain(svc: &Services) -> crate::store::Result<usize> {
-    let ids = svc.store.spooled_ids()?;
-    let n = ids.len();
-    for id in ids {
-        process(svc, id)?;
+/// Spooled messages whose decision failed on a store error, and when each is tried again.
+#[derive(Debug, Default)]
+pub struct Retries(std::collections::HashMap<u64, (u32, std::time::Instant)>);
+
+impl Retries {
+    fn due(&self, id: u64, now: std::time::Instant) -> bool {
+        self.0.get(&id).is_none_or(|(_, at)| *at <= now)
     }
-    Ok(n)
+
+    /// Backs `id` off: 1 s, 2 s, 4 s ... up to 5 minutes.
+    fn failed(&mut self, id: u64, now: std::time::Instant) -> u32 {
+        let e = self.0.entry(id).or_insert((0, now));
+        e.0 = e.0.saturating_add(1);
+        let secs = 1u64 << e.0.saturating_sub(1).min(9);
+        e.1 = now + std::time::Duration::from_secs(secs.min(300));
+        e.0
+    }
+
+    /// When the next backed-off message is due, if any.
+    pub fn next_due(&self) -> Option<std::time::Instant> {
+        self.0.values().map(|(_, at)| *at).min()
+    }
 }
 
-/// Sends the bounce notices that are due and removes members whose last notice went
-/// unanswered. Runs in the pipeline task, the only writer of bounce records, so a bounce
-/// being scored and a notice being sent never race for one member.
-pub fn bounce_maintenance(svc: &Services) -> crate::store::Result<usize> {
-    let now = crate::clock::now_ms();
-    let mut n = 0;
-    for l in svc.cfg.lists.iter().filter(|l| l.process_bounces) {
-        let (changes, mail) = bounce::maintain(svc.ctx(), l, now)?;
-        if changes.is_empty() && mail.is_empty() {
+/// The TXT names whose answers the DMARC decisions of these spooled posts need.
+fn dmarc_names(svc: &Services, ids: &[u64]) -> Vec<String> {
+    let mut names = Vec::new();
+    for &id in ids {
+        let Ok(Some(item)) = svc.store.spooled(id) else {
+            continue;
+        };
+        let Some((list, Route::Post)) = router::route(&svc.cfg, &item.envelope.rcpt) else {
+            continue;
+        };
+        if list.from_rewrite != crate::config::FromRewrite::Dmarc {
             continue;
         }
-        n += changes.len();
-        svc.store.commit(changes, mail)?;
-        svc.store.flush()?;
+        let from = MessageParser::default()
+            .parse_headers(&item.raw)
+            .and_then(|m| {
+                m.from()
+                    .and_then(|f| f.first())
+                    .and_then(|a| a.address())
+                    .map(str::to_string)
+            });
+        if let Some(domain) = from
+            .as_deref()
+            .and_then(|a| a.rsplit_once('@'))
+            .map(|x| x.1)
+        {
+            names.extend(crate::dmarc::names(domain));
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Processes every spooled message that is due (oldest first): the DMARC policies their
+/// authors' domains need are looked up first, all at once and within the DNS timeout, so a
+/// resolver that never answers delays a pass by that timeout, not each post by it. A
+/// message whose decision fails on a store error stays spooled and is tried again later
+/// with backoff, while the others go on. Returns how many were applied.
+pub fn drain(svc: &Services, retries: &mut Retries) -> crate::store::Result<usize> {
+    let now = std::time::Instant::now();
+    let ids: Vec<u64> = svc
+        .store
+        .spooled_ids()?
+        .into_iter()
+        .filter(|id| retries.due(*id, now))
+        .collect();
+    let names = dmarc_names(svc, &ids);
+    let dns = crate::dns::Prefetched::new(svc.dns.clone(), names, svc.cfg.dns.timeout);
+    let mut n = 0;
+    for id in ids {
+        match process(svc, id, &dns) {
+            Ok(_) => {
+                retries.0.remove(&id);
+                n += 1;
+            }
+            Err(e) => {
+                let attempt = retries.failed(id, now);
+                tracing::error!(spool_id = id, attempt, error = %e, "cannot decide a spooled message; it stays spooled and is tried again");
+            }
+        }
     }
     Ok(n)
 }
@@ -561,38 +633,43 @@ pub async fn run(
     wake_out: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut retries = Retries::default();
     loop {
         let s = svc.clone();
-        let pass = move || {
-            let n = drain(&s)?;
-            if let Err(e) = bounce_maintenance(&s) {
-                tracing::error!(error = %e, "bounce notices could not be checked");
-            }
-            if let Err(e) = crate::digest::run_all(&s, crate::clock::now_ms(), false, None) {
-                tracing::error!(error = %e, "digests could not be made");
-            }
-            if let Err(e) = crate::forget::run_requested(&s) {
-                tracing::error!(error = %format!("{e:#}"), "a forget request failed; retrying");
-            }
-            Ok::<usize, crate::store::StoreError>(n)
-        };
-        match tokio::task::spawn_blocking(pass).await {
-            // Also after passes with nothing spooled: the bell may have been rung for mail
-            // queued by a command (welcome texts, a moderation).
-            Ok(Ok(n)) => {
+        let mut r = std::mem::take(&mut retries);
+        let pass = tokio::task::spawn_blocking(move || {
+            let n = drain(&s, &mut r);
+            (n, r)
+        })
+        .await;
+        let mut again = false;
+        match pass {
+            Ok((n, r)) => {
+                retries = r;
+                // Also after passes with nothing spooled: the bell may have been rung for
+                // mail queued by a command (welcome texts, a moderation).
                 wake_out.notify_one();
-                // A pass can spool more (a moderator's approval puts the post back): go
-                // round again at once rather than at the next bell.
-                if n > 0 && svc.store.spooled_ids().is_ok_and(|ids| !ids.is_empty()) {
-                    continue;
+                match n {
+                    // A pass can spool more (a moderator's approval puts the post back): go
+                    // round again at once rather than at the next bell.
+                    Ok(n) => again = n > 0,
+                    Err(e) => tracing::error!(error = %e, "pipeline pass failed; retrying"),
                 }
             }
-            Ok(Err(e)) => tracing::error!(error = %e, "pipeline pass failed; retrying"),
             Err(e) => tracing::error!(error = %e, "pipeline task panicked; retrying"),
         }
+        if again {
+            continue;
+        }
+        let wait = retries
+            .next_due()
+            .map_or(std::time::Duration::from_secs(5), |t| {
+                t.saturating_duration_since(std::time::Instant::now())
+            })
+            .min(std::time::Duration::from_secs(5));
         tokio::select! {
             _ = wake_in.notified() => {}
-            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
     }

@@ -21,11 +21,28 @@ pub enum Change {
         list: String,
         member: Member,
     },
+    /// Changes some of a member's settings on the record as it is inside the transaction,
+    /// so that two changes in one mail (or a command racing a bounce) both survive;
+    /// nothing when it is not a member.
+    SetMember {
+        list: String,
+        addr: String,
+        settings: MemberSettings,
+    },
+    /// Any other read-modify-write of one member's record (bounce scoring, notices), run
+    /// on the record as stored inside the transaction; nothing when it is not a member.
+    EditMember {
+        list: String,
+        addr: String,
+        edit: MemberFn,
+    },
     PutPending {
         id: u64,
         pending: Pending,
     },
-    /// Marks a pending request confirmed.
+    /// Marks a pending request confirmed. The transaction fails with
+    /// [`StoreError::AlreadyUsed`] when it was confirmed meanwhile (a click and a mail at
+    /// once): a token acts once.
     UsePending {
         id: u64,
         at_ms: i64,
@@ -59,6 +76,75 @@ pub enum Change {
         upto: u64,
         at_ms: i64,
     },
+}
+
+/// Some of a member's settings; `None` leaves one as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemberSettings {
+    pub digest: Option<bool>,
+    pub digest_plain: Option<bool>,
+    pub nomail: Option<bool>,
+    /// `Some(None)` removes the end date of `nomail`.
+    pub nomail_until: Option<Option<i64>>,
+    pub language: Option<Option<Language>>,
+    /// Forgets the bounce record (mail turned back on, delivery re-enabled).
+    pub clear_bounce: bool,
+}
+
+impl MemberSettings {
+    fn apply(&self, m: &mut Member) {
+        if let Some(v) = self.digest {
+            m.digest = v;
+        }
+        if let Some(v) = self.digest_plain {
+            m.digest_plain = v;
+        }
+        if let Some(v) = self.nomail {
+            m.nomail = v;
+        }
+        if let Some(v) = self.nomail_until {
+            m.nomail_until = v;
+        }
+        if let Some(v) = self.language {
+            m.language = v;
+        }
+        if self.clear_bounce {
+            m.bounce = None;
+        }
+    }
+}
+
+/// A read-modify-write of a member record for [`Change::EditMember`]. sled may run a
+/// transaction more than once, so the function must depend only on the record it is given.
+#[derive(Clone)]
+pub struct MemberFn(pub std::sync::Arc<dyn Fn(&mut Member) + Send + Sync>);
+
+impl std::fmt::Debug for MemberFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemberFn(..)")
+    }
+}
+
+impl MemberFn {
+    pub fn new(f: impl Fn(&mut Member) + Send + Sync + 'static) -> MemberFn {
+        MemberFn(std::sync::Arc::new(f))
+    }
+}
+
+/// Reads a member inside a transaction, edits it and writes it back.
+fn edit_member(
+    members: &sled::transaction::TransactionalTree,
+    list: &str,
+    addr: &str,
+    f: impl Fn(&mut Member),
+) -> std::result::Result<(), ConflictableTransactionError<StoreError>> {
+    let mk = member_key(list, addr);
+    if let Some(v) = members.get(&mk)? {
+        let mut m: Member = decode("members", &v).map_err(ConflictableTransactionError::Abort)?;
+        f(&mut m);
+        members.insert(mk.as_slice(), encode(&m))?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -134,12 +220,29 @@ impl Store {
                             pending.insert(&id.to_be_bytes(), encode(p))?;
                         }
                         Change::UsePending { id, at_ms } => {
-                            if let Some(v) = pending.get(id.to_be_bytes())? {
-                                let mut p: Pending = decode("pending", &v)
-                                    .map_err(ConflictableTransactionError::Abort)?;
-                                p.used_ms = Some(*at_ms);
-                                pending.insert(&id.to_be_bytes(), encode(&p))?;
+                            let used = || {
+                                ConflictableTransactionError::Abort(StoreError::AlreadyUsed {
+                                    id: *id,
+                                })
+                            };
+                            let v = pending.get(id.to_be_bytes())?.ok_or_else(used)?;
+                            let mut p: Pending = decode("pending", &v)
+                                .map_err(ConflictableTransactionError::Abort)?;
+                            if p.used_ms.is_some() {
+                                return Err(used());
                             }
+                            p.used_ms = Some(*at_ms);
+                            pending.insert(&id.to_be_bytes(), encode(&p))?;
+                        }
+                        Change::SetMember {
+                            list,
+                            addr,
+                            settings,
+                        } => {
+                            edit_member(members, list, addr, |m| settings.apply(m))?;
+                        }
+                        Change::EditMember { list, addr, edit } => {
+                            edit_member(members, list, addr, |m| (edit.0)(m))?;
                         }
                         Change::RateHit {
                             bucket,

@@ -78,6 +78,9 @@ pub enum StoreError {
     Corrupt { tree: &'static str, msg: String },
     #[error("the database at {path} is in use by another process (is `vraagbaak serve` running?)")]
     Locked { path: String },
+    /// A token's request was confirmed by someone else meanwhile: nothing was applied.
+    #[error("request {id} was already confirmed")]
+    AlreadyUsed { id: u64 },
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
