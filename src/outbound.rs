@@ -33,6 +33,9 @@ use tokio::sync::{mpsc, watch, Notify};
 /// Results are written to the store when this many are pending, or after [`BATCH_DELAY`].
 const BATCH_SIZE: usize = 256;
 const BATCH_DELAY: Duration = Duration::from_millis(100);
+/// Due rows taken per dispatcher pass: enough to keep every worker busy until the next pass,
+/// few enough that a fan-out to 100,000 members never holds more than this in memory.
+const PASS_ROWS: usize = 4096;
 /// A relay connection unused this long is closed (Postfix closes idle ones at 300 s).
 const IDLE_CLOSE: Duration = Duration::from_secs(30);
 
@@ -201,15 +204,15 @@ fn due_jobs(
     // first and from `inflight` after, so a read taken before the lock could see rows that
     // are already delivered but no longer marked in flight, and send them again.
     let mut inf = inflight.lock().unwrap_or_else(|p| p.into_inner());
-    let due = store.due(now, 20_000)?;
+    let due = {
+        let rows = &inf.rows;
+        store.due(now, PASS_ROWS, &|k| rows.contains(k))?
+    };
+    in_flight |= due.skipped > 0;
     for (_, used) in copies.values_mut() {
         *used = 0;
     }
     for (key, row) in due.rows {
-        if inf.rows.contains(&key) {
-            in_flight = true;
-            continue;
-        }
         let Some(list) = cfg.list(&key.list) else {
             tracing::warn!(list = %key.list, "queued rows for a list that is no longer configured");
             continue;

@@ -98,14 +98,15 @@ impl Store {
             })
             .collect();
         let (st_key, st_val, m) = (digest_state_key(&meta.list), encode(st), encode(meta));
-        (&self.meta, &self.digests, &self.queue)
-            .transaction(|(mt, dt, qt)| {
+        (&self.meta, &self.digests, &self.queue, &self.queue_due)
+            .transaction(|(mt, dt, qt, due)| {
                 mt.insert(st_key.as_slice(), st_val.as_slice())?;
                 dt.insert(keys[0].as_slice(), m.as_slice())?;
                 dt.insert(keys[1].as_slice(), mime)?;
                 dt.insert(keys[2].as_slice(), plain)?;
                 for k in &rows {
                     qt.insert(k.as_slice(), row.as_slice())?;
+                    due.insert(due_key(now, k), b"".as_slice())?;
                 }
                 Ok(())
             })

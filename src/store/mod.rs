@@ -10,6 +10,8 @@
 //! - `msgid`      `<list>\0<message-id>` → `p<seq>` (accepted) or `h<id>` (held)
 //! - `held`       `<id>` → [`Held`] (a post waiting for a moderator)
 //! - `queue`      `<list>\0<seq>\0<addr>` → [`QueueRow`] (one pending recipient of one post)
+//! - `queue_due`  `<next_ms><queue key>` → `` (the queue ordered by due time: a delivery pass
+//!   reads the rows it sends, not the whole queue; stale entries are dropped when met)
 //! - `failures`   `<list>\0<seq>\0<addr>` → [`Failure`] (a recipient given up on)
 //! - `outmail`    `<id>` → [`OutMail`] (a single message to send: owner notices, forwards)
 //! - `quarantine` `<id>` → [`Quarantined`] (kept for the owners, never distributed)
@@ -209,6 +211,7 @@ pub struct Store {
     msgid: sled::Tree,
     held: sled::Tree,
     queue: sled::Tree,
+    queue_due: sled::Tree,
     failures: sled::Tree,
     outmail: sled::Tree,
     quarantine: sled::Tree,
@@ -247,7 +250,7 @@ impl Store {
                 e => e.into(),
             })?;
         let t = |n: &str| db.open_tree(n);
-        Ok(Store {
+        let store = Store {
             spool: t("spool")?,
             members: t("members")?,
             posts: t("posts")?,
@@ -255,6 +258,7 @@ impl Store {
             msgid: t("msgid")?,
             held: t("held")?,
             queue: t("queue")?,
+            queue_due: t("queue_due")?,
             failures: t("failures")?,
             outmail: t("outmail")?,
             quarantine: t("quarantine")?,
@@ -271,7 +275,9 @@ impl Store {
             arch_month: t("arch_month")?,
             digests: t("digests")?,
             db,
-        })
+        };
+        store.index_queue()?;
+        Ok(store)
     }
 
     /// Makes every write so far durable. Acknowledgements wait for this.
@@ -365,7 +371,7 @@ mod tests {
         assert_eq!(s.pending_for_post(l, 1).unwrap(), 2);
         assert!(s.spooled_ids().unwrap().is_empty());
 
-        let due = s.due(now_ms() + 1, 10).unwrap().rows;
+        let due = s.due(now_ms() + 1, 10, &|_| false).unwrap().rows;
         assert_eq!(due.len(), 2);
         assert_eq!(due[0].0.addr, "B@Example.org");
         s.record_results(

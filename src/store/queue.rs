@@ -63,20 +63,76 @@ impl QueueKey {
     }
 }
 
+/// The `queue_due` key of a row: its due time first, so the index sorts by it.
+pub(super) fn due_key(next_ms: i64, queue_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + queue_key.len());
+    k.extend_from_slice(&(next_ms.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(queue_key);
+    k
+}
+
 impl Store {
-    /// One pass over the queue and the single messages: what is due at `now_ms` (at most
-    /// `limit` rows; out-mails with their bytes) and when the next not-yet-due item is.
-    pub fn due(&self, now_ms: i64, limit: usize) -> Result<Due> {
-        let mut due = Due::default();
+    /// Builds the due-time index of a queue stored before it existed (once, at open).
+    pub(super) fn index_queue(&self) -> Result<()> {
+        const DONE: &[u8] = b"queue_due\0v1";
+        if self.meta.contains_key(DONE)? {
+            return Ok(());
+        }
+        let mut b = sled::Batch::default();
         for kv in self.queue.iter() {
             let (k, v) = kv?;
             let row: QueueRow = decode("queue", &v)?;
-            if row.next_ms > now_ms {
-                due_later(&mut due.next_ms, row.next_ms);
-            } else if due.rows.len() < limit {
-                if let Some(key) = QueueKey::decode(&k) {
-                    due.rows.push((key, row));
+            b.insert(due_key(row.next_ms, &k), b"".as_slice());
+        }
+        self.queue_due.apply_batch(b)?;
+        self.meta.insert(DONE, b"".as_slice())?;
+        Ok(())
+    }
+
+    /// What is due at `now_ms`, read in due-time order: at most `limit` rows for which
+    /// `skip` is false (rows in flight are skipped without counting), the due out-mails
+    /// with their bytes, and when the next not-yet-due item is. A pass costs the rows it
+    /// returns (plus those it skips), not the size of the queue.
+    pub fn due(&self, now_ms: i64, limit: usize, skip: &dyn Fn(&QueueKey) -> bool) -> Result<Due> {
+        let mut due = Due::default();
+        let end = due_key(now_ms.saturating_add(1), b"");
+        for kv in self.queue_due.range(..end.clone()) {
+            if due.rows.len() >= limit {
+                break;
+            }
+            let (ik, _) = kv?;
+            let (Some(at), Some(key)) = (
+                ik.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()),
+                ik.get(8..).and_then(QueueKey::decode),
+            ) else {
+                self.queue_due.remove(&ik)?;
+                continue;
+            };
+            if skip(&key) {
+                due.skipped += 1;
+                continue;
+            }
+            // An entry whose row is gone (delivered, forgotten) or was rescheduled to
+            // another time is left over: drop it.
+            let row = match self.queue.get(key.encode())? {
+                Some(v) => decode::<QueueRow>("queue", &v)?,
+                None => {
+                    self.queue_due.remove(&ik)?;
+                    continue;
                 }
+            };
+            if (row.next_ms.max(0) as u64).to_be_bytes() != at {
+                self.queue_due.remove(&ik)?;
+                if row.next_ms > now_ms {
+                    continue;
+                }
+            }
+            due.rows.push((key, row));
+        }
+        if let Some(kv) = self.queue_due.range(end..).next() {
+            let (ik, _) = kv?;
+            if let Some(at) = ik.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+                due_later(&mut due.next_ms, u64::from_be_bytes(at) as i64);
             }
         }
         for v in self.outmail.iter().values() {
@@ -138,8 +194,20 @@ impl Store {
                 }
             }
         }
-        (&self.queue, &self.failures, &self.spool)
-            .transaction(|(qt, ft, st)| {
+        (&self.queue, &self.failures, &self.spool, &self.queue_due)
+            .transaction(|(qt, ft, st, dt)| {
+                // Each row's index entry goes with its old due time; a retry gets a new one.
+                for (key, r) in results {
+                    let k = key.encode();
+                    if let Some(v) = qt.get(&k)? {
+                        let old: QueueRow =
+                            decode("queue", &v).map_err(ConflictableTransactionError::Abort)?;
+                        dt.remove(due_key(old.next_ms, &k))?;
+                    }
+                    if let DeliveryResult::Retry(row) = r {
+                        dt.insert(due_key(row.next_ms, &k), b"".as_slice())?;
+                    }
+                }
                 qt.apply_batch(&q)?;
                 ft.apply_batch(&f)?;
                 st.apply_batch(&sp)?;
@@ -155,8 +223,17 @@ impl Store {
         for kv in self.queue.iter() {
             let (k, v) = kv?;
             let mut row: QueueRow = decode("queue", &v)?;
+            let old = due_key(row.next_ms, &k);
             row.next_ms = now;
-            self.queue.insert(k, encode(&row))?;
+            let (new, rec) = (due_key(now, &k), encode(&row));
+            (&self.queue, &self.queue_due)
+                .transaction(|(qt, dt)| {
+                    qt.insert(k.as_ref(), rec.as_slice())?;
+                    dt.remove(old.as_slice())?;
+                    dt.insert(new.as_slice(), b"".as_slice())?;
+                    Ok(())
+                })
+                .map_err(tx_err)?;
             n += 1;
         }
         for kv in self.outmail.iter() {
@@ -199,6 +276,8 @@ impl Store {
 #[derive(Debug, Default)]
 pub struct Due {
     pub rows: Vec<(QueueKey, QueueRow)>,
+    /// Due rows passed over because `skip` said so (in flight).
+    pub skipped: usize,
     pub mails: Vec<OutMail>,
     /// The earliest attempt time of anything not yet due.
     pub next_ms: Option<i64>,

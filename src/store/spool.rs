@@ -217,8 +217,9 @@ impl Store {
                     &self.queue,
                     &self.meta,
                     &self.outmail,
+                    &self.queue_due,
                 );
-                let r = trees.transaction(|(spool, posts, rawt, msgid, queue, metat, out)| {
+                let r = trees.transaction(|(spool, posts, rawt, msgid, queue, metat, out, due)| {
                     spool.remove(&sk)?;
                     if msgid.get(&mk)?.is_some() {
                         return Ok(None);
@@ -232,7 +233,9 @@ impl Store {
                             seq,
                             addr: addr.clone(),
                         };
-                        queue.insert(qk.encode(), row.as_slice())?;
+                        let k = qk.encode();
+                        due.insert(due_key(now, &k), b"".as_slice())?;
+                        queue.insert(k, row.as_slice())?;
                     }
                     for (k, v) in &recs {
                         out.insert(k, v.as_slice())?;
