@@ -625,7 +625,7 @@ pub async fn serve_socket(
         };
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, &ctx).await {
+            if let Err(e) = handle(stream, ctx).await {
                 tracing::debug!(error = %e, "control connection ended with an error");
             }
         });
@@ -636,7 +636,7 @@ pub async fn serve_socket(
 
 const MAX_COMMAND_LINE: u64 = 64 * 1024 * 1024;
 
-async fn handle(stream: tokio::net::UnixStream, ctx: &Ctx) -> std::io::Result<()> {
+async fn handle(stream: tokio::net::UnixStream, ctx: Arc<Ctx>) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut line = String::new();
@@ -653,7 +653,12 @@ async fn handle(stream: tokio::net::UnixStream, ctx: &Ctx) -> std::io::Result<()
                 raw.resize(*raw_len, 0);
                 r.read_exact(&mut raw).await?;
             }
-            execute(ctx, cmd, raw).await
+            // Commands scan and commit the store: on the blocking pool, never on the
+            // threads that serve SMTP sessions.
+            let rt = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || rt.block_on(execute(&ctx, cmd, raw)))
+                .await
+                .unwrap_or_else(|e| Reply::fail(EX_SOFTWARE, format!("command failed: {e}")))
         }
         Err(e) => Reply::fail(EX_USAGE, format!("bad command: {e}")),
     };

@@ -104,6 +104,14 @@ impl Keys {
         self.by_list.is_empty()
     }
 
+    /// Whether mail of `list` (or, with `sender`, from that address's domain) is signed.
+    pub fn signs(&self, list: Option<&str>, sender: Option<&str>) -> bool {
+        list.is_some_and(|l| self.by_list.contains_key(&l.to_ascii_lowercase()))
+            || sender
+                .and_then(|s| s.rsplit_once('@'))
+                .is_some_and(|(_, d)| self.by_domain.contains_key(&d.to_ascii_lowercase()))
+    }
+
     /// A `DKIM-Signature` field for the message made of `parts` (its bytes in order), with
     /// `list`'s key; `None` when the list has no key or signing failed (logged: the mail
     /// goes out unsigned rather than not at all).

@@ -96,11 +96,14 @@ pub async fn run(
     let (done_tx, done_rx) = mpsc::channel::<Done>(BATCH_SIZE);
     let inflight = Arc::new(Mutex::new(InFlight::default()));
 
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let cpu = Arc::new(tokio::sync::Semaphore::new(cores));
     let mut handles = Vec::new();
     for n in 0..workers {
         let w = Worker {
             cfg: cfg.clone(),
             dkim: dkim.clone(),
+            cpu: cpu.clone(),
             relay: relay.clone(),
             conn: None,
             n,
@@ -278,6 +281,8 @@ fn due_jobs(
 struct Worker {
     cfg: Arc<Config>,
     dkim: Arc<crate::dkim::Keys>,
+    /// Shared by all workers: one permit per core for CPU work.
+    cpu: Arc<tokio::sync::Semaphore>,
     relay: Relay,
     conn: Option<AsyncSmtpConnection>,
     n: usize,
@@ -323,10 +328,19 @@ impl Worker {
                     // The member's own fields go in front of the shared copy; the DKIM
                     // signature, over both, in front of all.
                     let prefix = prefix.unwrap_or_default();
-                    let sig = self
-                        .dkim
-                        .sign_for_list(&key.list, &[prefix.as_bytes(), copy.as_slice()])
-                        .unwrap_or_default();
+                    let sig = if self.dkim.signs(Some(&key.list), None) {
+                        let (d, l, p, c) = (
+                            self.dkim.clone(),
+                            key.list.clone(),
+                            prefix.clone(),
+                            copy.clone(),
+                        );
+                        self.off_thread(move || d.sign_for_list(&l, &[p.as_bytes(), c.as_slice()]))
+                            .await
+                            .unwrap_or_default()
+                    } else {
+                        String::new()
+                    };
                     let own;
                     let msg: &[u8] = if prefix.is_empty() && sig.is_empty() {
                         &copy
@@ -341,10 +355,17 @@ impl Worker {
                 }
                 Job::Mail(m) => {
                     let label = format!("{}-{:06}", m.kind, m.id);
-                    let signed = self
-                        .dkim
-                        .sign_for_sender(&m.mail_from, &[m.raw.as_slice()])
-                        .map(|sig| [sig.as_bytes(), m.raw.as_slice()].concat());
+                    let signed = if self.dkim.signs(None, Some(&m.mail_from)) {
+                        let (d, from, raw) =
+                            (self.dkim.clone(), m.mail_from.clone(), m.raw.clone());
+                        self.off_thread(move || {
+                            d.sign_for_sender(&from, &[raw.as_slice()])
+                                .map(|sig| [sig.as_bytes(), raw.as_slice()].concat())
+                        })
+                        .await
+                    } else {
+                        None
+                    };
                     let raw = signed.as_deref().unwrap_or(&m.raw);
                     let a = self.deliver(&m.mail_from, &m.rcpts, raw, &label).await;
                     let r = match a {
@@ -363,6 +384,22 @@ impl Worker {
             }
         }
         self.close().await;
+    }
+
+    /// Runs CPU work (DKIM signing: ~0.4 ms an RSA copy) on the blocking pool, at most one
+    /// job per core at a time, so that the async threads only wait on sockets.
+    async fn off_thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Option<T> + Send + 'static,
+    ) -> Option<T> {
+        let permit = self.cpu.clone().acquire_owned().await.ok()?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f()
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     async fn close(&mut self) {
