@@ -716,3 +716,115 @@ fn login_form_answers_members_and_strangers_alike_and_mails_members_only() {
     assert_eq!(mails_for(&sink, stranger).len(), 0);
     assert_eq!(mails_for(&sink, &m).len(), 1);
 }
+
+/// Two `set` commands in one mail both take effect: each is applied to the member's
+/// record as it is inside the transaction, not to a copy read before the other.
+#[test]
+fn two_settings_in_one_mail_both_survive() {
+    let (sink, env, d) = start(Opts::default());
+    let m = member(1);
+    env.add_members(std::slice::from_ref(&m));
+    send(
+        d.port,
+        &m,
+        "forum-request@lists.example.org",
+        "",
+        "set digest on\nset nomail on\n",
+    );
+    wait_mails(&sink, &m, 1);
+    let out = env.cli(&["members", "export", "forum"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&m))
+        .unwrap_or_else(|| panic!("{m} not exported: {}", out.stdout));
+    let f: Vec<&str> = line.split(',').collect();
+    assert_eq!((f[3], f[4]), ("on", "on"), "digest and nomail: {line}");
+}
+
+/// A confirmation token used at the same moment by mail and on the web acts once: one
+/// member, one welcome, one owner notice; the other way gets an "already used" answer.
+#[test]
+fn a_token_confirmed_by_mail_and_web_at_once_acts_once() {
+    let (sink, env, d) = start(Opts {
+        http: true,
+        ..Opts::default()
+    });
+    send(d.port, STRANGER, "forum-join@lists.example.org", "lid", "");
+    let token = confirm_token(&wait_mails(&sink, STRANGER, 1)[0].data);
+    let web_port = env.http_port;
+    let path = format!("/confirm/{token}");
+    let web = std::thread::spawn(move || http(web_port, "POST", &path, "").0);
+    send(
+        d.port,
+        STRANGER,
+        &format!("forum-confirm+{token}@lists.example.org"),
+        "Re: bevestig",
+        "",
+    );
+    let web_status = web.join().expect("web thread");
+    assert!(env.wait_queue_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(env.wait_queue_empty());
+    assert_eq!(members(&env), vec![STRANGER.to_string()]);
+    let got = mails_for(&sink, STRANGER);
+    let welcomes = got
+        .iter()
+        .filter(|r| text(&r.data).contains("forum-leave@lists.example.org"))
+        .count();
+    assert_eq!(
+        welcomes,
+        1,
+        "one welcome: {:?}",
+        got.iter().map(|r| subject(&r.data)).collect::<Vec<_>>()
+    );
+    assert_eq!(mails_for(&sink, OWNER).len(), 1, "one join notice");
+    let mail_said_used = got
+        .iter()
+        .any(|r| text(&r.data).to_lowercase().contains("already"));
+    assert!(
+        web_status == 410 || mail_said_used,
+        "the second confirmation is told it was already handled (web {web_status})"
+    );
+}
+
+/// Two POSTs of one login link at the same moment make one session.
+#[test]
+fn one_login_link_used_twice_at_once_makes_one_session() {
+    let (sink, env, d) = start(Opts {
+        http: true,
+        ..Opts::default()
+    });
+    let m = member(1);
+    env.add_members(std::slice::from_ref(&m));
+    send(
+        d.port,
+        &m,
+        "forum-request@lists.example.org",
+        "archive",
+        "archive",
+    );
+    let body = text(&wait_mails(&sink, &m, 1)[0].data);
+    let start = body.find("/login/forum/").expect("a login link");
+    let path: String = body[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    let port = env.http_port;
+    let posts: Vec<_> = (0..2)
+        .map(|_| {
+            let p = path.clone();
+            std::thread::spawn(move || http_response(port, "POST", &p, ""))
+        })
+        .collect();
+    let answers: Vec<String> = posts
+        .into_iter()
+        .map(|t| t.join().expect("thread"))
+        .collect();
+    let sessions = answers
+        .iter()
+        .filter(|a| a.to_ascii_lowercase().contains("set-cookie:"))
+        .count();
+    assert_eq!(sessions, 1, "answers: {answers:#?}");
+}
