@@ -74,9 +74,14 @@ pub struct DnsConfig {
     /// a name not in the table then has no record).
     #[serde(default)]
     pub offline: bool,
-    /// Per query, before a lookup counts as failed.
+    /// Per query, before a lookup counts as failed. Also the longest a batch of posts
+    /// waits for its authors' DMARC policies: a resolver that never answers delays mail by
+    /// this much, then counts as p=reject.
     #[serde(default = "default_dns_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
+    /// Name servers to ask (`"127.0.0.1:53"`), instead of the system's resolv.conf.
+    #[serde(default)]
+    pub servers: Vec<SocketAddr>,
     /// Fixed TXT answers, consulted before the resolver:
     /// `"_dmarc.example.com" = "v=DMARC1; p=reject"`.
     #[serde(default)]
@@ -88,6 +93,7 @@ impl Default for DnsConfig {
         DnsConfig {
             offline: false,
             timeout: default_dns_timeout(),
+            servers: Vec::new(),
             records: Default::default(),
         }
     }

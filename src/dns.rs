@@ -52,7 +52,7 @@ pub struct Hickory {
 }
 
 impl Hickory {
-    pub fn new(timeout: Duration) -> Result<Hickory, String> {
+    pub fn new(timeout: Duration, servers: &[std::net::SocketAddr]) -> Result<Hickory, String> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -63,8 +63,28 @@ impl Hickory {
         let resolver = std::thread::scope(|s| {
             s.spawn(|| {
                 rt.block_on(async {
-                    let mut b = TokioResolver::builder_tokio()
-                        .map_err(|e| format!("cannot read the system's DNS configuration: {e}"))?;
+                    let mut b = if servers.is_empty() {
+                        TokioResolver::builder_tokio().map_err(|e| {
+                            format!("cannot read the system's DNS configuration: {e}")
+                        })?
+                    } else {
+                        use mail_auth::hickory_resolver::config::{
+                            ConnectionConfig, NameServerConfig, ResolverConfig,
+                        };
+                        let ns = servers
+                            .iter()
+                            .map(|a| {
+                                let (mut udp, mut tcp) =
+                                    (ConnectionConfig::udp(), ConnectionConfig::tcp());
+                                (udp.port, tcp.port) = (a.port(), a.port());
+                                NameServerConfig::new(a.ip(), true, vec![udp, tcp])
+                            })
+                            .collect();
+                        TokioResolver::builder_with_config(
+                            ResolverConfig::from_name_servers(ns),
+                            mail_auth::hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
+                        )
+                    };
                     b.options_mut().timeout = timeout;
                     b.options_mut().attempts = 2;
                     b.build()
@@ -251,7 +271,7 @@ pub fn from_config(cfg: &DnsConfig) -> Result<Layered, String> {
     let next = if cfg.offline {
         None
     } else {
-        Some(Hickory::new(cfg.timeout)?)
+        Some(Hickory::new(cfg.timeout, &cfg.servers)?)
     };
     Ok(Layered { table, next })
 }
@@ -268,7 +288,7 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let h = Hickory::new(Duration::from_secs(1)).unwrap();
+            let h = Hickory::new(Duration::from_secs(1), &[]).unwrap();
             drop(h);
         });
     }

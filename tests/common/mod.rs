@@ -419,6 +419,8 @@ pub struct Opts {
     /// TXT records the daemon's DNS answers with (`[dns] records`); the tests never ask
     /// the network (`offline = true`), so any other name has no record.
     pub dns_records: Vec<(String, String)>,
+    /// A name server to ask instead (`[dns] servers`, timeout 2 s), not offline.
+    pub dns_server: Option<std::net::SocketAddr>,
 }
 
 impl Default for Opts {
@@ -433,6 +435,7 @@ impl Default for Opts {
             extra: String::new(),
             list_extra: String::new(),
             dns_records: Vec::new(),
+            dns_server: None,
         }
     }
 }
@@ -517,7 +520,10 @@ impl TestEnv {
         } else {
             String::new()
         };
-        let mut dns = String::from("[dns]\noffline = true\n[dns.records]\n");
+        let mut dns = match o.dns_server {
+            Some(a) => format!("[dns]\ntimeout = \"2s\"\nservers = [\"{a}\"]\n[dns.records]\n"),
+            None => String::from("[dns]\noffline = true\n[dns.records]\n"),
+        };
         for (name, txt) in &o.dns_records {
             dns.push_str(&format!("{name:?} = {txt:?}\n"));
         }
