@@ -172,6 +172,7 @@ pub fn run(
         created_ms: now,
         recipients: recipients.len() as u64,
     };
+    crate::failpoint::hit("digest-before-store");
     store.create_digest(&st, &meta, &mime, &plain, &recipients)?;
     store.flush()?;
     Ok(Outcome::Queued {

@@ -49,6 +49,7 @@ pub fn run(svc: &Services, list: &ListConfig, addr: &str) -> anyhow::Result<Forg
             delete_posts: list.forget_posts == ForgetPosts::Delete,
         },
     )?;
+    crate::failpoint::hit("forget-before-archive");
     svc.archive.rewrite(list)?;
     tracing::info!(
         list = %list.local(),

@@ -492,6 +492,7 @@ pub fn process(
         let Some(item) = store.spooled(spool_id)? else {
             return Ok(Applied::Dropped);
         };
+        crate::failpoint::hit("pipeline-before-decide");
         // A parser panic on hostile input must cost one message (kept in quarantine),
         // never the pipeline: without this, the message would be retried forever.
         let outcome =

@@ -218,10 +218,7 @@ impl Store {
     /// that nothing deleted survives in sled's log files (sled reclaims space only
     /// eventually). Needs the store closed by everyone else (the daemon stopped).
     pub fn compact(path: &Path) -> Result<()> {
-        let tmp = path.with_extension("compact");
-        let old = path.with_extension("old");
-        let _ = std::fs::remove_dir_all(&tmp);
-        let _ = std::fs::remove_dir_all(&old);
+        let (tmp, old) = compaction_paths(path);
         {
             let from = Store::open(path)?;
             let to = sled::Config::new().path(&tmp).open()?;
@@ -229,20 +226,104 @@ impl Store {
             to.flush()?;
         }
         let io = |what: &'static str, e: std::io::Error| StoreError::Io { what, source: e };
+        fsync_tree(&tmp).map_err(|e| io("compaction: syncing the new database", e))?;
         std::fs::rename(path, &old)
             .map_err(|e| io("compaction: moving the old database aside", e))?;
+        fsync_parent(path).map_err(|e| io("compaction: syncing the data directory", e))?;
+        crate::failpoint::hit("compact-between-renames");
         std::fs::rename(&tmp, path)
             .map_err(|e| io("compaction: putting the new database in place", e))?;
+        fsync_parent(path).map_err(|e| io("compaction: syncing the data directory", e))?;
         std::fs::remove_dir_all(&old)
             .map_err(|e| io("compaction: removing the old database", e))?;
+        fsync_parent(path).map_err(|e| io("compaction: syncing the data directory", e))?;
         Ok(())
     }
+}
+
+/// The new database being written, and the old one moved aside, of a compaction.
+fn compaction_paths(path: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    (path.with_extension("compact"), path.with_extension("old"))
+}
+
+/// Puts right what a compaction that was cut short left: when the database is missing and
+/// the old one was moved aside, the old one goes back (the new one may be incomplete).
+/// Run at every open, before the database is opened.
+pub(super) fn restore_compaction(path: &Path) -> Result<()> {
+    let (tmp, old) = compaction_paths(path);
+    let io = |what: &'static str, e: std::io::Error| StoreError::Io { what, source: e };
+    if !path.exists() && old.exists() {
+        std::fs::rename(&old, path).map_err(|e| io("recovering an interrupted compaction", e))?;
+        fsync_parent(path).map_err(|e| io("recovering an interrupted compaction", e))?;
+        tracing::warn!(path = %path.display(), "an interrupted compaction was undone");
+    }
+    let _ = tmp;
+    Ok(())
+}
+
+/// Removes a cut-short compaction's leftovers; run once the database is open (and so
+/// locked: no compaction is writing them).
+pub(super) fn remove_compaction_leftovers(path: &Path) -> Result<()> {
+    let (tmp, old) = compaction_paths(path);
+    let io = |what: &'static str, e: std::io::Error| StoreError::Io { what, source: e };
+    for leftover in [&tmp, &old] {
+        if leftover.exists() && path.exists() {
+            std::fs::remove_dir_all(leftover)
+                .map_err(|e| io("removing a compaction's leftovers", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// fsyncs the directory holding `path`, so that a rename in it survives a crash.
+fn fsync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => std::fs::File::open(d)?.sync_all(),
+        _ => std::fs::File::open(".")?.sync_all(),
+    }
+}
+
+/// fsyncs every file and directory below `dir`.
+fn fsync_tree(dir: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            fsync_tree(&p)?;
+        } else {
+            std::fs::File::open(&p)?.sync_all()?;
+        }
+    }
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::forget::Forget;
+
+    /// A compaction cut short between its two renames leaves only the old copy: opening
+    /// the store puts it back, and a compaction after that finds the data.
+    #[test]
+    fn an_interrupted_compaction_is_undone_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("db");
+        {
+            let s = Store::open(&p).unwrap();
+            s.add_member("forum@x.org", &Member::new("a@b.be".into(), None, 1))
+                .unwrap();
+            s.flush().unwrap();
+        }
+        let (tmp, old) = compaction_paths(&p);
+        std::fs::rename(&p, &old).unwrap();
+        std::fs::create_dir_all(&tmp).unwrap();
+        let s = Store::open(&p).unwrap();
+        assert!(s.is_member("forum@x.org", "a@b.be").unwrap());
+        drop(s);
+        assert!(!old.exists() && !tmp.exists());
+        Store::compact(&p).unwrap();
+        let s = Store::open(&p).unwrap();
+        assert!(s.is_member("forum@x.org", "a@b.be").unwrap());
+    }
 
     #[test]
     fn forget_relabels_records_and_keeps_them_readable() {

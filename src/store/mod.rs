@@ -231,6 +231,7 @@ pub struct Store {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store> {
+        forget::restore_compaction(path)?;
         let db = sled::Config::new()
             .path(path)
             .flush_every_ms(Some(200))
@@ -276,6 +277,7 @@ impl Store {
             digests: t("digests")?,
             db,
         };
+        forget::remove_compaction_leftovers(path)?;
         store.index_queue()?;
         Ok(store)
     }
