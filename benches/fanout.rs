@@ -81,6 +81,19 @@ en vraagt of het leefloon doorloopt. Wie heeft hier ervaring mee?\r\n";
     m.into_bytes()
 }
 
+/// The process's peak resident set so far (`VmHWM`), in MB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 fn main() {
     let members: usize = std::env::var("FANOUT_MEMBERS")
         .ok()
@@ -169,6 +182,7 @@ owners = ["beheer@example.org"]
     store.add_member(list, &Member::new("jan@ocmw.be".into(), None, 0))?;
     store.flush()?;
     let expected = members + 1;
+    let members_rss = peak_rss_mb();
 
     let (_stop_tx, stop_rx) = watch::channel(false);
     let wake_in = Arc::new(Notify::new());
@@ -219,6 +233,10 @@ owners = ["beheer@example.org"]
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let recorded = start.elapsed();
+    println!(
+        "peak RSS: {members_rss:.0} MB after adding the members, {:.0} MB after the fan-out",
+        peak_rss_mb()
+    );
     let secs = all.as_secs_f64();
     println!(
         "stored and acknowledged in {:.1} ms",

@@ -117,12 +117,7 @@ fn a_crash_in_the_middle_of_a_forget_finishes_it_after_restart() {
         .into_iter()
         .rfind(|m| m.rcpt == addr)
         .expect("a confirmation");
-    let text = String::from_utf8_lossy(&confirm.data).replace("\r\n ", " ");
-    let start = text.find("forum-confirm+").expect("a confirm address");
-    let confirm_addr: String = text[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || "-+@.".contains(*c))
-        .collect();
+    let confirm_addr = confirm_address_in(&confirm.data);
     d.kill9();
     crash_at(&mut env, "forget-before-archive", |d| {
         let reply = message(addr, "Re: confirm", "fc2@ocmw.be", "ja");

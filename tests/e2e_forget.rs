@@ -185,12 +185,7 @@ fn forget_by_mail_is_confirmed_first() {
         .into_iter()
         .rfind(|m| m.rcpt == ADDR)
         .unwrap();
-    let text = String::from_utf8_lossy(&confirm.data).replace("\r\n ", " ");
-    let start = text.find("forum-confirm+").expect("a confirm address");
-    let confirm_addr: String = text[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || "-+@.".contains(*c))
-        .collect();
+    let confirm_addr = confirm_address_in(&confirm.data);
     let reply = message(ADDR, "Re: confirm", "f2@ocmw-gent.be", "ja");
     assert_eq!(post(d.port, ADDR, &confirm_addr, &reply), 250);
     assert!(wait_until(WAIT, || d.stderr().contains("member forgotten")));

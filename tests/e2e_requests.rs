@@ -105,6 +105,15 @@ fn token_after(text: &str, word: &str) -> String {
     t
 }
 
+/// The path of the login link in a mail's text.
+fn login_path(body: &str) -> String {
+    let start = body.find("/login/forum/").expect("a login link");
+    body[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect()
+}
+
 fn members(env: &TestEnv) -> Vec<String> {
     let out = env.cli(&["members", "list", "forum"]);
     assert_eq!(out.code, Some(0), "{out:?}");
@@ -651,11 +660,7 @@ fn archive_command_mails_a_login_link_to_members_only() {
     );
     let mail = wait_mails(&sink, &m, 1);
     let body = text(&mail[0].data);
-    let start = body.find("/login/forum/").expect("a login link");
-    let path: String = body[start..]
-        .chars()
-        .take_while(|c| !c.is_whitespace())
-        .collect();
+    let path = login_path(&body);
     let (status, page) = http(env.http_port, "GET", &path, "");
     assert_eq!(status, 200, "{page}");
     let (status, _) = http(env.http_port, "POST", &path, "");
@@ -703,11 +708,7 @@ fn login_form_answers_members_and_strangers_alike_and_mails_members_only() {
     // The member's link arrives (the work is done after the answer) and opens a login.
     let mail = wait_mails(&sink, &m, 1);
     let body = text(&mail[0].data);
-    let start = body.find("/login/forum/").expect("a login link");
-    let path: String = body[start..]
-        .chars()
-        .take_while(|c| !c.is_whitespace())
-        .collect();
+    let path = login_path(&body);
     let (status, page) = http(env.http_port, "GET", &path, "");
     assert_eq!(status, 200, "{page}");
     // The stranger gets nothing: not when the member's mail is out, nor later.
@@ -806,11 +807,7 @@ fn one_login_link_used_twice_at_once_makes_one_session() {
         "archive",
     );
     let body = text(&wait_mails(&sink, &m, 1)[0].data);
-    let start = body.find("/login/forum/").expect("a login link");
-    let path: String = body[start..]
-        .chars()
-        .take_while(|c| !c.is_whitespace())
-        .collect();
+    let path = login_path(&body);
     let port = env.http_port;
     let posts: Vec<_> = (0..2)
         .map(|_| {

@@ -301,13 +301,7 @@ impl Store {
             if let Change::SummarySent { list, upto, .. } = c {
                 for kv in self.events.scan_prefix(list_prefix(list)).keys() {
                     let k = kv?;
-                    let id = k
-                        .len()
-                        .checked_sub(8)
-                        .and_then(|i| k[i..].try_into().ok())
-                        .map(u64::from_be_bytes)
-                        .unwrap_or(0);
-                    if id <= *upto {
+                    if event_id(&k) <= *upto {
                         self.events.remove(k)?;
                     }
                 }

@@ -120,6 +120,15 @@ pub struct MemberEvent {
     pub via: String,
 }
 
+/// The id at the end of an `events` key.
+pub(super) fn event_id(k: &[u8]) -> u64 {
+    k.len()
+        .checked_sub(8)
+        .and_then(|i| k[i..].try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
 impl Store {
     /// Adds a member; returns false if the address was already a member.
     pub fn add_member(&self, list: &str, m: &Member) -> Result<bool> {
@@ -246,13 +255,7 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.events.scan_prefix(list_prefix(list)) {
             let (k, v) = kv?;
-            let id = k
-                .len()
-                .checked_sub(8)
-                .and_then(|i| k[i..].try_into().ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
-            out.push((id, decode("events", &v)?));
+            out.push((event_id(&k), decode("events", &v)?));
         }
         Ok(out)
     }

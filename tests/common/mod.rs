@@ -918,6 +918,16 @@ pub fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     (status, body)
 }
 
+/// The first `forum-confirm+TOKEN@...` address in a mail (folded lines joined).
+pub fn confirm_address_in(data: &[u8]) -> String {
+    let text = String::from_utf8_lossy(data).replace("\r\n ", " ");
+    let start = text.find("forum-confirm+").expect("a confirm address");
+    text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || "-+@.".contains(*c))
+        .collect()
+}
+
 #[cfg(test)]
 mod skip_tests {
     use super::skip_or_fail;
