@@ -27,7 +27,7 @@
 use crate::clock::now_ms;
 use crate::commands::{self, Ctx};
 use crate::config::ListConfig;
-use crate::store::{BounceInfo, Change, Member, MemberEvent, OutMail};
+use crate::store::{BounceInfo, Change, Member, MemberEvent, MemberFn, OutMail};
 use crate::tokens::Kind;
 use mail_parser::{MessageParser, MimeHeaders};
 
@@ -461,33 +461,86 @@ pub fn current_score(list: &ListConfig, b: &BounceInfo, now: i64) -> f64 {
     }
 }
 
-/// Changes and mail for one bounce of `member` (the store's record).
+/// Changes and mail for one bounce of `member` (the store's record, as read before).
+///
+/// The score is applied by a [`Change::EditMember`] intent to the record as it is stored
+/// inside the transaction, so a `members set`, a re-enable link or a notice committed
+/// between the read and this commit survives. The notice (and the owners' mail) is
+/// composed from the record as read: should a re-enable land in between, the member may
+/// get one notice while delivery stays on; its link then says the token is used or
+/// re-enables a member already enabled, both harmless.
 pub fn record(
     ctx: Ctx,
     list: &ListConfig,
-    mut member: Member,
+    member: Member,
     sev: Severity,
     status: Option<&str>,
 ) -> (Vec<Change>, Vec<OutMail>, Effect) {
     let now = now_ms();
-    let effect = score(list, &mut member.bounce, sev, status, now);
+    let mut seen = member;
+    let effect = score(list, &mut seen.bounce, sev, status, now);
     let mut changes = Vec::new();
     let mut mail = Vec::new();
     if effect == Effect::Disabled {
-        if let Some(b) = member.bounce.as_mut() {
+        if let Some(b) = seen.bounce.as_mut() {
             b.notices = 1;
             b.last_notice_ms = now;
         }
-        notice(ctx, list, &member, &mut changes, &mut mail);
+        notice(ctx, list, &seen, &mut changes, &mut mail);
         if list.bounce_notify_owner_on_disable {
-            owner_notice(ctx, list, &member, "disabled", &mut mail);
+            owner_notice(ctx, list, &seen, "disabled", &mut mail);
         }
     }
-    changes.push(Change::UpdateMember {
-        list: list.key().to_string(),
-        member,
-    });
+    changes.push(score_change(list, &seen.address, sev, status, now));
     (changes, mail, effect)
+}
+
+/// The intent that scores one bounce at `now` on the member's stored record (and, when it
+/// disables delivery, counts the first notice as sent).
+pub fn score_change(
+    list: &ListConfig,
+    addr: &str,
+    sev: Severity,
+    status: Option<&str>,
+    now: i64,
+) -> Change {
+    let l = std::sync::Arc::new(list.clone());
+    let status = status.map(str::to_string);
+    Change::EditMember {
+        list: list.key().to_string(),
+        addr: addr.to_string(),
+        // Depends only on the record it is given (sled may run it more than once).
+        edit: MemberFn::new(move |m| {
+            if score(&l, &mut m.bounce, sev, status.as_deref(), now) == Effect::Disabled {
+                if let Some(b) = m.bounce.as_mut() {
+                    b.notices = 1;
+                    b.last_notice_ms = now;
+                }
+            }
+        }),
+    }
+}
+
+/// The intent that counts one more notice at `now`, if the stored record still calls for
+/// it (still disabled, the interval passed, notices left).
+fn notice_change(list: &ListConfig, addr: &str, now: i64) -> Change {
+    let interval = list.bounce_you_are_disabled_warnings_interval.as_millis() as i64;
+    let warnings = list.bounce_you_are_disabled_warnings;
+    Change::EditMember {
+        list: list.key().to_string(),
+        addr: addr.to_string(),
+        edit: MemberFn::new(move |m| {
+            if let Some(b) = m.bounce.as_mut() {
+                if b.disabled_ms.is_some()
+                    && now - b.last_notice_ms >= interval
+                    && b.notices < warnings
+                {
+                    b.notices += 1;
+                    b.last_notice_ms = now;
+                }
+            }
+        }),
+    }
 }
 
 /// The notice to a member whose delivery is disabled: how to turn it back on.
@@ -615,10 +668,7 @@ pub fn maintain(
                 "bounce notice repeated"
             );
             notice(ctx, list, &m, &mut changes, &mut mail);
-            changes.push(Change::UpdateMember {
-                list: list.key().to_string(),
-                member: m,
-            });
+            changes.push(notice_change(list, &m.address, now));
         } else {
             tracing::info!(
                 list = %list.local(),
@@ -830,6 +880,56 @@ mod tests {
             Effect::NotCounted
         );
         assert_eq!(info.as_ref().unwrap().received, 10);
+    }
+
+    /// A bounce scored from a record read before a `members set` (and the other way round)
+    /// loses neither: the score and the setting are intents applied to the stored record.
+    #[test]
+    fn scoring_and_settings_committed_from_old_reads_both_survive() {
+        use crate::store::{MemberSettings, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = crate::config::Config::embedded().unwrap();
+        cfg.data_dir = dir.path().to_path_buf();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let secret = crate::tokens::Secret::from_bytes([3; 32]);
+        let texts = crate::texts::Texts::load(&cfg).unwrap();
+        let ctx = Ctx {
+            cfg: &cfg,
+            store: &store,
+            secret: &secret,
+            texts: &texts,
+        };
+        let l = &cfg.lists[0];
+        let digest_on = |addr: &str| Change::SetMember {
+            list: l.key().to_string(),
+            addr: addr.to_string(),
+            settings: MemberSettings {
+                digest: Some(true),
+                ..Default::default()
+            },
+        };
+        for (i, setting_first) in [(1, true), (2, false)] {
+            let addr = format!("lid{i}@ocmw.be");
+            store
+                .add_member(l.key(), &Member::new(addr.clone(), None, 0))
+                .unwrap();
+            // Both read before either commits.
+            let read = store.member(l.key(), &addr).unwrap().unwrap();
+            let (changes, mail, effect) = record(ctx, l, read, Severity::Hard, Some("5.1.1"));
+            assert_eq!(effect, Effect::Counted);
+            if setting_first {
+                store.commit(vec![digest_on(&addr)], Vec::new()).unwrap();
+                store.commit(changes, mail).unwrap();
+            } else {
+                store.commit(changes, mail).unwrap();
+                store.commit(vec![digest_on(&addr)], Vec::new()).unwrap();
+            }
+            let m = store.member(l.key(), &addr).unwrap().unwrap();
+            assert!(m.digest, "{addr}: the setting survives");
+            let b = m.bounce.expect("the bounce survives");
+            assert!((b.score - 1.0).abs() < 1e-9, "{addr}: {b:?}");
+            assert_eq!(b.last_status.as_deref(), Some("5.1.1"));
+        }
     }
 
     #[test]

@@ -16,11 +16,6 @@ pub enum Change {
         list: String,
         addr: String,
     },
-    /// Replaces an existing member's record (settings); nothing when it is not a member.
-    UpdateMember {
-        list: String,
-        member: Member,
-    },
     /// Changes some of a member's settings on the record as it is inside the transaction,
     /// so that two changes in one mail (or a command racing a bounce) both survive;
     /// nothing when it is not a member.
@@ -208,12 +203,6 @@ impl Store {
                                 if m.uid != 0 {
                                     uids.remove(&m.uid.to_be_bytes())?;
                                 }
-                            }
-                        }
-                        Change::UpdateMember { list, member } => {
-                            let mk = member_key(list, &member.address);
-                            if members.get(&mk)?.is_some() {
-                                members.insert(mk.as_slice(), encode(member))?;
                             }
                         }
                         Change::PutPending { id, pending: p } => {
