@@ -951,3 +951,139 @@ fn record(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Outcome, PostMeta};
+
+    /// One status for many copies of one post makes the refusal the post's: counted over
+    /// the copies attempted so far, earlier batches' failures included.
+    #[test]
+    fn one_status_for_many_copies_is_about_the_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db")).unwrap();
+        let l = "forum@lists.example.org";
+        let env = Spooled {
+            mail_from: "a@example.org".into(),
+            rcpt: l.into(),
+            source: "test".into(),
+            received_ms: 1,
+            approved: false,
+        };
+        let id = s.spool(env, b"raw").unwrap();
+        let rcpts: Vec<String> = (0..6).map(|i| format!("m{i}@example.net")).collect();
+        s.apply(
+            id,
+            Outcome::Accept {
+                meta: PostMeta {
+                    list: l.into(),
+                    seq: 0,
+                    message_id: "<p@x>".into(),
+                    from_addr: "a@example.org".into(),
+                    from_name: None,
+                    subject: "s".into(),
+                    date: None,
+                    received_ms: 1,
+                    recipients: 0,
+                    from_rewrite: false,
+                },
+                raw: b"raw".to_vec(),
+                recipients: rcpts.clone(),
+                notices: vec![],
+            },
+        )
+        .unwrap();
+        let fail = |e: &str| {
+            DeliveryResult::Failed(Failure {
+                at_ms: 1,
+                attempts: 1,
+                error: e.into(),
+            })
+        };
+        let key = |i: usize| QueueKey {
+            list: l.into(),
+            seq: 1,
+            addr: rcpts[i].clone(),
+        };
+        let refusal = "permanent error (554): 5.0.0 transaction failed";
+        // A first batch: one delivered, one refused: not (yet) many.
+        let t = Tally {
+            done: 2,
+            by_status: HashMap::from([("5.0.0".to_string(), 1)]),
+        };
+        assert!(mass_statuses(&s, l, 1, &t).unwrap().is_empty());
+        s.record_results(
+            &[(key(0), DeliveryResult::Delivered), (key(1), fail(refusal))],
+            &[],
+            &[],
+        )
+        .unwrap();
+        // The next batch: two more refused the same way (3 of 4 tried).
+        let t = Tally {
+            done: 2,
+            by_status: HashMap::from([("5.0.0".to_string(), 2)]),
+        };
+        let m = mass_statuses(&s, l, 1, &t).unwrap();
+        assert_eq!(m.get("5.0.0"), Some(&(3, 4)));
+        // A different status is counted on its own.
+        let t = Tally {
+            done: 2,
+            by_status: HashMap::from([("5.1.1".to_string(), 2)]),
+        };
+        assert!(mass_statuses(&s, l, 1, &t).unwrap().is_empty());
+        assert_eq!(status_of(refusal), "5.0.0");
+        assert_eq!(status_of("550 no"), "5.0.0");
+    }
+
+    #[test]
+    fn relay_limits() {
+        let r = RelayLimits::default();
+        assert_eq!((r.size(), r.copy_limit()), (None, None));
+        r.set_size(Some(100_000));
+        assert_eq!(r.copy_limit(), Some(100_000 - COPY_MARGIN));
+        r.set_size(None);
+        assert_eq!(r.size(), None);
+    }
+
+    /// The probe reads SIZE from a relay's EHLO answer (and none when it has none).
+    #[tokio::test]
+    async fn probe_reads_the_relays_size() {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        for (caps, want) in [
+            (
+                "250-PIPELINING\r\n250-SIZE 10240000\r\n250 8BITMIME\r\n",
+                Some(10_240_000),
+            ),
+            ("250-PIPELINING\r\n250 8BITMIME\r\n", None),
+            ("250 SIZE 0\r\n", None),
+        ] {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = l.local_addr().unwrap().port();
+            let server = tokio::spawn(async move {
+                let (s, _) = l.accept().await.unwrap();
+                let (r, mut w) = s.into_split();
+                let mut r = tokio::io::BufReader::new(r);
+                w.write_all(b"220 relay ESMTP\r\n").await.unwrap();
+                let mut line = String::new();
+                r.read_line(&mut line).await.unwrap();
+                assert!(line.starts_with("EHLO "), "{line}");
+                w.write_all(format!("250-relay.test\r\n{caps}").as_bytes())
+                    .await
+                    .unwrap();
+                line.clear();
+                let _ = r.read_line(&mut line).await;
+            });
+            let got = probe_size(
+                "127.0.0.1",
+                port,
+                "lists.example.org",
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+            assert_eq!(got, want, "{caps}");
+            server.await.unwrap();
+        }
+    }
+}
