@@ -1,17 +1,21 @@
 //! Bounces: reading delivery reports and keeping each member's bounce score.
 //!
 //! Every list copy leaves with the member's VERP address as envelope sender
-//! (`forum-bounces+member=domain@host`), so whatever comes back names the member without
-//! parsing. What it says is read from the report:
+//! (`forum-bounces+member=domain+MAC@host`, see [`crate::router::verp`]), so whatever comes
+//! back names the member without parsing, and only what comes back to an address with a
+//! valid MAC can count. What it says is read from the report:
 //! - RFC 3464 `multipart/report; report-type=delivery-status` (Postfix, modern Exim,
 //!   Exchange, Gmail, Sendmail, and the reports we write ourselves for relay refusals):
 //!   `Action` and `Status` of each recipient; 5.x.x is hard, 4.x.x (or `Action: delayed`) soft;
 //! - qmail's QSBMF and Exim's classic text bounce, which carry no machine-readable fields;
-//! - anything else that reaches a VERP address counts as soft.
+//! - anything else (format `unknown`) counts for nobody: the pipeline forwards it to the
+//!   owners.
 //!
 //! Refusals for policy reasons (status class X.7, RFC 3463 "security or policy", or a
 //! diagnostic that speaks of spam, blocklists or reputation) say something about the list's
-//! mail, not the member's mailbox: they are recorded but never counted.
+//! mail, not the member's mailbox: they are recorded but never counted. Refusals about the
+//! message itself ([`scope`]: too big, its content) are not even recorded on the member:
+//! the owners are told once per post ([`message_report`]).
 //!
 //! Scoring follows Mailman 3: hard 1.0, soft 0.5, at most one bounce counted per day; a
 //! score without a new bounce for `bounce_info_stale_after` is forgotten; at
@@ -36,7 +40,7 @@ use mail_parser::{MessageParser, MimeHeaders};
 pub enum Severity {
     /// The mailbox does not exist or refuses for good (5.x.x): 1.0.
     Hard,
-    /// Full mailbox, delay, unknown format (4.x.x): 0.5.
+    /// Full mailbox, delay (4.x.x): 0.5.
     Soft,
     /// Refused for policy or spam reasons: about our mail, not the member; not counted.
     Policy,
