@@ -194,11 +194,11 @@ owners = ["beheer@example.org"]
         wake_out.clone(),
         stop_rx.clone(),
     ));
+    let limits = Arc::new(vraagbaak::outbound::RelayLimits::default());
     tokio::spawn(vraagbaak::outbound::run(
-        cfg.clone(),
-        store.clone(),
-        svc.secret.clone(),
+        svc.clone(),
         Arc::new(vraagbaak::dkim::Keys::load(&cfg).map_err(anyhow::Error::msg)?),
+        limits.clone(),
         wake_out,
         stop_rx,
     ));
@@ -206,6 +206,7 @@ owners = ["beheer@example.org"]
         cfg: cfg.clone(),
         store: store.clone(),
         wake: wake_in,
+        relay: limits,
     };
     let post = post_20k();
     println!(

@@ -63,6 +63,15 @@ pub enum Command {
         #[serde(default)]
         until: Option<String>,
     },
+    /// Re-enables and zeroes the bounce records of members (`all`: of every member), in
+    /// one transaction.
+    MembersBouncesReset {
+        list: String,
+        #[serde(default)]
+        addrs: Vec<String>,
+        #[serde(default)]
+        all: bool,
+    },
     Inject {
         list: String,
         raw_len: usize,
@@ -338,6 +347,57 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
             ctx.svc.store.flush_async().await?;
             Reply::ok(format!("{setting} {shown} for {addr}\n"))
         }
+        Command::MembersBouncesReset { list, addrs, all } => {
+            let Some(key) = list_key(&list) else {
+                return Ok(unknown(&list));
+            };
+            if all != addrs.is_empty() {
+                return Ok(Reply::fail(
+                    EX_USAGE,
+                    "give member addresses or --all, not both",
+                ));
+            }
+            let mut err = String::new();
+            let targets: Vec<Member> = if all {
+                ctx.svc.store.members(&key)?
+            } else {
+                let mut found = Vec::new();
+                for a in &addrs {
+                    match ctx.svc.store.member(&key, a)? {
+                        Some(m) => found.push(m),
+                        None => {
+                            let _ = writeln!(err, "not a member: {a}");
+                        }
+                    }
+                }
+                found
+            };
+            let had = targets.iter().filter(|m| m.bounce.is_some()).count();
+            let changes: Vec<Change> = targets
+                .iter()
+                .map(|m| Change::SetMember {
+                    list: key.clone(),
+                    addr: m.address.clone(),
+                    settings: MemberSettings {
+                        clear_bounce: true,
+                        ..Default::default()
+                    },
+                })
+                .collect();
+            if !changes.is_empty() {
+                ctx.svc.store.commit(changes, Vec::new())?;
+                ctx.svc.store.flush_async().await?;
+            }
+            tracing::info!(list = %key, members = targets.len(), had, "bounce records reset");
+            Reply {
+                code: if err.is_empty() { EX_OK } else { EX_NOUSER },
+                out: format!(
+                    "bounce records reset for {} members ({had} had one); delivery is on\n",
+                    targets.len()
+                ),
+                err,
+            }
+        }
         Command::Inject { list, .. } => {
             let Some(l) = ctx.svc.cfg.list(&list) else {
                 return Ok(unknown(&list));
@@ -348,6 +408,7 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
                 Some(Verdict::Stored) => Reply::ok(String::new()),
                 Some(Verdict::Refused { reason, .. }) => Reply::fail(EX_DATAERR, reason.clone()),
                 Some(Verdict::TryLater { reason }) => Reply::fail(EX_TEMPFAIL, reason.clone()),
+                Some(v @ Verdict::TooBig { .. }) => Reply::fail(EX_DATAERR, v.smtp_reply()),
                 None => Reply::fail(EX_SOFTWARE, "no verdict"),
             }
         }

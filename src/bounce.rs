@@ -1,17 +1,21 @@
 //! Bounces: reading delivery reports and keeping each member's bounce score.
 //!
 //! Every list copy leaves with the member's VERP address as envelope sender
-//! (`forum-bounces+member=domain@host`), so whatever comes back names the member without
-//! parsing. What it says is read from the report:
+//! (`forum-bounces+member=domain+MAC@host`, see [`crate::router::verp`]), so whatever comes
+//! back names the member without parsing, and only what comes back to an address with a
+//! valid MAC can count. What it says is read from the report:
 //! - RFC 3464 `multipart/report; report-type=delivery-status` (Postfix, modern Exim,
 //!   Exchange, Gmail, Sendmail, and the reports we write ourselves for relay refusals):
 //!   `Action` and `Status` of each recipient; 5.x.x is hard, 4.x.x (or `Action: delayed`) soft;
 //! - qmail's QSBMF and Exim's classic text bounce, which carry no machine-readable fields;
-//! - anything else that reaches a VERP address counts as soft.
+//! - anything else (format `unknown`) counts for nobody: the pipeline forwards it to the
+//!   owners.
 //!
 //! Refusals for policy reasons (status class X.7, RFC 3463 "security or policy", or a
 //! diagnostic that speaks of spam, blocklists or reputation) say something about the list's
-//! mail, not the member's mailbox: they are recorded but never counted.
+//! mail, not the member's mailbox: they are recorded but never counted. Refusals about the
+//! message itself ([`scope`]: too big, its content) are not even recorded on the member:
+//! the owners are told once per post ([`message_report`]).
 //!
 //! Scoring follows Mailman 3: hard 1.0, soft 0.5, at most one bounce counted per day; a
 //! score without a new bounce for `bounce_info_stale_after` is forgotten; at
@@ -27,7 +31,7 @@
 use crate::clock::now_ms;
 use crate::commands::{self, Ctx};
 use crate::config::ListConfig;
-use crate::store::{BounceInfo, Change, Member, MemberEvent, OutMail};
+use crate::store::{BounceInfo, Change, Member, MemberEvent, MemberFn, OutMail};
 use crate::tokens::Kind;
 use mail_parser::{MessageParser, MimeHeaders};
 
@@ -36,7 +40,7 @@ use mail_parser::{MessageParser, MimeHeaders};
 pub enum Severity {
     /// The mailbox does not exist or refuses for good (5.x.x): 1.0.
     Hard,
-    /// Full mailbox, delay, unknown format (4.x.x): 0.5.
+    /// Full mailbox, delay (4.x.x): 0.5.
     Soft,
     /// Refused for policy or spam reasons: about our mail, not the member; not counted.
     Policy,
@@ -67,6 +71,10 @@ pub struct Failure {
     /// Enhanced status code (RFC 3463), `5.1.1`.
     pub status: Option<String>,
     pub severity: Severity,
+    /// About the member's mailbox or about the message (see [`scope`]).
+    pub scope: Scope,
+    /// The remote server's words, as the report gives them (may be empty).
+    pub diagnostic: String,
 }
 
 /// What a bounce says.
@@ -137,7 +145,7 @@ pub fn find_status(text: &str) -> Option<String> {
 }
 
 /// A status from a plain SMTP reply code when no enhanced code is given (`550` → `5.0.0`).
-fn status_from_reply(text: &str) -> Option<String> {
+pub fn status_from_reply(text: &str) -> Option<String> {
     find_status(text).or_else(|| {
         let t = text.trim_start();
         let c = t.as_bytes();
@@ -227,8 +235,10 @@ pub fn parse(raw: &[u8]) -> Report {
                 .or_else(|| get("original-recipient").and_then(address_field));
             failures.push(Failure {
                 recipient,
+                scope: scope(status.as_deref(), diagnostic),
                 status,
                 severity: sev,
+                diagnostic: diagnostic.to_string(),
             });
         }
         return Report {
@@ -281,8 +291,10 @@ fn qmail(body: &str) -> Report {
         }
         failures.push(Failure {
             recipient: Some(addr.to_string()),
+            scope: scope(status.as_deref(), &rest),
             status,
             severity: sev,
+            diagnostic: rest.trim().to_string(),
         });
     }
     Report {
@@ -336,6 +348,8 @@ fn exim(body: &str) -> Report {
             recipient: Some(addr.to_string()),
             status: status.clone(),
             severity: severity(status.as_deref(), &detail),
+            scope: scope(status.as_deref(), &detail),
+            diagnostic: detail.trim().to_string(),
         });
     }
     Report {
@@ -381,6 +395,230 @@ Diagnostic-Code: smtp; {diag}\r\n\
         bounces = list.sub_address("bounces"),
     )
     .into_bytes()
+}
+
+// ---- scope: the member's mailbox, or the message ----------------------------------------
+
+/// What a failure is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The member's mailbox or address: scored against the member.
+    Member,
+    /// The message itself (its size or content): the same post would fail for anyone, so
+    /// no member is scored; the owners are told once per post and status.
+    Message,
+}
+
+/// Words of a diagnostic that speak of the message's content.
+const CONTENT_WORDS: &[&str] = &[
+    "spam",
+    "unsolicited",
+    "virus",
+    "malware",
+    "phish",
+    "infected",
+    "content",
+    "attachment",
+    "message rejected",
+    "message refused",
+    "bulk mail",
+];
+
+/// Words of a diagnostic that speak of our sending host or of the recipient's policy: even
+/// beside content words ("client host blocked using zen.spamhaus.org"), such a refusal is
+/// not about this one post.
+const HOST_OR_RECIPIENT_WORDS: &[&str] = &[
+    "spamhaus",
+    "blocklist",
+    "blacklist",
+    "block list",
+    "black list",
+    "rbl",
+    "client host",
+    "reputation",
+    "relay access denied",
+    "relaying denied",
+    "recipient address rejected",
+    "access denied",
+    "sender address rejected",
+];
+
+/// Classifies a failure by what it is about. Message-level are:
+/// - `X.3.4` (message too big for the system) and `X.2.3` (larger than the mailbox's
+///   administrative limit): a smaller post would be delivered;
+/// - `X.6.x` (media and conversion: the content);
+/// - any other status whose diagnostic speaks of the content (spam, virus, malware,
+///   phishing, attachment, "message rejected"), unless it is an address status (`X.1.x`)
+///   or the diagnostic speaks of our host's reputation (block lists) or the recipient's
+///   policy ("relay access denied", "recipient address rejected"): `5.7.1 Message
+///   rejected as spam` is about the post, `5.7.1 Relay access denied` and `5.7.1 client
+///   host blocked using zen.spamhaus.org` are not (they stay per-member policy refusals,
+///   recorded and never counted).
+///
+/// A status given by the relay to many copies of one post is message-level too; that rule
+/// needs the whole fan-out and is applied by `outbound`.
+pub fn scope(status: Option<&str>, diagnostic: &str) -> Scope {
+    let d = diagnostic.to_ascii_lowercase();
+    let mut parts = status.unwrap_or("").split('.').skip(1);
+    let (subject, detail) = (parts.next(), parts.next());
+    match (subject, detail) {
+        (Some("3"), Some("4")) | (Some("2"), Some("3")) | (Some("6"), _) => Scope::Message,
+        (Some("1"), _) => Scope::Member,
+        _ if CONTENT_WORDS.iter().any(|w| d.contains(w))
+            && !HOST_OR_RECIPIENT_WORDS.iter().any(|w| d.contains(w)) =>
+        {
+            Scope::Message
+        }
+        _ => Scope::Member,
+    }
+}
+
+/// The relay's refusals of one post by status: at least this many copies ...
+pub const MASS_MIN_COPIES: usize = 3;
+/// ... and at least this share (in percent) of the copies attempted so far in the fan-out
+/// refused with the same status make the refusal message-level.
+pub const MASS_MIN_PERCENT: usize = 50;
+
+/// Whether `refused` copies with one status out of `attempted` make a message-level
+/// refusal (see [`MASS_MIN_COPIES`]).
+pub fn mass_refusal(refused: usize, attempted: usize) -> bool {
+    refused >= MASS_MIN_COPIES && refused * 100 >= attempted.max(1) * MASS_MIN_PERCENT
+}
+
+/// The Message-ID and Subject of the message a bounce returns (its `message/rfc822` or
+/// `text/rfc822-headers` part), when it has one.
+pub fn returned_message(raw: &[u8]) -> (Option<String>, Option<String>) {
+    let Some(msg) = MessageParser::default().parse(raw) else {
+        return (None, None);
+    };
+    for part in msg.parts.iter() {
+        if let mail_parser::PartType::Message(m) = &part.body {
+            if m.message_id().is_some() {
+                return (
+                    m.message_id().map(str::to_string),
+                    m.subject().map(str::to_string),
+                );
+            }
+        }
+        let Some(ct) = part.content_type() else {
+            continue;
+        };
+        let sub = ct.subtype().unwrap_or("").to_ascii_lowercase();
+        if ct.ctype().eq_ignore_ascii_case("text") && sub == "rfc822-headers"
+            || ct.ctype().eq_ignore_ascii_case("message") && sub == "global-headers"
+        {
+            if let Some(h) = MessageParser::default().parse_headers(part.contents()) {
+                return (
+                    h.message_id().map(str::to_string),
+                    h.subject().map(str::to_string),
+                );
+            }
+        }
+    }
+    (None, None)
+}
+
+/// A post that failed as a message, for the owners' report.
+#[derive(Debug, Clone)]
+pub struct MessageFailure {
+    /// The post's Message-ID (without `<>`), when known.
+    pub message_id: Option<String>,
+    /// What else tells the post apart when it has none: `seq 12`, `digest 3`, a day.
+    pub post: String,
+    pub subject: String,
+    pub status: String,
+    pub diagnostic: String,
+    /// `too-big`, `content` or `many`.
+    pub reason: &'static str,
+    /// Refused by our relay (true) or by a receiving server, reported by mail.
+    pub by_relay: bool,
+    pub failed: usize,
+    pub attempted: usize,
+}
+
+impl MessageFailure {
+    /// Why a message-level failure is one, for the report (`many` when only the fan-out
+    /// rule made it one).
+    pub fn reason_for(status: Option<&str>, diagnostic: &str) -> &'static str {
+        let mut parts = status.unwrap_or("").split('.').skip(1);
+        match (parts.next(), parts.next()) {
+            (Some("3"), Some("4")) | (Some("2"), Some("3")) => "too-big",
+            _ if scope(status, diagnostic) == Scope::Message => "content",
+            _ => "many",
+        }
+    }
+}
+
+/// The report to the owners about a post that failed as a message, and the marker that
+/// makes it go once (per list, post and status; see `Change::ReportOnce`). `None` when the
+/// list has no owners or the text cannot be rendered.
+pub fn message_report(
+    ctx: Ctx,
+    list: &ListConfig,
+    f: &MessageFailure,
+) -> Option<(String, OutMail)> {
+    if list.owners.is_empty() {
+        return None;
+    }
+    let post = f
+        .message_id
+        .as_deref()
+        .map(|id| id.trim().trim_start_matches('<').trim_end_matches('>'))
+        .unwrap_or(&f.post);
+    let marker = format!("{}\0{post}\0{}", list.key().to_ascii_lowercase(), f.status);
+    let diagnostic: String = mask_addresses(&f.diagnostic)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect();
+    let vars = minijinja::context! {
+        subject => f.subject.clone(),
+        message_id => f.message_id.clone(),
+        status => f.status.clone(),
+        diagnostic,
+        reason => f.reason,
+        by_relay => f.by_relay,
+        failed => f.failed,
+        attempted => f.attempted,
+    };
+    match ctx
+        .texts
+        .render(ctx.cfg, list, list.language, "message-failed", vars)
+    {
+        Ok(text) => Some((
+            marker,
+            commands::owner_mail(ctx.cfg, list, "message-failed", text, None, None),
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render the owners' report on a refused post");
+            None
+        }
+    }
+}
+
+/// A text (a relay's reply, a diagnostic) with the local part of every address in it
+/// replaced by `***`, the domain kept: for logs at info and warn level.
+pub fn mask_addresses(text: &str) -> String {
+    let local_char = |c: char| c.is_alphanumeric() || ".!#$%&'*+/=?^_`{|}~-\"".contains(c);
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] == '@' {
+            // Take back the local part already written.
+            let mut n = 0;
+            while out.ends_with(|c: char| local_char(c)) {
+                out.pop();
+                n += 1;
+            }
+            if n > 0 {
+                out.push_str("***");
+            }
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    out
 }
 
 // ---- scoring ---------------------------------------------------------------------------
@@ -461,33 +699,86 @@ pub fn current_score(list: &ListConfig, b: &BounceInfo, now: i64) -> f64 {
     }
 }
 
-/// Changes and mail for one bounce of `member` (the store's record).
+/// Changes and mail for one bounce of `member` (the store's record, as read before).
+///
+/// The score is applied by a [`Change::EditMember`] intent to the record as it is stored
+/// inside the transaction, so a `members set`, a re-enable link or a notice committed
+/// between the read and this commit survives. The notice (and the owners' mail) is
+/// composed from the record as read: should a re-enable land in between, the member may
+/// get one notice while delivery stays on; its link then says the token is used or
+/// re-enables a member already enabled, both harmless.
 pub fn record(
     ctx: Ctx,
     list: &ListConfig,
-    mut member: Member,
+    member: Member,
     sev: Severity,
     status: Option<&str>,
 ) -> (Vec<Change>, Vec<OutMail>, Effect) {
     let now = now_ms();
-    let effect = score(list, &mut member.bounce, sev, status, now);
+    let mut seen = member;
+    let effect = score(list, &mut seen.bounce, sev, status, now);
     let mut changes = Vec::new();
     let mut mail = Vec::new();
     if effect == Effect::Disabled {
-        if let Some(b) = member.bounce.as_mut() {
+        if let Some(b) = seen.bounce.as_mut() {
             b.notices = 1;
             b.last_notice_ms = now;
         }
-        notice(ctx, list, &member, &mut changes, &mut mail);
+        notice(ctx, list, &seen, &mut changes, &mut mail);
         if list.bounce_notify_owner_on_disable {
-            owner_notice(ctx, list, &member, "disabled", &mut mail);
+            owner_notice(ctx, list, &seen, "disabled", &mut mail);
         }
     }
-    changes.push(Change::UpdateMember {
-        list: list.key().to_string(),
-        member,
-    });
+    changes.push(score_change(list, &seen.address, sev, status, now));
     (changes, mail, effect)
+}
+
+/// The intent that scores one bounce at `now` on the member's stored record (and, when it
+/// disables delivery, counts the first notice as sent).
+pub fn score_change(
+    list: &ListConfig,
+    addr: &str,
+    sev: Severity,
+    status: Option<&str>,
+    now: i64,
+) -> Change {
+    let l = std::sync::Arc::new(list.clone());
+    let status = status.map(str::to_string);
+    Change::EditMember {
+        list: list.key().to_string(),
+        addr: addr.to_string(),
+        // Depends only on the record it is given (sled may run it more than once).
+        edit: MemberFn::new(move |m| {
+            if score(&l, &mut m.bounce, sev, status.as_deref(), now) == Effect::Disabled {
+                if let Some(b) = m.bounce.as_mut() {
+                    b.notices = 1;
+                    b.last_notice_ms = now;
+                }
+            }
+        }),
+    }
+}
+
+/// The intent that counts one more notice at `now`, if the stored record still calls for
+/// it (still disabled, the interval passed, notices left).
+fn notice_change(list: &ListConfig, addr: &str, now: i64) -> Change {
+    let interval = list.bounce_you_are_disabled_warnings_interval.as_millis() as i64;
+    let warnings = list.bounce_you_are_disabled_warnings;
+    Change::EditMember {
+        list: list.key().to_string(),
+        addr: addr.to_string(),
+        edit: MemberFn::new(move |m| {
+            if let Some(b) = m.bounce.as_mut() {
+                if b.disabled_ms.is_some()
+                    && now - b.last_notice_ms >= interval
+                    && b.notices < warnings
+                {
+                    b.notices += 1;
+                    b.last_notice_ms = now;
+                }
+            }
+        }),
+    }
 }
 
 /// The notice to a member whose delivery is disabled: how to turn it back on.
@@ -615,10 +906,7 @@ pub fn maintain(
                 "bounce notice repeated"
             );
             notice(ctx, list, &m, &mut changes, &mut mail);
-            changes.push(Change::UpdateMember {
-                list: list.key().to_string(),
-                member: m,
-            });
+            changes.push(notice_change(list, &m.address, now));
         } else {
             tracing::info!(
                 list = %list.local(),
@@ -752,6 +1040,99 @@ mod tests {
         }
     }
 
+    /// What a refusal is about: the member's mailbox, or the message.
+    #[test]
+    fn scopes() {
+        use Scope::*;
+        for (status, diag, want) in [
+            (
+                Some("5.3.4"),
+                "552 5.3.4 Message size exceeds fixed limit",
+                Message,
+            ),
+            (
+                Some("4.3.4"),
+                "452 4.3.4 message too big for system",
+                Message,
+            ),
+            (
+                Some("5.2.3"),
+                "552 5.2.3 message length exceeds administrative limit",
+                Message,
+            ),
+            (Some("5.6.0"), "554 5.6.0 malformed MIME", Message),
+            (Some("5.7.1"), "554 5.7.1 Message rejected as spam", Message),
+            (
+                Some("5.7.0"),
+                "550 5.7.0 virus found in attachment",
+                Message,
+            ),
+            (
+                Some("5.0.0"),
+                "550 rejected: message looks like spam",
+                Message,
+            ),
+            // About our host or the recipient's policy, not this post.
+            (
+                Some("5.7.1"),
+                "554 5.7.1 <x@y.be>: Relay access denied",
+                Member,
+            ),
+            (
+                Some("5.7.1"),
+                "554 5.7.1 Service unavailable; client host blocked using zen.spamhaus.org",
+                Member,
+            ),
+            (
+                Some("5.7.1"),
+                "550 5.7.1 Recipient address rejected: access denied",
+                Member,
+            ),
+            (Some("5.7.1"), "rejected", Member),
+            // Address statuses are always the member's.
+            (Some("5.1.1"), "550 5.1.1 user unknown (spam trap)", Member),
+            (Some("5.2.2"), "552 5.2.2 mailbox full", Member),
+            (None, "", Member),
+        ] {
+            assert_eq!(scope(status, diag), want, "{status:?} {diag}");
+        }
+        let r = parse(&crate::compose::normalize_crlf(include_bytes!(
+            "../tests/fixtures/bounces/gmail-spam-5.7.1.eml"
+        )));
+        assert_eq!(r.failures[0].scope, Message);
+        let r = parse(&crate::compose::normalize_crlf(include_bytes!(
+            "../tests/fixtures/bounces/postfix-5.1.1.eml"
+        )));
+        assert_eq!(r.failures[0].scope, Member);
+        assert_eq!(
+            returned_message(&crate::compose::normalize_crlf(include_bytes!(
+                "../tests/fixtures/bounces/postfix-5.1.1.eml"
+            )))
+            .0
+            .as_deref(),
+            Some("q1@ocmw-brugge.be")
+        );
+        // One status for many copies of one post: at least 3, and half of those tried.
+        assert!(!mass_refusal(2, 2));
+        assert!(mass_refusal(3, 3));
+        assert!(mass_refusal(3, 6));
+        assert!(!mass_refusal(3, 7));
+        assert!(mass_refusal(500, 1000));
+        assert_eq!(MessageFailure::reason_for(Some("5.3.4"), ""), "too-big");
+        assert_eq!(MessageFailure::reason_for(Some("5.7.1"), "spam"), "content");
+        assert_eq!(MessageFailure::reason_for(Some("5.0.0"), "no"), "many");
+    }
+
+    #[test]
+    fn addresses_are_masked_for_the_log() {
+        assert_eq!(
+            mask_addresses("permanent error (550): 5.1.1 <jan.peeters@ocmw-gent.be>: no such user"),
+            "permanent error (550): 5.1.1 <***@ocmw-gent.be>: no such user"
+        );
+        assert_eq!(mask_addresses("a+b@x.be, c@y.be"), "***@x.be, ***@y.be");
+        assert_eq!(mask_addresses("552 5.3.4 too big"), "552 5.3.4 too big");
+    }
+
     #[test]
     fn status_codes() {
         assert_eq!(
@@ -830,6 +1211,56 @@ mod tests {
             Effect::NotCounted
         );
         assert_eq!(info.as_ref().unwrap().received, 10);
+    }
+
+    /// A bounce scored from a record read before a `members set` (and the other way round)
+    /// loses neither: the score and the setting are intents applied to the stored record.
+    #[test]
+    fn scoring_and_settings_committed_from_old_reads_both_survive() {
+        use crate::store::{MemberSettings, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = crate::config::Config::embedded().unwrap();
+        cfg.data_dir = dir.path().to_path_buf();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let secret = crate::tokens::Secret::from_bytes([3; 32]);
+        let texts = crate::texts::Texts::load(&cfg).unwrap();
+        let ctx = Ctx {
+            cfg: &cfg,
+            store: &store,
+            secret: &secret,
+            texts: &texts,
+        };
+        let l = &cfg.lists[0];
+        let digest_on = |addr: &str| Change::SetMember {
+            list: l.key().to_string(),
+            addr: addr.to_string(),
+            settings: MemberSettings {
+                digest: Some(true),
+                ..Default::default()
+            },
+        };
+        for (i, setting_first) in [(1, true), (2, false)] {
+            let addr = format!("lid{i}@ocmw.be");
+            store
+                .add_member(l.key(), &Member::new(addr.clone(), None, 0))
+                .unwrap();
+            // Both read before either commits.
+            let read = store.member(l.key(), &addr).unwrap().unwrap();
+            let (changes, mail, effect) = record(ctx, l, read, Severity::Hard, Some("5.1.1"));
+            assert_eq!(effect, Effect::Counted);
+            if setting_first {
+                store.commit(vec![digest_on(&addr)], Vec::new()).unwrap();
+                store.commit(changes, mail).unwrap();
+            } else {
+                store.commit(changes, mail).unwrap();
+                store.commit(vec![digest_on(&addr)], Vec::new()).unwrap();
+            }
+            let m = store.member(l.key(), &addr).unwrap().unwrap();
+            assert!(m.digest, "{addr}: the setting survives");
+            let b = m.bounce.expect("the bounce survives");
+            assert!((b.score - 1.0).abs() < 1e-9, "{addr}: {b:?}");
+            assert_eq!(b.last_status.as_deref(), Some("5.1.1"));
+        }
     }
 
     #[test]

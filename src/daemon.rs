@@ -35,10 +35,16 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let wake_in = Arc::new(Notify::new());
     let wake_out = Arc::new(Notify::new());
+    // The relay's SIZE, known before the first post is taken (within a few seconds; a
+    // relay that does not answer is asked again by the delivery side).
+    let limits = Arc::new(outbound::RelayLimits::default());
+    let probe_timeout = cfg.delivery.timeout.min(std::time::Duration::from_secs(5));
+    outbound::probe_once(&cfg, &limits, probe_timeout).await;
     let inbound = Arc::new(Inbound {
         cfg: cfg.clone(),
         store: store.clone(),
         wake: wake_in.clone(),
+        relay: limits.clone(),
     });
 
     let mut tasks = Vec::new();
@@ -101,10 +107,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         stop_rx.clone(),
     )));
     tasks.push(tokio::spawn(outbound::run(
-        cfg.clone(),
-        store.clone(),
-        svc.secret.clone(),
+        svc.clone(),
         dkim,
+        limits.clone(),
         wake_out.clone(),
         stop_rx.clone(),
     )));

@@ -151,6 +151,9 @@ enum MembersCmd {
     Forget { list: String, addr: String },
     /// Write the members as CSV (address,name,joined,digest,nomail,language) to stdout.
     Export { list: String },
+    /// Bounce records: `members bounces reset LIST ADDR...|--all`.
+    #[command(subcommand)]
+    Bounces(BouncesCmd),
     /// Change a member's setting: `members set LIST ADDR digest on|off|plain|mime`,
     /// `members set LIST ADDR nomail on|off [--until DATE]`.
     Set {
@@ -164,6 +167,21 @@ enum MembersCmd {
         /// With `nomail on`: the date it ends by itself (2026-12-01).
         #[arg(long)]
         until: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BouncesCmd {
+    /// Turn delivery back on for members disabled by bounces and forget their bounce
+    /// records (score, bounces received, notices), in one step.
+    Reset {
+        list: String,
+        /// The members; or --all.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        addrs: Vec<String>,
+        /// Every member of LIST.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -346,6 +364,10 @@ async fn run(cmd: Cmd, cfg: Config) -> i32 {
             (Command::MembersList { list, bounces }, Vec::new())
         }
         Cmd::Members(MembersCmd::Export { list }) => (Command::MembersExport { list }, Vec::new()),
+        Cmd::Members(MembersCmd::Bounces(BouncesCmd::Reset { list, addrs, all })) => (
+            Command::MembersBouncesReset { list, addrs, all },
+            Vec::new(),
+        ),
         Cmd::Members(MembersCmd::Set {
             list,
             addr,
@@ -472,6 +494,8 @@ async fn dispatch(cfg: Config, cmd: Command, raw: Vec<u8>) -> Reply {
                     cfg: cfg.clone(),
                     store: store.clone(),
                     wake: Arc::new(tokio::sync::Notify::new()),
+                    // Without the daemon the relay's SIZE is not known: no limit but ours.
+                    relay: Arc::new(vraagbaak::outbound::RelayLimits::default()),
                 });
                 let svc = match vraagbaak::Services::new(cfg, store) {
                     Ok(s) => s,

@@ -8,6 +8,14 @@
 //! durable write per batch, never one per recipient; a crash can therefore re-send at most
 //! the results of one unflushed batch, and never loses a recipient.
 //!
+//! Failures are classified by scope (`bounce::scope`): a refusal about the member's
+//! mailbox becomes a delivery report spooled for scoring, in the same transaction as the
+//! result; a refusal about the message (too big, its content, or one status for many
+//! copies of one post: [`bounce::mass_refusal`]) scores nobody and is reported once to
+//! the owners. The relay's `SIZE` (RFC 1870) is read from its EHLO answer at start-up and
+//! every [`PROBE_INTERVAL`] ([`probe_size`]); a copy larger than that is not attempted and
+//! fails as a message at once, and the SMTP edge refuses posts whose copies would be.
+//!
 //! Relay connections are opened by us with `TCP_NODELAY` and handed to lettre: lettre writes
 //! the message and the final `.` in separate writes, and with Nagle's algorithm on, each
 //! message would otherwise wait for the relay's delayed ACK (~40 ms, the stall mlmmj has).
@@ -21,11 +29,13 @@ use crate::store::{
     Store,
 };
 use crate::tokens::Secret;
+use crate::{bounce, Services};
 use lettre::address::{Address, Envelope};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::extension::ClientId;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
@@ -38,6 +48,158 @@ const BATCH_DELAY: Duration = Duration::from_millis(100);
 const PASS_ROWS: usize = 4096;
 /// A relay connection unused this long is closed (Postfix closes idle ones at 300 s).
 const IDLE_CLOSE: Duration = Duration::from_secs(30);
+/// How often the relay's EHLO is read again for its `SIZE`; after a failed probe, sooner.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(600);
+const PROBE_RETRY: Duration = Duration::from_secs(60);
+/// What a list copy may add to a post (our header fields, the footer, the member's
+/// List-Unsubscribe fields and the DKIM signature), beyond the copy as composed: the SMTP
+/// edge refuses a post whose composed copy plus this is larger than the relay's `SIZE`.
+pub const COPY_MARGIN: usize = 16 * 1024;
+
+/// What the relay accepts, as its EHLO says: shared by the delivery workers and the SMTP
+/// edge. Unknown (no probe answered yet, an outbox, or no `SIZE` advertised) is no limit.
+#[derive(Debug, Default)]
+pub struct RelayLimits {
+    /// RFC 1870 `SIZE`; 0: unknown or no fixed limit.
+    size: AtomicU64,
+}
+
+impl RelayLimits {
+    pub fn size(&self) -> Option<u64> {
+        match self.size.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    pub fn set_size(&self, size: Option<u64>) {
+        self.size.store(size.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The largest list copy (composed, before [`COPY_MARGIN`]) that may be accepted.
+    pub fn copy_limit(&self) -> Option<usize> {
+        self.size().map(|s| {
+            usize::try_from(s)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(COPY_MARGIN)
+        })
+    }
+}
+
+/// Reads the relay's EHLO answer on a short session of its own (greeting, EHLO, QUIT,
+/// each within `timeout`) and returns its `SIZE`: `None` when it advertises none or
+/// `SIZE 0` (no fixed limit).
+pub async fn probe_size(
+    host: &str,
+    port: u16,
+    hostname: &str,
+    timeout: Duration,
+) -> Result<Option<u64>, String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| format!("connecting to the relay {host}:{port} timed out"))?
+        .map_err(|e| format!("cannot connect to the relay {host}:{port}: {e}"))?;
+    let (r, mut w) = stream.into_split();
+    let mut r = tokio::io::BufReader::new(r);
+    // One reply, all its lines; at most 100 lines of at most 1000 bytes.
+    async fn reply<R: tokio::io::AsyncBufRead + Unpin>(
+        r: &mut R,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, String> {
+        let mut all = Vec::new();
+        for _ in 0..100 {
+            let mut line = Vec::new();
+            let n = tokio::time::timeout(timeout, async {
+                let mut limited = tokio::io::AsyncReadExt::take(&mut *r, 1000);
+                limited.read_until(b'\n', &mut line).await
+            })
+            .await
+            .map_err(|_| "the relay did not answer in time".to_string())?
+            .map_err(|e| format!("reading the relay's answer: {e}"))?;
+            if n == 0 {
+                return Err("the relay closed the connection".into());
+            }
+            all.extend_from_slice(&line);
+            if line.get(3) != Some(&b'-') {
+                return Ok(all);
+            }
+        }
+        Err("the relay's answer is too long".into())
+    }
+    let greeting = reply(&mut r, timeout).await?;
+    if !greeting.starts_with(b"220") {
+        return Err(format!(
+            "the relay greeted with {:?}",
+            String::from_utf8_lossy(&greeting).trim()
+        ));
+    }
+    let ehlo = format!("EHLO {hostname}\r\n");
+    tokio::time::timeout(timeout, w.write_all(ehlo.as_bytes()))
+        .await
+        .map_err(|_| "the relay did not take EHLO in time".to_string())?
+        .map_err(|e| format!("writing EHLO: {e}"))?;
+    let answer = reply(&mut r, timeout).await?;
+    let _ = tokio::time::timeout(timeout, w.write_all(b"QUIT\r\n")).await;
+    if !answer.starts_with(b"250") {
+        return Err(format!(
+            "the relay answered EHLO with {:?}",
+            String::from_utf8_lossy(&answer).trim()
+        ));
+    }
+    let ehlo = smtp_proto::EhloResponse::<String>::parse(&mut answer.iter())
+        .map_err(|e| format!("cannot read the relay's EHLO answer: {e}"))?;
+    Ok(
+        (ehlo.capabilities & smtp_proto::EXT_SIZE != 0 && ehlo.size > 0)
+            .then_some(ehlo.size as u64),
+    )
+}
+
+/// Asks the relay for its `SIZE` once and records it; logs when it changed.
+pub async fn probe_once(cfg: &Config, limits: &RelayLimits, timeout: Duration) -> bool {
+    let Relay::Smtp { host, port } = cfg.relay() else {
+        return true;
+    };
+    match probe_size(&host, port, &cfg.smtp.hostname, timeout).await {
+        Ok(size) => {
+            if size != limits.size() {
+                match size {
+                    Some(n) => tracing::info!(
+                        size = n,
+                        post_limit = n.saturating_sub(COPY_MARGIN as u64),
+                        "relay accepts messages up to its SIZE; larger posts are refused"
+                    ),
+                    None => tracing::info!("relay advertises no message size limit"),
+                }
+            }
+            limits.set_size(size);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the relay's message size limit; keeping the last known");
+            false
+        }
+    }
+}
+
+/// Reads the relay's `SIZE` again every [`PROBE_INTERVAL`] (sooner after a failure).
+async fn probe_loop(
+    cfg: Arc<Config>,
+    limits: Arc<RelayLimits>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if !matches!(cfg.relay(), Relay::Smtp { .. }) {
+        return;
+    }
+    loop {
+        let ok = probe_once(&cfg, &limits, cfg.delivery.timeout).await;
+        let wait = if ok { PROBE_INTERVAL } else { PROBE_RETRY };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
 
 enum Job {
     Post {
@@ -80,14 +242,15 @@ struct InFlight {
 
 /// Runs the delivery side until `shutdown`.
 pub async fn run(
-    cfg: Arc<Config>,
-    store: Store,
-    secret: Secret,
+    svc: Services,
     dkim: Arc<crate::dkim::Keys>,
+    limits: Arc<RelayLimits>,
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let (cfg, store, secret) = (svc.cfg.clone(), svc.store.clone(), svc.secret.clone());
     let relay = cfg.relay();
+    let prober = tokio::spawn(probe_loop(cfg.clone(), limits.clone(), shutdown.clone()));
     let workers = cfg.delivery.connections.max(1);
     let (job_tx, job_rx) = mpsc::channel::<Job>(workers * 64);
     let job_rx = Arc::new(tokio::sync::Mutex::new(job_rx));
@@ -105,6 +268,7 @@ pub async fn run(
             dkim: dkim.clone(),
             cpu: cpu.clone(),
             relay: relay.clone(),
+            limits: limits.clone(),
             conn: None,
             n,
         };
@@ -116,8 +280,7 @@ pub async fn run(
     }
     drop(done_tx);
     let collector = tokio::spawn(collect(
-        cfg.clone(),
-        store.clone(),
+        svc.clone(),
         done_rx,
         inflight.clone(),
         wake.clone(),
@@ -179,6 +342,7 @@ pub async fn run(
         let _ = h.await;
     }
     let _ = collector.await;
+    prober.abort();
 }
 
 /// One dispatcher pass.
@@ -249,7 +413,7 @@ fn due_jobs(
                 c
             }
         };
-        let sender = router::verp(list, &key.addr);
+        let sender = router::verp(list, secret, &key.addr);
         let prefix = cfg.base_url().map(|b| {
             let url = format!("{b}/u/{}", secret.one_click(list.key(), &key.addr));
             compose::unsubscribe_fields(list, &url)
@@ -284,6 +448,7 @@ struct Worker {
     /// Shared by all workers: one permit per core for CPU work.
     cpu: Arc<tokio::sync::Semaphore>,
     relay: Relay,
+    limits: Arc<RelayLimits>,
     conn: Option<AsyncSmtpConnection>,
     n: usize,
 }
@@ -414,6 +579,17 @@ impl Worker {
             Relay::Outbox(dir) => write_outbox(dir, from, to, msg, label).await,
             Relay::Smtp { host, port } => {
                 let (host, port) = (host.clone(), *port);
+                if let Some(max) = self.limits.size() {
+                    if msg.len() as u64 > max {
+                        // It would be refused after the whole transfer: fail it at once, as a
+                        // refusal of the message (not of the member).
+                        return Attempt::Permanent(format!(
+                            "552 5.3.4 copy of {} bytes is larger than the relay accepts \
+                             (SIZE {max}); not attempted",
+                            msg.len()
+                        ));
+                    }
+                }
                 let envelope = match envelope(from, to) {
                     Ok(e) => e,
                     Err(e) => return Attempt::Permanent(e),
@@ -579,8 +755,7 @@ fn result_for(cfg: &Config, mut row: QueueRow, a: Attempt) -> DeliveryResult {
 
 /// Records results in batches: one store transaction and one flush per batch.
 async fn collect(
-    cfg: Arc<Config>,
-    store: Store,
+    svc: Services,
     mut rx: mpsc::Receiver<Done>,
     inflight: Arc<Mutex<InFlight>>,
     wake: Arc<Notify>,
@@ -605,8 +780,8 @@ async fn collect(
             continue;
         }
         let items = std::mem::take(&mut batch);
-        let (c, s, inf) = (cfg.clone(), store.clone(), inflight.clone());
-        match tokio::task::spawn_blocking(move || record(&c, &s, &inf, items)).await {
+        let (s, inf) = (svc.clone(), inflight.clone());
+        match tokio::task::spawn_blocking(move || record(&s, &inf, items)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "cannot record delivery results"),
             Err(e) => tracing::error!(error = %e, "recording delivery results panicked"),
@@ -615,38 +790,76 @@ async fn collect(
     }
 }
 
-fn record(
-    cfg: &Config,
+/// How the failed copies of one post in a batch stand.
+#[derive(Default)]
+struct Tally {
+    /// Rows of the post this batch takes out of the queue (delivered or given up).
+    done: usize,
+    /// Permanent failures in this batch, by status.
+    by_status: HashMap<String, usize>,
+}
+
+/// The status of a relay's refusal (`5.0.0` from a bare `550`).
+fn status_of(error: &str) -> String {
+    bounce::status_from_reply(error).unwrap_or_else(|| "5.0.0".into())
+}
+
+/// Whether each permanent failure of a post's copies is about the message; for the
+/// fan-out rule ([`bounce::mass_refusal`]) the post's earlier failures count too. Returns,
+/// by status, `(failed, attempted)` for the statuses that are message-level by that rule.
+fn mass_statuses(
     store: &Store,
+    list: &str,
+    seq: u64,
+    t: &Tally,
+) -> crate::store::Result<HashMap<String, (usize, usize)>> {
+    let mut out = HashMap::new();
+    if t.by_status.is_empty() || digest_of_queue_seq(seq).is_some() {
+        return Ok(out);
+    }
+    let Some(meta) = store.post(list, seq)? else {
+        return Ok(out);
+    };
+    // The batch's rows are still queued: copies attempted before it, plus its own.
+    let pending = store.pending_for_post(list, seq)?;
+    let recipients = usize::try_from(meta.recipients).unwrap_or(usize::MAX);
+    let attempted = recipients.saturating_sub(pending) + t.done;
+    let mut earlier: HashMap<String, usize> = HashMap::new();
+    for (_, f) in store.failures_of_post(list, seq)? {
+        *earlier.entry(status_of(&f.error)).or_insert(0) += 1;
+    }
+    for (st, n) in &t.by_status {
+        let failed = n + earlier.get(st).copied().unwrap_or(0);
+        if bounce::mass_refusal(failed, attempted) {
+            out.insert(st.clone(), (failed, attempted));
+        }
+    }
+    Ok(out)
+}
+
+fn record(
+    svc: &Services,
     inflight: &Mutex<InFlight>,
     items: Vec<Done>,
 ) -> crate::store::Result<()> {
+    let (cfg, store) = (&*svc.cfg, &svc.store);
     let mut rows = Vec::new();
     let mut posts: HashSet<(String, u64)> = HashSet::new();
     let mut mails = Vec::new();
     let mut reports = Vec::new();
+    let mut once: Vec<(String, OutMail)> = Vec::new();
+    let mut tallies: HashMap<(String, u64), Tally> = HashMap::new();
     for d in items {
         match d {
             Done::Post(k, r) => {
-                if let DeliveryResult::Failed(f) = &r {
-                    tracing::warn!(list = %k.list, seq = k.seq, domain = k.addr.rsplit('@').next().unwrap_or(""), error = %f.error, "delivery failed permanently");
-                    // Scored like a bounce that came back by mail: one path for both.
-                    if let Some(list) = cfg.list(&k.list) {
-                        let envelope = Spooled {
-                            mail_from: String::new(),
-                            rcpt: router::verp(list, &k.addr),
-                            source: "relay".into(),
-                            received_ms: now_ms(),
-                            approved: false,
-                        };
-                        let raw = crate::bounce::relay_report(
-                            list,
-                            &cfg.smtp.hostname,
-                            &k.addr,
-                            &f.error,
-                        );
-                        reports.push((envelope, raw));
+                let t = tallies.entry((k.list.clone(), k.seq)).or_default();
+                match &r {
+                    DeliveryResult::Delivered => t.done += 1,
+                    DeliveryResult::Failed(f) => {
+                        t.done += 1;
+                        *t.by_status.entry(status_of(&f.error)).or_insert(0) += 1;
                     }
+                    DeliveryResult::Retry(_) => {}
                 }
                 posts.insert((k.list.clone(), k.seq));
                 rows.push((k, r));
@@ -654,13 +867,83 @@ fn record(
             Done::Mail(m, r) => mails.push((m, r)),
         }
     }
+    let mut mass: HashMap<(String, u64), HashMap<String, (usize, usize)>> = HashMap::new();
+    for ((list, seq), t) in &tallies {
+        let m = mass_statuses(store, list, *seq, t)?;
+        if !m.is_empty() {
+            mass.insert((list.clone(), *seq), m);
+        }
+    }
+    let mut markers = HashSet::new();
+    for (k, r) in rows.iter_mut() {
+        let DeliveryResult::Failed(f) = r else {
+            continue;
+        };
+        let Some(list) = cfg.list(&k.list) else {
+            continue;
+        };
+        let domain = k.addr.rsplit('@').next().unwrap_or("");
+        let status = status_of(&f.error);
+        let by_mass = mass
+            .get(&(k.list.clone(), k.seq))
+            .and_then(|m| m.get(&status))
+            .copied();
+        let message_level =
+            bounce::scope(Some(&status), &f.error) == bounce::Scope::Message || by_mass.is_some();
+        if !message_level {
+            tracing::warn!(list = %k.list, seq = k.seq, domain, error = %bounce::mask_addresses(&f.error), "delivery failed permanently");
+            // Scored like a bounce that came back by mail: one path for both.
+            let envelope = Spooled {
+                mail_from: String::new(),
+                rcpt: router::verp(list, &svc.secret, &k.addr),
+                source: "relay".into(),
+                received_ms: now_ms(),
+                approved: false,
+            };
+            let raw = bounce::relay_report(list, &cfg.smtp.hostname, &k.addr, &f.error);
+            reports.push((envelope, raw));
+            continue;
+        }
+        tracing::warn!(list = %k.list, seq = k.seq, domain, status = %status, error = %bounce::mask_addresses(&f.error), "list copy refused as a message: no member scored, the owners are told");
+        let meta = match digest_of_queue_seq(k.seq) {
+            Some(_) => None,
+            None => store.post(&k.list, k.seq)?,
+        };
+        let (failed, attempted) = by_mass.unwrap_or((1, 1));
+        let failure = bounce::MessageFailure {
+            message_id: meta.as_ref().map(|m| m.message_id.clone()),
+            post: match digest_of_queue_seq(k.seq) {
+                Some((id, _)) => format!("digest {id}"),
+                None => format!("seq {}", k.seq),
+            },
+            subject: meta.as_ref().map(|m| m.subject.clone()).unwrap_or_default(),
+            reason: if by_mass.is_some()
+                && bounce::scope(Some(&status), &f.error) == bounce::Scope::Member
+            {
+                "many"
+            } else {
+                bounce::MessageFailure::reason_for(Some(&status), &f.error)
+            },
+            status,
+            diagnostic: f.error.clone(),
+            by_relay: true,
+            failed,
+            attempted,
+        };
+        if let Some((marker, mail)) = bounce::message_report(svc.ctx(), list, &failure) {
+            if markers.insert(marker.clone()) {
+                once.push((marker, mail));
+            }
+        }
+        f.error = format!("refused as a message, not scored: {}", f.error);
+    }
     let res = (|| {
-        store.record_results(&rows, &reports)?;
+        store.record_results(&rows, &reports, &once)?;
         for (mut m, r) in mails.iter().map(|(m, r)| (m.clone(), r)) {
             match r {
                 MailResult::Sent => store.outmail_done(m.id)?,
                 MailResult::Failed(e) => {
-                    tracing::warn!(kind = %m.kind, error = %e, "single message could not be delivered");
+                    tracing::warn!(kind = %m.kind, error = %bounce::mask_addresses(e), "single message could not be delivered");
                     store.outmail_done(m.id)?
                 }
                 MailResult::Retry(e) => {
@@ -707,4 +990,140 @@ fn record(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Outcome, PostMeta};
+
+    /// One status for many copies of one post makes the refusal the post's: counted over
+    /// the copies attempted so far, earlier batches' failures included.
+    #[test]
+    fn one_status_for_many_copies_is_about_the_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db")).unwrap();
+        let l = "forum@lists.example.org";
+        let env = Spooled {
+            mail_from: "a@example.org".into(),
+            rcpt: l.into(),
+            source: "test".into(),
+            received_ms: 1,
+            approved: false,
+        };
+        let id = s.spool(env, b"raw").unwrap();
+        let rcpts: Vec<String> = (0..6).map(|i| format!("m{i}@example.net")).collect();
+        s.apply(
+            id,
+            Outcome::Accept {
+                meta: PostMeta {
+                    list: l.into(),
+                    seq: 0,
+                    message_id: "<p@x>".into(),
+                    from_addr: "a@example.org".into(),
+                    from_name: None,
+                    subject: "s".into(),
+                    date: None,
+                    received_ms: 1,
+                    recipients: 0,
+                    from_rewrite: false,
+                },
+                raw: b"raw".to_vec(),
+                recipients: rcpts.clone(),
+                notices: vec![],
+            },
+        )
+        .unwrap();
+        let fail = |e: &str| {
+            DeliveryResult::Failed(Failure {
+                at_ms: 1,
+                attempts: 1,
+                error: e.into(),
+            })
+        };
+        let key = |i: usize| QueueKey {
+            list: l.into(),
+            seq: 1,
+            addr: rcpts[i].clone(),
+        };
+        let refusal = "permanent error (554): 5.0.0 transaction failed";
+        // A first batch: one delivered, one refused: not (yet) many.
+        let t = Tally {
+            done: 2,
+            by_status: HashMap::from([("5.0.0".to_string(), 1)]),
+        };
+        assert!(mass_statuses(&s, l, 1, &t).unwrap().is_empty());
+        s.record_results(
+            &[(key(0), DeliveryResult::Delivered), (key(1), fail(refusal))],
+            &[],
+            &[],
+        )
+        .unwrap();
+        // The next batch: two more refused the same way (3 of 4 tried).
+        let t = Tally {
+            done: 2,
+            by_status: HashMap::from([("5.0.0".to_string(), 2)]),
+        };
+        let m = mass_statuses(&s, l, 1, &t).unwrap();
+        assert_eq!(m.get("5.0.0"), Some(&(3, 4)));
+        // A different status is counted on its own.
+        let t = Tally {
+            done: 2,
+            by_status: HashMap::from([("5.1.1".to_string(), 2)]),
+        };
+        assert!(mass_statuses(&s, l, 1, &t).unwrap().is_empty());
+        assert_eq!(status_of(refusal), "5.0.0");
+        assert_eq!(status_of("550 no"), "5.0.0");
+    }
+
+    #[test]
+    fn relay_limits() {
+        let r = RelayLimits::default();
+        assert_eq!((r.size(), r.copy_limit()), (None, None));
+        r.set_size(Some(100_000));
+        assert_eq!(r.copy_limit(), Some(100_000 - COPY_MARGIN));
+        r.set_size(None);
+        assert_eq!(r.size(), None);
+    }
+
+    /// The probe reads SIZE from a relay's EHLO answer (and none when it has none).
+    #[tokio::test]
+    async fn probe_reads_the_relays_size() {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        for (caps, want) in [
+            (
+                "250-PIPELINING\r\n250-SIZE 10240000\r\n250 8BITMIME\r\n",
+                Some(10_240_000),
+            ),
+            ("250-PIPELINING\r\n250 8BITMIME\r\n", None),
+            ("250 SIZE 0\r\n", None),
+        ] {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = l.local_addr().unwrap().port();
+            let server = tokio::spawn(async move {
+                let (s, _) = l.accept().await.unwrap();
+                let (r, mut w) = s.into_split();
+                let mut r = tokio::io::BufReader::new(r);
+                w.write_all(b"220 relay ESMTP\r\n").await.unwrap();
+                let mut line = String::new();
+                r.read_line(&mut line).await.unwrap();
+                assert!(line.starts_with("EHLO "), "{line}");
+                w.write_all(format!("250-relay.test\r\n{caps}").as_bytes())
+                    .await
+                    .unwrap();
+                line.clear();
+                let _ = r.read_line(&mut line).await;
+            });
+            let got = probe_size(
+                "127.0.0.1",
+                port,
+                "lists.example.org",
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+            assert_eq!(got, want, "{caps}");
+            server.await.unwrap();
+        }
+    }
 }

@@ -120,7 +120,7 @@ pub fn decide(
         });
     };
     match route {
-        Route::Bounces { member } => decide_bounce(svc, list, member, &raw, &msg),
+        Route::Bounces { member, mac } => decide_bounce(svc, list, member, mac, &raw, &msg),
         Route::Owner => {
             if let Some(reason) = classify(list, &msg) {
                 return Ok(Outcome::Quarantine { reason });
@@ -146,14 +146,18 @@ fn request_via(word: &str) -> Via {
     }
 }
 
-/// A bounce: scored against the member it names (VERP first, else the report's
-/// recipients). A bounce is not kept once it counted: it holds the member's address and
-/// often the list copy, and only its verdict matters. What cannot be scored is kept in
-/// quarantine for the owners.
+/// A bounce: scored against the member its VERP address names, when that address carries
+/// a valid MAC (see [`router::verp`]) and the report is in a format we read. A bounce is
+/// not kept once it counted: it holds the member's address and often the list copy, and
+/// only its verdict matters. A bounce without a valid MAC (forged, or to the plain
+/// `-bounces` address, where only bounces of notices arrive) or in a format we do not
+/// read scores nobody: it is kept in quarantine and forwarded to the owners, who can judge
+/// it. Other bounces that cannot be scored are kept in quarantine.
 fn decide_bounce(
     svc: &Services,
     list: &ListConfig,
     verp: Option<String>,
+    mac: Option<String>,
     raw: &[u8],
     msg: &mail_parser::Message,
 ) -> crate::store::Result<Outcome> {
@@ -169,32 +173,87 @@ fn decide_bounce(
             reason: "bounce; bounce processing is off for this list".into(),
         });
     }
-    let store = &svc.store;
-    let candidates: Vec<String> = verp
-        .into_iter()
-        .chain(report.failures.iter().filter_map(|f| f.recipient.clone()))
-        .collect();
-    let mut member = None;
-    for c in &candidates {
-        match store.member(list.key(), c) {
-            Ok(Some(m)) => {
-                member = Some(m);
-                break;
-            }
-            Ok(None) => {}
-            Err(e) => return Err(e),
+    let verified = match (&verp, &mac) {
+        (Some(m), Some(k)) => svc.secret.verify_verp(list.key(), m, k),
+        _ => false,
+    };
+    let member_addr = match verp {
+        Some(m) if verified => m,
+        Some(_) => {
+            return Ok(unscored_bounce(
+                list,
+                raw,
+                if mac.is_some() {
+                    "bounce to a VERP address whose MAC does not verify (forged?)"
+                } else {
+                    "bounce to a VERP address without a MAC"
+                },
+            ))
         }
+        None => {
+            return Ok(unscored_bounce(
+                list,
+                raw,
+                "bounce to the plain bounce address (no member named by VERP)",
+            ))
+        }
+    };
+    if report.format == "unknown" {
+        return Ok(unscored_bounce(
+            list,
+            raw,
+            "bounce in a format that is not recognised",
+        ));
     }
-    let Some(member) = member else {
+    if report.format == "dsn" && report.failures.is_empty() {
         return Ok(Outcome::Quarantine {
-            reason: if candidates.is_empty() {
-                "bounce that names no recipient".into()
-            } else {
-                "bounce for an address that is not a member".into()
-            },
+            reason: "delivery report without a failure (delivered or relayed)".into(),
+        });
+    }
+    // The report's own line for this member, else its first.
+    let lower = member_addr.to_ascii_lowercase();
+    let own = report
+        .failures
+        .iter()
+        .find(|f| f.recipient.as_deref().map(str::to_ascii_lowercase) == Some(lower.clone()))
+        .or(report.failures.first());
+    if let Some(f) = own.filter(|f| f.scope == bounce::Scope::Message) {
+        // About the post, not the mailbox: nobody is scored; the owners hear of it once.
+        let (message_id, subject) = bounce::returned_message(raw);
+        let status = f.status.clone().unwrap_or_else(|| "5.0.0".into());
+        let failure = bounce::MessageFailure {
+            message_id,
+            post: format!("day {}", crate::clock::now_ms().div_euclid(86_400_000)),
+            subject: subject.unwrap_or_default(),
+            reason: bounce::MessageFailure::reason_for(Some(&status), &f.diagnostic),
+            status: status.clone(),
+            diagnostic: f.diagnostic.clone(),
+            by_relay: false,
+            failed: 1,
+            attempted: 1,
+        };
+        tracing::info!(
+            list = %list.local(),
+            format = report.format,
+            status = %status,
+            domain = lower.rsplit('@').next().unwrap_or(""),
+            "bounce about the message, not the member: not scored"
+        );
+        let changes = bounce::message_report(svc.ctx(), list, &failure)
+            .map(|(marker, mail)| Change::ReportOnce { marker, mail })
+            .into_iter()
+            .collect();
+        return Ok(Outcome::Changes {
+            changes,
+            mail: Vec::new(),
+        });
+    }
+    let Some(member) = svc.store.member(list.key(), &member_addr)? else {
+        return Ok(Outcome::Quarantine {
+            reason: "bounce for an address that is not a member".into(),
         });
     };
-    // The report's own line for this member, else its worst; soft when it has none.
+    // The report's own line for this member, else its worst.
     let addr = member.address.to_ascii_lowercase();
     let failure = report
         .failures
@@ -207,11 +266,6 @@ fn decide_bounce(
                 bounce::Severity::Policy => 0,
             })
         });
-    if report.format == "dsn" && report.failures.is_empty() {
-        return Ok(Outcome::Quarantine {
-            reason: "delivery report without a failure (delivered or relayed)".into(),
-        });
-    }
     let (sev, status) = match failure {
         Some(f) => (f.severity, f.status.clone()),
         None => (bounce::Severity::Soft, None),
@@ -227,6 +281,32 @@ fn decide_bounce(
         "bounce recorded"
     );
     Ok(Outcome::Changes { changes, mail })
+}
+
+/// A bounce that scores nobody: kept in quarantine and forwarded to the owners (with
+/// `X-Loop`, from the null sender so that the forward itself can never bounce back here).
+/// A bounce that carries our own forward's `X-Loop` (a forward that bounced) is only kept.
+fn unscored_bounce(list: &ListConfig, raw: &[u8], why: &str) -> Outcome {
+    let owner = list.sub_address("owner");
+    let marker = format!("x-loop: {}", owner.to_ascii_lowercase());
+    let looped = raw
+        .to_ascii_lowercase()
+        .windows(marker.len())
+        .any(|w| w == marker.as_bytes());
+    tracing::warn!(list = %list.local(), reason = why, "bounce not scored");
+    if looped || list.owners.is_empty() {
+        return Outcome::Quarantine {
+            reason: format!("{why}; not scored"),
+        };
+    }
+    let mut fwd = format!("X-Loop: {owner}\r\n").into_bytes();
+    fwd.extend_from_slice(raw);
+    let mut mail = out_mail(list, "bounce-forward", fwd);
+    mail.mail_from = String::new();
+    Outcome::QuarantineAndSend {
+        reason: format!("{why}; not scored, forwarded to the owners"),
+        mail: vec![mail],
+    }
 }
 
 /// Whether a message that is not a delivery report is someone's automatic reply (an
@@ -504,7 +584,9 @@ pub fn process(
                 })?;
         let list = router::route(cfg, &item.envelope.rcpt).map(|(l, _)| l.local().to_string());
         let quarantine_reason = match &outcome {
-            Outcome::Quarantine { reason } => reason.clone(),
+            Outcome::Quarantine { reason } | Outcome::QuarantineAndSend { reason, .. } => {
+                reason.clone()
+            }
             _ => String::new(),
         };
         match store.apply(spool_id, outcome) {

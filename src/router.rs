@@ -1,12 +1,15 @@
 //! Which list, and which of its addresses, a recipient is.
 //!
 //! Per list `forum@host`: `forum@` posts, `forum-owner@` reaches the owners, and
-//! `forum-bounces@` / `forum-bounces+member=domain@` receives bounces (VERP);
+//! `forum-bounces@` / `forum-bounces+member=domain+MAC@` receives bounces (VERP, with a
+//! keyed MAC of the member address so that nobody else can make a bounce count; see
+//! [`verp`]);
 //! `forum-request@`, `forum-join@` and `forum-leave@` take requests (as do Mailman's
 //! `forum-subscribe@`/`forum-unsubscribe@` and mlmmj's `forum+subscribe@`,
 //! `forum+unsubscribe@`, `forum+help@`), and `forum-confirm+TOKEN@` confirms.
 
 use crate::config::{Config, ListConfig};
+use crate::tokens::Secret;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -19,8 +22,12 @@ pub enum Route {
     Request(&'static str),
     /// `forum-confirm+TOKEN@`: confirms the request the token names.
     Confirm(String),
-    /// A bounce; `member` is the VERP-decoded member address when present.
-    Bounces { member: Option<String> },
+    /// A bounce; `member` is the VERP-decoded member address when present, `mac` the MAC
+    /// that followed it (not verified here: the pipeline does, with the token secret).
+    Bounces {
+        member: Option<String>,
+        mac: Option<String>,
+    },
 }
 
 /// Resolves an envelope recipient to (list, route); `None` means not ours (550 5.1.1).
@@ -64,7 +71,15 @@ pub fn route<'a>(cfg: &'a Config, rcpt: &str) -> Option<(&'a ListConfig, Route)>
             "request" => return Some((l, Route::Request("request"))),
             "join" | "subscribe" => return Some((l, Route::Request("join"))),
             "leave" | "unsubscribe" => return Some((l, Route::Request("leave"))),
-            "bounces" => return Some((l, Route::Bounces { member: None })),
+            "bounces" => {
+                return Some((
+                    l,
+                    Route::Bounces {
+                        member: None,
+                        mac: None,
+                    },
+                ))
+            }
             _ => {}
         }
         if let Some(token) = rest.strip_prefix("confirm+") {
@@ -74,22 +89,46 @@ pub fn route<'a>(cfg: &'a Config, rcpt: &str) -> Option<(&'a ListConfig, Route)>
         }
         if rest.starts_with("bounces+") {
             let enc = &orig_rest["bounces+".len()..];
-            return Some((
-                l,
-                Route::Bounces {
-                    member: verp_decode(enc),
-                },
-            ));
+            let (member, mac) = verp_split(enc);
+            return Some((l, Route::Bounces { member, mac }));
         }
     }
     None
 }
 
-/// The VERP envelope sender for a copy to `member`: `forum-bounces+member=domain@host`.
-pub fn verp(list: &ListConfig, member: &str) -> String {
+/// The VERP envelope sender for a copy to `member`: `forum-bounces+member=domain+MAC@host`,
+/// where MAC is [`Secret::verp_mac`] (8 base32 characters) of the list and the member.
+///
+/// The local part is the list's, `-bounces+`, the member address with `=` for its `@`, `+`
+/// and the MAC: 18 characters plus the list's local part plus the member address. Up to a
+/// member address of about 40 characters it stays within RFC 5321's 64; for longer ones
+/// it is longer than 64 and still used as it is (Postfix, Exim and Sendmail accept long
+/// local parts; RFC 5321 4.5.3.1 lets servers accept more than 64). A relay that refused
+/// it would refuse the copy at MAIL FROM with a 5.5.x/5.1.7-like status, scored against
+/// that member like any refusal; shortening it instead would cost the bounce its member.
+pub fn verp(list: &ListConfig, secret: &Secret, member: &str) -> String {
     match member.rsplit_once('@') {
-        Some((ml, md)) => format!("{}-bounces+{}={}@{}", list.local(), ml, md, list.domain()),
+        Some((ml, md)) => format!(
+            "{}-bounces+{}={}+{}@{}",
+            list.local(),
+            ml,
+            md,
+            secret.verp_mac(list.key(), member),
+            list.domain()
+        ),
         None => list.sub_address("bounces"),
+    }
+}
+
+/// The member part and the MAC of a VERP address's detail (`jan=ocmw.be+k3x9q8ab`). The
+/// MAC is what follows the last `+` when that holds no `=` (a domain never holds `+`);
+/// an address without one (`jan=ocmw.be`, the format before MACs) has `None`.
+pub fn verp_split(enc: &str) -> (Option<String>, Option<String>) {
+    match enc.rsplit_once('+') {
+        Some((head, mac)) if !mac.contains('=') && head.contains('=') => {
+            (verp_decode(head), Some(mac.to_ascii_lowercase()))
+        }
+        _ => (verp_decode(enc), None),
     }
 }
 
@@ -124,7 +163,17 @@ mod tests {
                 .unwrap()
                 .1,
             Route::Bounces {
-                member: Some("Jan.P@ocmw.be".into())
+                member: Some("Jan.P@ocmw.be".into()),
+                mac: None,
+            }
+        );
+        assert_eq!(
+            route(&c, "forum-bounces+Jan.P=ocmw.be+K3X9Q8AB@lists.example.org")
+                .unwrap()
+                .1,
+            Route::Bounces {
+                member: Some("Jan.P@ocmw.be".into()),
+                mac: Some("k3x9q8ab".into()),
             }
         );
         assert!(route(&c, "forum@example.com").is_none());
@@ -161,11 +210,36 @@ mod tests {
     fn verp_round_trip() {
         let c = cfg();
         let l = &c.lists[0];
-        let v = verp(l, "a.b+tag@example.be");
-        assert_eq!(v, "forum-bounces+a.b+tag=example.be@lists.example.org");
-        match route(&c, &v).unwrap().1 {
-            Route::Bounces { member } => assert_eq!(member.unwrap(), "a.b+tag@example.be"),
-            r => panic!("{r:?}"),
+        let secret = Secret::from_bytes([5; 32]);
+        for addr in ["a.b+tag@example.be", "jan@ocmw.be", "x+y+z@sub.example.org"] {
+            let v = verp(l, &secret, addr);
+            let mac = secret.verp_mac(l.key(), addr);
+            let (ml, md) = addr.rsplit_once('@').unwrap();
+            assert_eq!(
+                v,
+                format!("forum-bounces+{ml}={md}+{mac}@lists.example.org")
+            );
+            match route(&c, &v).unwrap().1 {
+                Route::Bounces { member, mac: got } => {
+                    assert_eq!(member.as_deref(), Some(addr));
+                    assert!(secret.verify_verp(l.key(), addr, &got.unwrap()));
+                }
+                r => panic!("{r:?}"),
+            }
+            // Folded to upper case by some MTA on the way back: still the same.
+            match route(&c, &v.to_ascii_uppercase()).unwrap().1 {
+                Route::Bounces { member, mac: got } => {
+                    let m = member.unwrap();
+                    assert!(m.eq_ignore_ascii_case(addr));
+                    assert!(secret.verify_verp(l.key(), &m, &got.unwrap()));
+                }
+                r => panic!("{r:?}"),
+            }
         }
+        // The old form has no MAC; a tag in the member's local part is not taken for one.
+        assert_eq!(
+            verp_split("a.b+tag=example.be"),
+            (Some("a.b+tag@example.be".into()), None)
+        );
     }
 }

@@ -18,6 +18,11 @@ use std::path::Path;
 
 const MAC_LEN: usize = 12;
 const TOKEN_LEN: usize = 1 + 8 + 4 + MAC_LEN;
+/// Bytes of HMAC in a VERP address: 40 bits, so guessing one takes about 10^12 forged
+/// bounces (each of which is quarantined and shown to the owners).
+pub const VERP_MAC_BYTES: usize = 5;
+/// Its length in base32.
+pub const VERP_MAC_CHARS: usize = 8;
 
 /// What a token does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,6 +213,30 @@ impl Secret {
         u64::from_be_bytes(b).max(1)
     }
 
+    /// The MAC in a member's VERP address (`forum-bounces+jan=ocmw.be+MAC@`): the first
+    /// [`VERP_MAC_BYTES`] bytes of HMAC-SHA256 over `verp`, the list key and the lower-cased
+    /// member address, in lower-case base32 ([`VERP_MAC_CHARS`] characters).
+    pub fn verp_mac(&self, list: &str, addr: &str) -> String {
+        let mac = self.mac(b"verp", list, addr);
+        data_encoding::BASE32_DNSSEC.encode(&mac[..VERP_MAC_BYTES])
+    }
+
+    /// Whether `mac` (any case) is the VERP MAC of `addr` on `list`; compared in constant
+    /// time.
+    pub fn verify_verp(&self, list: &str, addr: &str, mac: &str) -> bool {
+        let mac = mac.trim().to_ascii_lowercase();
+        if mac.len() != VERP_MAC_CHARS {
+            return false;
+        }
+        let Ok(b) = data_encoding::BASE32_DNSSEC.decode(mac.as_bytes()) else {
+            return false;
+        };
+        b.len() == VERP_MAC_BYTES
+            && self
+                .hmac(b"verp", list, addr)
+                .is_some_and(|m| m.verify_truncated_left(&b).is_ok())
+    }
+
     /// The one-click unsubscribe token of a member.
     pub fn one_click(&self, list: &str, addr: &str) -> String {
         self.issue(Kind::OneClick, self.member_uid(list, addr), 0, list, addr)
@@ -247,6 +276,30 @@ mod tests {
         assert!(Token::parse("hello").is_none());
         assert!(!p.expired(1_000));
         assert!(p.expired(2_000_000_001_000));
+    }
+
+    #[test]
+    fn verp_macs() {
+        let s = Secret::from_bytes([7; 32]);
+        let m = s.verp_mac("forum@x.org", "Jan@Ocmw.be");
+        assert_eq!(m.len(), VERP_MAC_CHARS);
+        assert!(m
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert!(s.verify_verp("forum@x.org", "jan@ocmw.be", &m));
+        assert!(s.verify_verp("FORUM@x.org", "JAN@OCMW.BE", &m.to_ascii_uppercase()));
+        assert!(!s.verify_verp("forum@x.org", "piet@ocmw.be", &m));
+        assert!(!s.verify_verp("other@x.org", "jan@ocmw.be", &m));
+        assert!(!Secret::from_bytes([8; 32]).verify_verp("forum@x.org", "jan@ocmw.be", &m));
+        assert!(!s.verify_verp("forum@x.org", "jan@ocmw.be", ""));
+        assert!(!s.verify_verp("forum@x.org", "jan@ocmw.be", &m[..7]));
+        let mut forged = m.into_bytes();
+        forged[0] = if forged[0] == b'a' { b'b' } else { b'a' };
+        assert!(!s.verify_verp(
+            "forum@x.org",
+            "jan@ocmw.be",
+            std::str::from_utf8(&forged).unwrap()
+        ));
     }
 
     #[test]

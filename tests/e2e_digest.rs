@@ -130,7 +130,7 @@ fn thirty_posts_make_one_digest_per_digest_member() {
     ] {
         assert!(text.contains(h), "digest lacks {h}");
     }
-    assert_eq!(dg.from, verp(&digest));
+    assert_eq!(dg.from, verp(&env, &digest));
 
     // The plain digest (RFC 1153): one text/plain mail with every post.
     let pd = &digests_for(&sink, &plain)[0];

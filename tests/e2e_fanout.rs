@@ -189,7 +189,11 @@ fn fanout_750() {
     for m in sink.messages() {
         let d = &m.data;
         let who = &m.rcpt;
-        assert_eq!(m.from, verp(who), "envelope sender of the copy to {who}");
+        assert_eq!(
+            m.from,
+            verp(&env, who),
+            "envelope sender of the copy to {who}"
+        );
         assert_eq!(header(d, "List-Id"), "Forum <forum.lists.example.org>");
         assert_eq!(header(d, "List-Post"), "<mailto:forum@lists.example.org>");
         assert!(header(d, "List-Help").contains("mailto:forum-request@lists.example.org"));
@@ -246,7 +250,7 @@ fn fanout_750() {
     for m in &second {
         assert_eq!(header(&m.data, "Subject"), "Re: [forum] x");
         assert_eq!(subject(&m.data), "Re: [forum] x");
-        assert_eq!(m.from, verp(&m.rcpt));
+        assert_eq!(m.from, verp(&env, &m.rcpt));
     }
     let first = of_post(&all, "e2e-fanout-1@example.net");
     assert_eq!(
@@ -333,7 +337,7 @@ fn non_member_post_is_held_until_approved() {
     let mut by: HashMap<String, usize> = HashMap::new();
     for c in &copies {
         *by.entry(c.rcpt.clone()).or_insert(0) += 1;
-        assert_eq!(c.from, verp(&c.rcpt));
+        assert_eq!(c.from, verp(&env, &c.rcpt));
         assert_eq!(subject(&c.data), "[forum] Mag ik iets vragen?");
     }
     assert_eq!(copies.len(), members.len(), "{by:?}");
@@ -607,7 +611,7 @@ fn kill_9_in_the_middle_of_a_fanout() {
     assert!(counts.values().all(|&c| c <= 2), "a member got 3+ copies");
     for m in sink.messages() {
         assert_eq!(header(&m.data, "Message-ID"), "<e2e-crash-1@example.net>");
-        assert_eq!(m.from, verp(&m.rcpt));
+        assert_eq!(m.from, verp(&env, &m.rcpt));
     }
     drop(daemon);
     eprintln!("kill_9_in_the_middle_of_a_fanout: {:?}", t0.elapsed());
@@ -756,7 +760,7 @@ fn inject_posts_through_the_running_daemon() {
     assert_one_each(&sink, &members);
     for m in sink.messages() {
         assert_eq!(subject(&m.data), "[forum] Via inject");
-        assert_eq!(m.from, verp(&m.rcpt));
+        assert_eq!(m.from, verp(&env, &m.rcpt));
     }
 
     let out = env.cli_stdin(&["inject", "forum"], b"\x00\x01\x02 garbage \xff\xfe\n\n");

@@ -86,7 +86,7 @@ fn after_forget_and_compaction_the_address_is_nowhere_in_the_data_directory() {
     assert!(wait_until(WAIT, || sink.count_for(ADDR) == 3));
     // A bounce for the member (Postfix's DSN, to the member's VERP address).
     let dsn = std::fs::read("tests/fixtures/bounces/postfix-5.1.1.eml").unwrap();
-    assert_eq!(post(d.port, "", &verp(ADDR), &dsn), 250);
+    assert_eq!(post(d.port, "", &verp(&env, ADDR), &dsn), 250);
     assert!(wait_until(WAIT, || d.stderr().contains("bounce recorded")));
     // The member takes digests too; a digest holding the member's posts goes to both, and
     // the next one waits (with the member's settings, queue rows and posts) when forgotten.

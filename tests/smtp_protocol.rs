@@ -52,6 +52,7 @@ name = "Forum"
         cfg: Arc::new(cfg),
         store,
         wake: Arc::new(Notify::new()),
+        relay: Arc::new(vraagbaak::outbound::RelayLimits::default()),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");

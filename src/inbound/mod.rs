@@ -13,11 +13,17 @@ use crate::store::{Envelope, ImapMark, Store, StoreError};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-/// What the inbound side shares: config, store, and a bell to wake the pipeline.
+/// Room for the list's header fields and footer, under which a post is surely not too big
+/// for the relay without composing its copy.
+const COPY_SLACK: usize = 64 * 1024;
+
+/// What the inbound side shares: config, store, a bell to wake the pipeline, and what the
+/// relay accepts (its `SIZE`, read by the delivery side).
 pub struct Inbound {
     pub cfg: Arc<Config>,
     pub store: Store,
     pub wake: Arc<Notify>,
+    pub relay: Arc<crate::outbound::RelayLimits>,
 }
 
 /// The verdict on one message for one recipient, as an SMTP reply.
@@ -30,6 +36,9 @@ pub enum Verdict {
     Refused { reason: String, quarantined: bool },
     /// Could not store it now; the client should try later (`451 4.3.0` / sysexits 75).
     TryLater { reason: String },
+    /// A post whose list copies would be larger than the relay accepts (`552 5.3.4` /
+    /// sysexits 65): refused before it is stored, so that it never fails for every member.
+    TooBig { max: usize },
 }
 
 impl Verdict {
@@ -46,6 +55,10 @@ impl Verdict {
             Verdict::Stored => "250 2.0.0 Message accepted".into(),
             Verdict::Refused { reason, .. } => format!("550 5.6.0 {reason}"),
             Verdict::TryLater { reason } => format!("451 4.3.0 {reason}"),
+            Verdict::TooBig { max } => format!(
+                "552 5.3.4 Message too big for this list: its copies to the members would be \
+                 larger than the mail relay accepts (at most {max} bytes per post)"
+            ),
         }
     }
 }
@@ -92,6 +105,34 @@ pub fn sanity_check(raw: &[u8]) -> Result<(), String> {
 }
 
 impl Inbound {
+    /// The largest post a list takes now: our `smtp.max_message_size`, and below the relay's
+    /// `SIZE` by [`crate::outbound::COPY_MARGIN`] when the relay advertises one. This is
+    /// what our EHLO advertises.
+    pub fn post_limit(&self) -> usize {
+        let ours = self.cfg.smtp.max_message_size;
+        self.relay.copy_limit().map_or(ours, |r| r.min(ours))
+    }
+
+    /// Whether the list copy of `raw` (composed as delivery will compose it) would be
+    /// larger than the relay accepts; `Some(limit)` when it would.
+    fn too_big_for_relay(&self, list: &crate::config::ListConfig, raw: &[u8]) -> Option<usize> {
+        let limit = self.relay.copy_limit()?;
+        if raw.len() > limit {
+            return Some(limit.min(self.cfg.smtp.max_message_size));
+        }
+        // The footer may re-encode a part (base64 grows by a third): compose it to know.
+        if raw.len() + raw.len() / 2 + COPY_SLACK <= limit {
+            return None;
+        }
+        let copy = crate::compose::list_copy(
+            list,
+            &crate::compose::normalize_crlf(raw),
+            self.cfg.http.is_some(),
+            true,
+        );
+        (copy.len() > limit).then(|| limit.min(self.cfg.smtp.max_message_size))
+    }
+
     /// Stores `raw` for each recipient in `rcpts` (already routed by the listener) and
     /// flushes; returns one verdict per recipient, in order. Only `Stored` may be
     /// acknowledged. A message that fails [`sanity_check`] is kept in quarantine and refused.
@@ -154,6 +195,18 @@ impl Inbound {
                 });
                 continue;
             };
+            if route == router::Route::Post {
+                if let Some(max) = self.too_big_for_relay(list, raw) {
+                    tracing::info!(
+                        source,
+                        bytes = raw.len(),
+                        max,
+                        "post refused: its list copies would be larger than the relay accepts"
+                    );
+                    verdicts.push(Verdict::TooBig { max });
+                    continue;
+                }
+            }
             let class = match route {
                 router::Route::Bounces { .. } => (list.key().to_string(), "bounces".to_string()),
                 r => (list.key().to_string(), format!("{r:?}")),

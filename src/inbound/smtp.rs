@@ -11,7 +11,9 @@
 //! - Pipelining (RFC 2920): every complete command in the input buffer is answered, and
 //!   the replies are sent together once no complete command is left.
 //! - Everything a client can make us hold is bounded: command lines ([`MAX_LINE`] bytes),
-//!   messages (`smtp.max_message_size`, larger ones are read to the end and discarded),
+//!   messages (`smtp.max_message_size`, larger ones are read to the end and discarded; a
+//!   post whose list copies would be larger than the relay's `SIZE` is refused with `552`
+//!   after DATA, and our EHLO advertises that smaller limit),
 //!   silence (`smtp.idle_timeout`), errors ([`MAX_ERRORS`]), transactions
 //!   ([`MAX_TRANSACTIONS`]) and connections (`smtp.max_connections`).
 
@@ -352,7 +354,8 @@ impl Session {
                     "PIPELINING".into(),
                     "8BITMIME".into(),
                     "SMTPUTF8".into(),
-                    format!("SIZE {}", self.max_size()),
+                    // Below the relay's SIZE when it has one: a post we take must fit it.
+                    format!("SIZE {}", self.inbound.post_limit()),
                     "ENHANCEDSTATUSCODES".into(),
                 ];
                 for (i, cap) in ehlo.iter().enumerate() {
@@ -376,7 +379,7 @@ impl Session {
                 if self.mail_from.is_some() {
                     return self.bad("503 5.5.1 Error: nested MAIL command");
                 }
-                if from.size > self.max_size() {
+                if from.size > self.inbound.post_limit() {
                     self.reply("552 5.3.4 Message size exceeds fixed maximum message size");
                     return Action::Continue;
                 }
@@ -558,7 +561,7 @@ fn smtp_summary(verdicts: &[Verdict]) -> String {
         .or_else(|| {
             verdicts
                 .iter()
-                .find(|v| matches!(v, Verdict::Refused { .. }))
+                .find(|v| matches!(v, Verdict::Refused { .. } | Verdict::TooBig { .. }))
         })
         .map_or_else(try_later_reply, Verdict::smtp_reply)
 }

@@ -16,11 +16,6 @@ pub enum Change {
         list: String,
         addr: String,
     },
-    /// Replaces an existing member's record (settings); nothing when it is not a member.
-    UpdateMember {
-        list: String,
-        member: Member,
-    },
     /// Changes some of a member's settings on the record as it is inside the transaction,
     /// so that two changes in one mail (or a command racing a bounce) both survive;
     /// nothing when it is not a member.
@@ -69,6 +64,13 @@ pub enum Change {
     RequestForget {
         list: String,
         addr: String,
+    },
+    /// Queues `mail` unless a mail with the same `marker` was queued before (the marker is
+    /// kept in `meta`, written in the same transaction): a report to the owners about one
+    /// post that failed is sent once, however many copies or bounces tell of it.
+    ReportOnce {
+        marker: String,
+        mail: OutMail,
     },
     /// The daily summary went out: events up to `upto` are removed.
     SummarySent {
@@ -161,6 +163,14 @@ impl Store {
         mail: Vec<OutMail>,
     ) -> Result<()> {
         let recs = self.outmail_records(mail)?;
+        // The mail of each ReportOnce, encoded (and given its id) before the transaction.
+        let mut once = Vec::new();
+        for c in &changes {
+            if let Change::ReportOnce { marker, mail } = c {
+                let rec = self.outmail_records(vec![mail.clone()])?;
+                once.push((report_key(marker), rec));
+            }
+        }
         // Ids for released posts and events, drawn before the transaction (which may rerun).
         let mut ids = Vec::new();
         for c in &changes {
@@ -189,6 +199,7 @@ impl Store {
                     spool.remove(&id.to_be_bytes())?;
                 }
                 let mut ids = ids.iter();
+                let mut once = once.iter();
                 for c in &changes {
                     match c {
                         Change::AddMember { list, member } => {
@@ -208,12 +219,6 @@ impl Store {
                                 if m.uid != 0 {
                                     uids.remove(&m.uid.to_be_bytes())?;
                                 }
-                            }
-                        }
-                        Change::UpdateMember { list, member } => {
-                            let mk = member_key(list, &member.address);
-                            if members.get(&mk)?.is_some() {
-                                members.insert(mk.as_slice(), encode(member))?;
                             }
                         }
                         Change::PutPending { id, pending: p } => {
@@ -280,6 +285,17 @@ impl Store {
                             let mut k = list_prefix(list);
                             k.extend_from_slice(&id.to_be_bytes());
                             events.insert(k, encode(event))?;
+                        }
+                        Change::ReportOnce { .. } => {
+                            let Some((key, recs)) = once.next() else {
+                                continue;
+                            };
+                            if meta.get(key)?.is_none() {
+                                meta.insert(key.as_slice(), &now_ms().to_be_bytes())?;
+                                for (k, v) in recs {
+                                    out.insert(k, v.as_slice())?;
+                                }
+                            }
                         }
                         Change::SummarySent { list, at_ms, .. } => {
                             meta.insert(summary_key(list), &at_ms.to_be_bytes())?;

@@ -15,7 +15,8 @@
 //! - `failures`   `<list>\0<seq>\0<addr>` → [`Failure`] (a recipient given up on)
 //! - `outmail`    `<id>` → [`OutMail`] (a single message to send: owner notices, forwards)
 //! - `quarantine` `<id>` → [`Quarantined`] (kept for the owners, never distributed)
-//! - `meta`       counters (`seq\0<list>`), last owner summary (`summary\0<list>`)
+//! - `meta`       counters (`seq\0<list>`), last owner summary (`summary\0<list>`),
+//!   reports sent once (`reported\0<marker>`: a post that failed for every member)
 //! - `member_uid` `<uid>` → `<list>\0<addr>` (finds the member of a one-click unsubscribe URL)
 //! - `pending`    `<id>` → [`Pending`] (a subscribe/unsubscribe request awaiting confirmation)
 //! - `ratelimit`  `<bucket>\0<addr>` → recent send times (limits mail to one address)
@@ -141,6 +142,11 @@ fn imap_seen_key(account: &str, message_id: &str) -> Vec<u8> {
         message_id.as_bytes(),
     ]
     .concat()
+}
+
+/// The marker of a report sent once (`Change::ReportOnce`).
+fn report_key(marker: &str) -> Vec<u8> {
+    [b"reported\0".as_slice(), marker.as_bytes()].concat()
 }
 
 fn summary_key(list: &str) -> Vec<u8> {
@@ -388,6 +394,7 @@ mod tests {
                     }),
                 ),
             ],
+            &[],
             &[],
         )
         .unwrap();

@@ -169,19 +169,28 @@ impl Store {
     }
 
     /// Records the results of one batch of attempts in one write: delivered rows removed,
-    /// temporary failures rescheduled, permanent failures moved to `failures`.
-    /// Records delivery results; `reports` (delivery reports for refused recipients) are
-    /// spooled in the same transaction, so a refusal is scored exactly once.
+    /// temporary failures rescheduled, permanent failures moved to `failures`. `reports`
+    /// (delivery reports for refused recipients) are spooled in the same transaction, so a
+    /// refusal is scored exactly once; `once` (reports to the owners about a post that
+    /// failed as a message) are queued in it too, each unless its marker was seen before.
     pub fn record_results(
         &self,
         results: &[(QueueKey, DeliveryResult)],
         reports: &[(Envelope, Vec<u8>)],
+        once: &[(String, OutMail)],
     ) -> Result<()> {
         let mut q = sled::Batch::default();
         let mut f = sled::Batch::default();
         let mut sp = sled::Batch::default();
         for (env, raw) in reports {
             sp.insert(&self.next_id()?.to_be_bytes(), encode_with_raw(env, raw));
+        }
+        let mut reps = Vec::new();
+        for (marker, mail) in once {
+            reps.push((
+                report_key(marker),
+                self.outmail_records(vec![mail.clone()])?,
+            ));
         }
         for (key, r) in results {
             let k = key.encode();
@@ -194,8 +203,15 @@ impl Store {
                 }
             }
         }
-        (&self.queue, &self.failures, &self.spool, &self.queue_due)
-            .transaction(|(qt, ft, st, dt)| {
+        (
+            &self.queue,
+            &self.failures,
+            &self.spool,
+            &self.meta,
+            &self.outmail,
+            &self.queue_due,
+        )
+            .transaction(|(qt, ft, st, mt, ot, dt)| {
                 // Each row's index entry goes with its old due time; a retry gets a new one.
                 for (key, r) in results {
                     let k = key.encode();
@@ -211,9 +227,34 @@ impl Store {
                 qt.apply_batch(&q)?;
                 ft.apply_batch(&f)?;
                 st.apply_batch(&sp)?;
+                for (key, recs) in &reps {
+                    if mt.get(key)?.is_none() {
+                        mt.insert(key.as_slice(), &now_ms().to_be_bytes())?;
+                        for (k, v) in recs {
+                            ot.insert(k, v.as_slice())?;
+                        }
+                    }
+                }
                 Ok(())
             })
             .map_err(tx_err)
+    }
+
+    /// The recipients of a post given up on, with why.
+    pub fn failures_of_post(&self, list: &str, seq: u64) -> Result<Vec<(String, Failure)>> {
+        let mut out = Vec::new();
+        for kv in self.failures.scan_prefix(post_key(list, seq)) {
+            let (k, v) = kv?;
+            if let Some(key) = QueueKey::decode(&k) {
+                out.push((key.addr, decode("failures", &v)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether a report with this marker was queued (see `Change::ReportOnce`).
+    pub fn reported(&self, marker: &str) -> Result<bool> {
+        Ok(self.meta.get(report_key(marker))?.is_some())
     }
 
     /// Makes every pending row and out-mail due now (`queue retry`). Returns how many.

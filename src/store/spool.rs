@@ -51,6 +51,9 @@ pub enum Outcome {
     },
     /// Kept for the owners, never distributed.
     Quarantine { reason: String },
+    /// Kept in quarantine and, in the same transaction, `mail` queued (a forward of it to
+    /// the owners: a bounce that cannot be scored).
+    QuarantineAndSend { reason: String, mail: Vec<OutMail> },
     /// Something to send that is not a post (a forward to the owners).
     Send { mail: Vec<OutMail> },
     /// Changes to list state (a mail command) and the mail they cause.
@@ -110,31 +113,47 @@ impl Store {
         }
     }
 
+    /// Moves spool entry `spool_id` to quarantine and queues `mail`, in one transaction.
+    fn quarantine_spooled(
+        &self,
+        spool_id: u64,
+        reason: String,
+        mail: Vec<OutMail>,
+    ) -> Result<Applied> {
+        let sk = spool_id.to_be_bytes();
+        let Some(item) = self.spooled(spool_id)? else {
+            return Ok(Applied::Dropped);
+        };
+        let recs = self.outmail_records(mail)?;
+        let id = self.next_id()?;
+        let q = Quarantined {
+            id,
+            reason,
+            envelope: item.envelope,
+            raw: Vec::new(),
+        };
+        let rec = encode_with_raw(&q, &item.raw);
+        (&self.spool, &self.quarantine, &self.outmail)
+            .transaction(|(spool, quar, out)| {
+                spool.remove(&sk)?;
+                quar.insert(&id.to_be_bytes(), rec.as_slice())?;
+                for (k, v) in &recs {
+                    out.insert(k, v.as_slice())?;
+                }
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        Ok(Applied::Quarantined { id })
+    }
+
     /// Applies the outcome of routing spool entry `id` and removes the entry, atomically.
     /// Safe to call again for the same id after a crash: a missing entry means it was done.
     pub fn apply(&self, spool_id: u64, outcome: Outcome) -> Result<Applied> {
         let sk = spool_id.to_be_bytes();
         match outcome {
-            Outcome::Quarantine { reason } => {
-                let Some(item) = self.spooled(spool_id)? else {
-                    return Ok(Applied::Dropped);
-                };
-                let id = self.next_id()?;
-                let q = Quarantined {
-                    id,
-                    reason,
-                    envelope: item.envelope,
-                    raw: Vec::new(),
-                };
-                let rec = encode_with_raw(&q, &item.raw);
-                (&self.spool, &self.quarantine)
-                    .transaction(|(spool, quar)| {
-                        spool.remove(&sk)?;
-                        quar.insert(&id.to_be_bytes(), rec.as_slice())?;
-                        Ok(())
-                    })
-                    .map_err(tx_err)?;
-                Ok(Applied::Quarantined { id })
+            Outcome::Quarantine { reason } => self.quarantine_spooled(spool_id, reason, Vec::new()),
+            Outcome::QuarantineAndSend { reason, mail } => {
+                self.quarantine_spooled(spool_id, reason, mail)
             }
             Outcome::Send { mail } => {
                 let recs = self.outmail_records(mail)?;

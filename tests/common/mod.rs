@@ -80,10 +80,23 @@ pub fn member(i: usize) -> String {
     format!("member{i}@example.net")
 }
 
-/// The VERP envelope sender the list uses for a copy to `rcpt`.
-pub fn verp(rcpt: &str) -> String {
+/// The VERP envelope sender the list uses for a copy to `rcpt`:
+/// `forum-bounces+l=d+MAC@`, the MAC made with the data directory's `secret.key` (created
+/// here when no command or daemon made it yet; the daemon then reads the same one).
+pub fn verp(env: &TestEnv, rcpt: &str) -> String {
     let (l, d) = rcpt.rsplit_once('@').expect("address with @");
-    format!("forum-bounces+{l}={d}@{LIST_DOMAIN}")
+    format!(
+        "forum-bounces+{l}={d}+{}@{LIST_DOMAIN}",
+        verp_mac(env, rcpt)
+    )
+}
+
+/// The MAC in the VERP address of `rcpt` on the test list.
+pub fn verp_mac(env: &TestEnv, rcpt: &str) -> String {
+    std::fs::create_dir_all(&env.data_dir).expect("data dir");
+    let secret = vraagbaak::tokens::Secret::load_or_create(&env.data_dir.join("secret.key"))
+        .expect("secret.key");
+    secret.verp_mac(LIST, rcpt)
 }
 
 /// A plain-text message with CRLF line ends.
@@ -113,7 +126,16 @@ pub struct SinkBehaviour {
     pub reject_spam: Option<AddrPred>,
     /// Pause before answering the end of each DATA.
     pub data_delay: Duration,
+    /// `SIZE` advertised in EHLO (default 64 MiB); a message larger than it gets
+    /// `552 5.3.4` after DATA.
+    pub size: Option<usize>,
+    /// Answers the end of DATA with this reply (e.g. `552 5.3.4 ...`) when it returns one
+    /// for the message: a relay refusing the message itself, for every recipient.
+    pub refuse_data: Option<DataPred>,
 }
+
+/// A reply chosen for a message's content (`None`: accept it).
+pub type DataPred = Arc<dyn Fn(&[u8]) -> Option<String> + Send + Sync>;
 
 /// One message accepted by the sink, for one recipient.
 #[derive(Clone, Debug)]
@@ -291,7 +313,10 @@ async fn sink_session(stream: tokio::net::TcpStream, sh: Arc<SinkShared>) -> io:
             "EHLO" => {
                 from = None;
                 rcpts.clear();
-                "250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 67108864".into()
+                format!(
+                    "250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE {}",
+                    sh.behaviour.size.unwrap_or(SINK_MAX_DATA)
+                )
             }
             "HELO" => {
                 from = None;
@@ -363,8 +388,12 @@ async fn sink_session(stream: tokio::net::TcpStream, sh: Arc<SinkShared>) -> io:
                         tokio::time::sleep(sh.behaviour.data_delay).await;
                     }
                     let f = from.take().unwrap_or_default();
-                    let reply = if data.len() > SINK_MAX_DATA {
-                        "552 5.3.4 too big".to_string()
+                    let limit = sh.behaviour.size.unwrap_or(SINK_MAX_DATA);
+                    let refusal = sh.behaviour.refuse_data.as_ref().and_then(|p| p(&data));
+                    let reply = if data.len() > limit {
+                        "552 5.3.4 Message size exceeds fixed limit".to_string()
+                    } else if let Some(r) = refusal {
+                        r
                     } else {
                         let mut all = sh.messages.lock().unwrap();
                         for rcpt in rcpts.drain(..) {
