@@ -287,9 +287,14 @@ fn nomail_until_ends_on_time() {
     let mut env = TestEnv::new(sink.port, Opts::default());
     let (poster, away, by_mail) = (member(0), member(1), member(2));
     env.add_members(&[poster.clone(), away.clone(), by_mail.clone()]);
-    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1))
-        .format("%Y-%m-%d")
-        .to_string();
+    // Tomorrow in the list's time zone (Europe/Brussels): the UTC date is a day behind
+    // between midnight there and midnight in UTC.
+    let tomorrow = (chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Brussels)
+        .date_naive()
+        + chrono::Duration::days(1))
+    .format("%Y-%m-%d")
+    .to_string();
     set(&env, &away, &["nomail", "on", "--until", &tomorrow]);
     let d = Daemon::start(&mut env);
     // The other member pauses by mail, in Dutch.
