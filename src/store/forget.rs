@@ -30,8 +30,9 @@ pub trait Relabel {
     fn delete_posts(&self) -> bool;
     /// The neutral author written in place of the member: (name, address).
     fn label(&self) -> (&str, &str);
-    /// Plain bytes (a header, a Message-ID) with the address and name replaced; `None`
-    /// when neither occurs.
+    /// Plain bytes (a record's metadata, a Message-ID) with the address replaced where it
+    /// stands as a whole address (and the name where a name stands); `None` when neither
+    /// occurs.
     fn relabel(&self, raw: &[u8]) -> Option<Vec<u8>>;
     /// A whole message, its encoded parts included; `None` when nothing changed.
     fn relabel_message(&self, raw: &[u8]) -> Option<Vec<u8>>;
@@ -44,7 +45,7 @@ pub trait Relabel {
 pub(super) fn relabel_record(f: &dyn Relabel, v: &[u8]) -> Option<Vec<u8>> {
     let n = u32::from_be_bytes(v.get(..4)?.try_into().ok()?) as usize;
     let (head, raw) = (v.get(4..4 + n)?, v.get(4 + n..)?);
-    let (h2, r2) = (f.relabel(head), f.relabel(raw));
+    let (h2, r2) = (f.relabel(head), f.relabel_message(raw));
     if h2.is_none() && r2.is_none() {
         return None;
     }
@@ -112,7 +113,7 @@ impl Store {
             if m.rcpts.iter().any(|a| is(a)) {
                 self.outmail.remove(k)?;
                 r.records += 1;
-            } else if let Some(new) = f.relabel(&raw) {
+            } else if let Some(new) = f.relabel_message(&raw) {
                 m.raw = Vec::new();
                 self.outmail.insert(k, encode_with_raw(&m, &new))?;
                 r.relabelled += 1;
