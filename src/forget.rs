@@ -45,6 +45,12 @@ pub fn run(svc: &Services, list: &ListConfig, addr: &str) -> anyhow::Result<Forg
             .and_then(|p| p.from_name),
     };
     let (label_name, label_addr) = label(list);
+    // Envelope addresses (spooled mail's recipient, queued mail's bounce address) that
+    // route to this list: another list's records are never touched.
+    let of_list = |a: &str| {
+        crate::router::route(&svc.cfg, a)
+            .is_some_and(|(l, _)| l.key().eq_ignore_ascii_case(list.key()))
+    };
     let report = store.forget(
         list.key(),
         &Forget {
@@ -54,6 +60,7 @@ pub fn run(svc: &Services, list: &ListConfig, addr: &str) -> anyhow::Result<Forg
             label_name,
             delete_posts: list.forget_posts == ForgetPosts::Delete,
         },
+        &of_list,
     )?;
     svc.archive.rewrite(list)?;
     tracing::info!(
@@ -68,6 +75,29 @@ pub fn run(svc: &Services, list: &ListConfig, addr: &str) -> anyhow::Result<Forg
     Ok(report)
 }
 
+/// The configured lists `addr` is a member of or has posts (accepted or held) on, in
+/// configuration order: what `members forget LIST ADDR --all-lists` forgets it on.
+pub fn lists_of<'c>(svc: &'c Services, addr: &str) -> anyhow::Result<Vec<&'c ListConfig>> {
+    let held = svc.store.held()?;
+    let mut out = Vec::new();
+    for l in &svc.cfg.lists {
+        let key = l.key();
+        let found = svc.store.is_member(key, addr)?
+            || held.iter().any(|h| {
+                h.list.eq_ignore_ascii_case(key) && h.from_addr.eq_ignore_ascii_case(addr)
+            })
+            || svc
+                .store
+                .posts(key)?
+                .iter()
+                .any(|p| p.from_addr.eq_ignore_ascii_case(addr));
+        if found {
+            out.push(l);
+        }
+    }
+    Ok(out)
+}
+
 /// Carries out the forget requests confirmed by mail or on the web.
 pub fn run_requested(svc: &Services) -> anyhow::Result<usize> {
     let mut n = 0;
@@ -79,6 +109,12 @@ pub fn run_requested(svc: &Services) -> anyhow::Result<usize> {
         svc.store.forget_request_done(&list, &addr)?;
     }
     Ok(n)
+}
+
+/// Where `addr` occurs in `h` as a whole address (for the store's tests).
+#[cfg(test)]
+pub(crate) fn scan_find_addr(h: &[u8], addr: &str) -> Vec<usize> {
+    scan::find_addr(h, addr.as_bytes())
 }
 
 /// What to forget, and what to put in its place.
