@@ -121,27 +121,32 @@ impl Store {
         results: &[(QueueKey, DeliveryResult)],
         reports: &[(Envelope, Vec<u8>)],
     ) -> Result<()> {
-        let mut q = sled::Batch::default();
-        let mut f = sled::Batch::default();
         let mut sp = sled::Batch::default();
         for (env, raw) in reports {
             sp.insert(&self.next_id()?.to_be_bytes(), encode_with_raw(env, raw));
         }
-        for (key, r) in results {
-            let k = key.encode();
-            match r {
-                DeliveryResult::Delivered => q.remove(k),
-                DeliveryResult::Retry(row) => q.insert(k, encode(row)),
-                DeliveryResult::Failed(fail) => {
-                    q.remove(k.clone());
-                    f.insert(k, encode(fail));
-                }
-            }
-        }
+        let keys: Vec<Vec<u8>> = results.iter().map(|(k, _)| k.encode()).collect();
         (&self.queue, &self.failures, &self.spool)
             .transaction(|(qt, ft, st)| {
-                qt.apply_batch(&q)?;
-                ft.apply_batch(&f)?;
+                for (k, (_, r)) in keys.iter().zip(results) {
+                    // A row removed while it was being delivered (its recipient forgotten)
+                    // stays removed: no retry, no failure record.
+                    if qt.get(k)?.is_none() {
+                        continue;
+                    }
+                    match r {
+                        DeliveryResult::Delivered => {
+                            qt.remove(k.as_slice())?;
+                        }
+                        DeliveryResult::Retry(row) => {
+                            qt.insert(k.as_slice(), encode(row))?;
+                        }
+                        DeliveryResult::Failed(fail) => {
+                            qt.remove(k.as_slice())?;
+                            ft.insert(k.as_slice(), encode(fail))?;
+                        }
+                    }
+                }
                 st.apply_batch(&sp)?;
                 Ok(())
             })
@@ -188,9 +193,17 @@ impl Store {
         Ok(())
     }
 
+    /// Writes a mail's delivery state (attempts, next try, last error). Its bytes stay as
+    /// stored (a forget may have relabelled them while it was being sent), and a mail
+    /// removed meanwhile (to a forgotten address) stays removed.
     pub fn outmail_update(&self, m: &OutMail) -> Result<()> {
-        self.outmail
-            .insert(m.id.to_be_bytes(), encode_with_raw(m, &m.raw))?;
+        self.outmail.fetch_and_update(m.id.to_be_bytes(), |old| {
+            let old = old?;
+            Some(match decode_head::<OutMail>("outmail", old) {
+                Ok((_, raw)) => encode_with_raw(m, raw),
+                Err(_) => old.to_vec(),
+            })
+        })?;
         Ok(())
     }
 }
