@@ -78,10 +78,14 @@ pub enum Command {
     },
     QueueList,
     QueueRetry,
-    /// Forget a member: every trace of the address goes, posts are relabelled or deleted.
+    /// Forget a member: every trace of the address goes, posts are relabelled or deleted;
+    /// on `list` only, or (`all_lists`) also on every other list the address is a member
+    /// of or has posts on.
     MembersForget {
         list: String,
         addr: String,
+        #[serde(default)]
+        all_lists: bool,
     },
     /// The owner's view of a list: members, settings, posts per month, bounces, held.
     Stats {
@@ -454,21 +458,46 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
             ctx.inbound.wake.notify_one();
             Reply::ok(format!("{n} queued deliveries made due now\n"))
         }
-        Command::MembersForget { list, addr } => {
+        Command::MembersForget {
+            list,
+            addr,
+            all_lists,
+        } => {
             let Some(l) = ctx.svc.cfg.list(&list).cloned() else {
                 return Ok(unknown(&list));
             };
-            match blocking(&ctx.svc, move |svc| crate::forget::run(svc, &l, &addr)).await {
-                Ok(r) => Reply::ok(format!(
-                    "forgotten: member record {}, {} other records removed, {} stored messages \
-                     relabelled, {} posts deleted; the archive was written anew.\n\
-                     Stop the daemon and run `vraagbaak store compact` to erase the old \
+            let r = blocking(&ctx.svc, move |svc| {
+                let mut lists = vec![l.clone()];
+                if all_lists {
+                    for o in crate::forget::lists_of(svc, &addr)? {
+                        if !o.key().eq_ignore_ascii_case(l.key()) {
+                            lists.push(o.clone());
+                        }
+                    }
+                }
+                let mut out = String::new();
+                for l in &lists {
+                    let r = crate::forget::run(svc, l, &addr)?;
+                    let _ = writeln!(
+                        out,
+                        "{}: forgotten: member record {}, {} other records removed, {} stored \
+                         messages relabelled, {} posts deleted; the archive was written anew.",
+                        l.address,
+                        if r.member { "removed" } else { "not found" },
+                        r.records,
+                        r.relabelled,
+                        r.posts_deleted
+                    );
+                }
+                out.push_str(
+                    "Stop the daemon and run `vraagbaak store compact` to erase the old \
                      records from the database files too.\n",
-                    if r.member { "removed" } else { "not found" },
-                    r.records,
-                    r.relabelled,
-                    r.posts_deleted
-                )),
+                );
+                Ok(out)
+            })
+            .await;
+            match r {
+                Ok(out) => Reply::ok(out),
                 Err(e) => Reply::fail(EX_TEMPFAIL, format!("forget failed: {e:#}")),
             }
         }

@@ -147,8 +147,14 @@ enum MembersCmd {
     /// Forget a member (GDPR): the member record, requests, bounce history, queued mail and
     /// every index keyed by the address go; in stored posts, digests and the archive the
     /// name and address become a neutral label (`forget_posts = "delete"`: the member's
-    /// posts go).
-    Forget { list: String, addr: String },
+    /// posts go). On LIST only: other lists keep the member and their posts as they are.
+    Forget {
+        list: String,
+        addr: String,
+        /// Also forget the address on every other list it is a member of or has posts on.
+        #[arg(long)]
+        all_lists: bool,
+    },
     /// Write the members as CSV (address,name,joined,digest,nomail,language) to stdout.
     Export { list: String },
     /// Bounce records: `members bounces reset LIST ADDR...|--all`.
@@ -345,9 +351,18 @@ async fn run(cmd: Cmd, cfg: Config) -> i32 {
         }
         Cmd::Digest(DigestCmd::Send { list }) => (Command::DigestSend { list }, Vec::new()),
         Cmd::Stats { list } => (Command::Stats { list }, Vec::new()),
-        Cmd::Members(MembersCmd::Forget { list, addr }) => {
-            (Command::MembersForget { list, addr }, Vec::new())
-        }
+        Cmd::Members(MembersCmd::Forget {
+            list,
+            addr,
+            all_lists,
+        }) => (
+            Command::MembersForget {
+                list,
+                addr,
+                all_lists,
+            },
+            Vec::new(),
+        ),
         Cmd::Store(StoreCmd::Compact) => {
             return match vraagbaak::store::Store::compact(&cfg.db_path()) {
                 Ok(()) => {

@@ -179,8 +179,6 @@ impl Store {
         reports: &[(Envelope, Vec<u8>)],
         once: &[(String, OutMail)],
     ) -> Result<()> {
-        let mut q = sled::Batch::default();
-        let mut f = sled::Batch::default();
         let mut sp = sled::Batch::default();
         for (env, raw) in reports {
             sp.insert(&self.next_id()?.to_be_bytes(), encode_with_raw(env, raw));
@@ -192,17 +190,7 @@ impl Store {
                 self.outmail_records(vec![mail.clone()])?,
             ));
         }
-        for (key, r) in results {
-            let k = key.encode();
-            match r {
-                DeliveryResult::Delivered => q.remove(k),
-                DeliveryResult::Retry(row) => q.insert(k, encode(row)),
-                DeliveryResult::Failed(fail) => {
-                    q.remove(k.clone());
-                    f.insert(k, encode(fail));
-                }
-            }
-        }
+        let keys: Vec<Vec<u8>> = results.iter().map(|(k, _)| k.encode()).collect();
         (
             &self.queue,
             &self.failures,
@@ -212,20 +200,30 @@ impl Store {
             &self.queue_due,
         )
             .transaction(|(qt, ft, st, mt, ot, dt)| {
-                // Each row's index entry goes with its old due time; a retry gets a new one.
-                for (key, r) in results {
-                    let k = key.encode();
-                    if let Some(v) = qt.get(&k)? {
-                        let old: QueueRow =
-                            decode("queue", &v).map_err(ConflictableTransactionError::Abort)?;
-                        dt.remove(due_key(old.next_ms, &k))?;
-                    }
-                    if let DeliveryResult::Retry(row) = r {
-                        dt.insert(due_key(row.next_ms, &k), b"".as_slice())?;
+                for (k, (_, r)) in keys.iter().zip(results) {
+                    // A row removed while it was being delivered (its recipient forgotten)
+                    // stays removed: no retry, no failure record.
+                    let Some(v) = qt.get(k)? else {
+                        continue;
+                    };
+                    // Its index entry goes with its old due time; a retry gets a new one.
+                    let old: QueueRow =
+                        decode("queue", &v).map_err(ConflictableTransactionError::Abort)?;
+                    dt.remove(due_key(old.next_ms, k))?;
+                    match r {
+                        DeliveryResult::Delivered => {
+                            qt.remove(k.as_slice())?;
+                        }
+                        DeliveryResult::Retry(row) => {
+                            qt.insert(k.as_slice(), encode(row))?;
+                            dt.insert(due_key(row.next_ms, k), b"".as_slice())?;
+                        }
+                        DeliveryResult::Failed(fail) => {
+                            qt.remove(k.as_slice())?;
+                            ft.insert(k.as_slice(), encode(fail))?;
+                        }
                     }
                 }
-                qt.apply_batch(&q)?;
-                ft.apply_batch(&f)?;
                 st.apply_batch(&sp)?;
                 for (key, recs) in &reps {
                     if mt.get(key)?.is_none() {
@@ -306,9 +304,17 @@ impl Store {
         Ok(())
     }
 
+    /// Writes a mail's delivery state (attempts, next try, last error). Its bytes stay as
+    /// stored (a forget may have relabelled them while it was being sent), and a mail
+    /// removed meanwhile (to a forgotten address) stays removed.
     pub fn outmail_update(&self, m: &OutMail) -> Result<()> {
-        self.outmail
-            .insert(m.id.to_be_bytes(), encode_with_raw(m, &m.raw))?;
+        self.outmail.fetch_and_update(m.id.to_be_bytes(), |old| {
+            let old = old?;
+            Some(match decode_head::<OutMail>("outmail", old) {
+                Ok((_, raw)) => encode_with_raw(m, raw),
+                Err(_) => old.to_vec(),
+            })
+        })?;
         Ok(())
     }
 }

@@ -4,7 +4,8 @@
 //!   relays list copies to. It records every accepted message with its envelope, and can be
 //!   told to answer RCPT with `451` the first N times or `550` always for some recipients,
 //!   and to pause before answering each DATA.
-//! - [`TestEnv`]: a temporary directory with a config file for one sink; runs admin
+//! - [`TestEnv`]: a temporary directory with a config file for one sink (the list
+//!   [`LIST`], and more lists when a test asks: [`Opts::extra_lists`]); runs admin
 //!   commands ([`TestEnv::cli`]).
 //! - [`Daemon`]: `vraagbaak serve` as a child process, killed when dropped.
 //! - [`SmtpClient`] and [`post`]: a tiny blocking SMTP client to talk to the daemon.
@@ -445,6 +446,8 @@ pub struct Opts {
     pub extra: String,
     /// More keys for the `[[list]]` table.
     pub list_extra: String,
+    /// More lists: whole `[[list]]` tables, written after the test's list.
+    pub extra_lists: String,
     /// TXT records the daemon's DNS answers with (`[dns] records`); the tests never ask
     /// the network (`offline = true`), so any other name has no record.
     pub dns_records: Vec<(String, String)>,
@@ -463,6 +466,7 @@ impl Default for Opts {
             language: "en",
             extra: String::new(),
             list_extra: String::new(),
+            extra_lists: String::new(),
             dns_records: Vec::new(),
             dns_server: None,
         }
@@ -586,9 +590,11 @@ reply_to = "list"
 owners = ["{OWNER}"]
 footer = "{FOOTER}"
 {list_extra}
+{extra_lists}
 "#,
             extra = o.extra,
             list_extra = o.list_extra,
+            extra_lists = o.extra_lists,
             language = o.language,
             data = self.data_dir.display().to_string(),
             port = self.smtp_port,
