@@ -89,6 +89,24 @@ fn push_field<'a>(raw: &'a [u8], fields: &mut Vec<Field<'a>>, s: usize, n: usize
     }
 }
 
+/// A base64 body as mail carries it: line breaks and other white space ignored, padding
+/// optional, stray trailing bits accepted (what mail clients write). `None` when it is
+/// not base64.
+pub fn decode_base64_lenient(body: &[u8]) -> Option<Vec<u8>> {
+    let clean: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    engine.decode(clean).ok()
+}
+
 /// Converts bare LF line ends to CRLF (mail piped in by an MTA uses LF).
 pub fn normalize_crlf(raw: &[u8]) -> Cow<'_, [u8]> {
     let bare = raw

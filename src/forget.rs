@@ -296,25 +296,11 @@ impl Forget {
 /// A part's body without its transfer encoding, as bytes (in the part's own charset);
 /// `None` when it does not decode.
 fn decode_transfer(body: &[u8], enc: mail_parser::Encoding) -> Option<Vec<u8>> {
-    use base64::Engine;
     match enc {
         mail_parser::Encoding::QuotedPrintable => {
             quoted_printable::decode(body, quoted_printable::ParseMode::Robust).ok()
         }
-        mail_parser::Encoding::Base64 => {
-            let clean: Vec<u8> = body
-                .iter()
-                .copied()
-                .filter(|b| !b.is_ascii_whitespace())
-                .collect();
-            let engine = base64::engine::GeneralPurpose::new(
-                &base64::alphabet::STANDARD,
-                base64::engine::GeneralPurposeConfig::new()
-                    .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
-                    .with_decode_allow_trailing_bits(true),
-            );
-            engine.decode(clean).ok()
-        }
+        mail_parser::Encoding::Base64 => crate::compose::decode_base64_lenient(body),
         mail_parser::Encoding::None => Some(body.to_vec()),
     }
 }

@@ -1088,18 +1088,7 @@ fn scrub_leaf<'r>(
         (PartType::Message(_), Encoding::None) => Cow::Owned(scrub_message(raw, mode, depth + 1)),
         (_, Encoding::None) => hide_bytes(raw, mode),
         (_, Encoding::Base64) if text => {
-            let compact: Vec<u8> = raw
-                .iter()
-                .copied()
-                .filter(|c| !c.is_ascii_whitespace())
-                .collect();
-            let engine = base64::engine::GeneralPurpose::new(
-                &base64::alphabet::STANDARD,
-                base64::engine::GeneralPurposeConfig::new()
-                    .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
-                    .with_decode_allow_trailing_bits(true),
-            );
-            let Ok(decoded) = engine.decode(&compact) else {
+            let Some(decoded) = crate::compose::decode_base64_lenient(raw) else {
                 return hide_bytes(raw, mode);
             };
             match hide_bytes(&decoded, mode) {
@@ -1110,7 +1099,7 @@ fn scrub_leaf<'r>(
                     } else {
                         b"\n"
                     };
-                    let enc = engine.encode(&h);
+                    let enc = base64::engine::general_purpose::STANDARD.encode(&h);
                     let mut o = Vec::with_capacity(enc.len() + enc.len() / 76 * 2 + 2);
                     for chunk in enc.as_bytes().chunks(76) {
                         o.extend_from_slice(chunk);
