@@ -326,7 +326,10 @@ fn unanswered_notices_end_in_removal_and_the_owners_are_told() {
         .push(("VRAAGBAAK_CLOCK_OFFSET".into(), "-86400".into()));
     let d = Daemon::start(&mut env);
     assert_eq!(post(d.port, "", &verp, &hard), 250);
-    assert!(wait_until(WAIT, || d.stderr().contains("bounce recorded")));
+    // "bounce recorded" is logged when the bounce is decided; "request handled" once the
+    // decision is committed and flushed: only then may the daemon be killed.
+    assert!(wait_until(WAIT, || d.stderr().contains("bounce recorded")
+        && d.stderr().contains("request handled")));
     drop(d);
     env.daemon_env.clear();
     let d = Daemon::start(&mut env);
