@@ -94,6 +94,34 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// The process's resident set now (`VmRSS`), in MB.
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// In the child process: adds the members to the store at `db` and exits.
+fn setup(db: &str, members: usize) -> anyhow::Result<()> {
+    let store = Store::open(std::path::Path::new(db))?;
+    let list = "forum@lists.example.org";
+    for i in 0..members {
+        store.add_member(
+            list,
+            &Member::new(format!("lid{i:05}@ocmw{}.be", i % 300), None, i as u64 + 1),
+        )?;
+    }
+    store.add_member(list, &Member::new("jan@ocmw.be".into(), None, 0))?;
+    store.flush()?;
+    Ok(())
+}
+
 fn main() {
     let members: usize = std::env::var("FANOUT_MEMBERS")
         .ok()
@@ -103,6 +131,13 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(8);
+    if let Ok(db) = std::env::var("FANOUT_SETUP_DB") {
+        if let Err(e) = setup(&db, members) {
+            eprintln!("adding members failed: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -171,16 +206,15 @@ owners = ["beheer@example.org"]
         }
     );
     let cfg = Arc::new(Config::parse(&text, "bench.toml")?);
-    let store = Store::open(&cfg.db_path())?;
     let list = "forum@lists.example.org";
-    for i in 0..members {
-        store.add_member(
-            list,
-            &Member::new(format!("lid{i:05}@ocmw{}.be", i % 300), None, i as u64 + 1),
-        )?;
-    }
-    store.add_member(list, &Member::new("jan@ocmw.be".into(), None, 0))?;
-    store.flush()?;
+    // The members are added by another process, as `members import` would: what is
+    // measured is a daemon started on a store that holds them.
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .env("FANOUT_SETUP_DB", cfg.db_path())
+        .env("FANOUT_MEMBERS", members.to_string())
+        .status()?;
+    anyhow::ensure!(status.success(), "adding the members failed");
+    let store = Store::open(&cfg.db_path())?;
     let expected = members + 1;
     let members_rss = peak_rss_mb();
 
@@ -218,6 +252,26 @@ owners = ["beheer@example.org"]
         .accept("bench", "jan@ocmw.be", &[list.to_string()], &post)
         .await;
     let stored = start.elapsed();
+    let stored_rss = peak_rss_mb();
+    // RSS over time, with the copies the sink has taken, to see where memory goes.
+    let sampler = {
+        let count = count.clone();
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            let t0 = Instant::now();
+            while count.load(Ordering::Relaxed) < expected
+                && t0.elapsed() < Duration::from_secs(600)
+            {
+                samples.push((
+                    t0.elapsed().as_secs_f64(),
+                    count.load(Ordering::Relaxed),
+                    rss_mb(),
+                ));
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            samples
+        })
+    };
     anyhow::ensure!(
         v == [vraagbaak::inbound::Verdict::Stored],
         "post not stored: {v:?}"
@@ -229,13 +283,19 @@ owners = ["beheer@example.org"]
     }
     let all = start.elapsed();
     // Wait until the queue is recorded empty (the last batch is flushed).
-    while !store.queue_rows()?.is_empty() {
+    while !store.queue_rows()?.is_empty() || !store.planned()?.is_empty() {
         anyhow::ensure!(Instant::now() < deadline, "queue never drained");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let recorded = start.elapsed();
+    if std::env::var("FANOUT_TIMELINE").is_ok_and(|v| v == "1") {
+        for (t, n, mb) in sampler.join().unwrap_or_default() {
+            println!("  {t:6.1} s  {n:7} copies  RSS {mb:5.0} MB");
+        }
+    }
     println!(
-        "peak RSS: {members_rss:.0} MB after adding the members, {:.0} MB after the fan-out",
+        "peak RSS: {members_rss:.0} MB with the store open, {stored_rss:.0} MB once the \
+         post is stored, {:.0} MB after the fan-out",
         peak_rss_mb()
     );
     let secs = all.as_secs_f64();

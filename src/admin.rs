@@ -432,6 +432,14 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
                     r.last_error.as_deref().unwrap_or("")
                 );
             }
+            let mut planned = 0;
+            for (list, seq, n) in ctx.svc.store.planned()? {
+                planned += n;
+                let _ = writeln!(
+                    out,
+                    "{list}\t{seq}\t({n} more recipients, queued as delivery proceeds)"
+                );
+            }
             let mails = ctx.svc.store.outmails()?;
             for m in &mails {
                 let _ = writeln!(
@@ -447,7 +455,7 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
             let _ = writeln!(
                 out,
                 "{} recipients and {} messages queued",
-                rows.len(),
+                rows.len() + planned,
                 mails.len()
             );
             Reply::ok(out)

@@ -371,10 +371,17 @@ fn due_jobs(
     // first and from `inflight` after, so a read taken before the lock could see rows that
     // are already delivered but no longer marked in flight, and send them again.
     let mut inf = inflight.lock().unwrap_or_else(|p| p.into_inner());
-    let due = {
+    let mut due = {
         let rows = &inf.rows;
         store.due(now, PASS_ROWS, &|k| rows.contains(k))?
     };
+    // A large fan-out is queued a chunk at a time: when fewer rows than a pass are due or
+    // in flight, the next chunks become rows (and are read at once).
+    let short = PASS_ROWS.saturating_sub(due.rows.len() + due.skipped);
+    if short > 0 && store.materialise(short)? > 0 {
+        let rows = &inf.rows;
+        due = store.due(now, PASS_ROWS, &|k| rows.contains(k))?;
+    }
     in_flight |= due.skipped > 0;
     for (_, used) in copies.values_mut() {
         *used = 0;
@@ -970,13 +977,13 @@ fn record(
     res?;
     for (list, seq) in posts {
         if let Some((id, _)) = digest_of_queue_seq(seq) {
-            if store.pending_for_post(&list, seq)? == 0 {
+            if !store.post_pending(&list, seq)? {
                 let l = list.split('@').next().unwrap_or("");
                 tracing::info!(list = l, digest = id, "digest delivered");
             }
             continue;
         }
-        if store.pending_for_post(&list, seq)? == 0 {
+        if !store.post_pending(&list, seq)? {
             let total = store.post(&list, seq)?.map_or(0, |p| p.recipients);
             let failed = store.failures_for_post(&list, seq)?;
             let l = list.split('@').next().unwrap_or("");

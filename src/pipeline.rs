@@ -102,10 +102,23 @@ fn author(msg: &mail_parser::Message) -> Option<(String, Option<String>)> {
 /// Decides what becomes of one spooled message. Pure apart from store reads and DMARC
 /// lookups (answered by `dns`, which the pass has filled beforehand). A store error is
 /// returned, never turned into a decision: the message stays spooled and is tried again.
+/// What a decision scored, logged by [`process`] once it is committed (a log line that says
+/// a bounce was recorded must never be followed by a crash that loses it).
+#[derive(Debug, Default)]
+pub struct Scored {
+    list: String,
+    format: &'static str,
+    severity: &'static str,
+    status: String,
+    effect: String,
+    domain: String,
+}
+
 pub fn decide(
     svc: &Services,
     item: &SpoolItem,
     dns: &dyn crate::dns::Resolver,
+    scored: &mut Option<Scored>,
 ) -> crate::store::Result<Outcome> {
     let cfg: &Config = &svc.cfg;
     let Some((list, route)) = router::route(cfg, &item.envelope.rcpt) else {
@@ -120,7 +133,7 @@ pub fn decide(
         });
     };
     match route {
-        Route::Bounces { member, mac } => decide_bounce(svc, list, member, mac, &raw, &msg),
+        Route::Bounces { member, mac } => decide_bounce(svc, list, member, mac, &raw, &msg, scored),
         Route::Owner => {
             if let Some(reason) = classify(list, &msg) {
                 return Ok(Outcome::Quarantine { reason });
@@ -160,6 +173,7 @@ fn decide_bounce(
     mac: Option<String>,
     raw: &[u8],
     msg: &mail_parser::Message,
+    scored: &mut Option<Scored>,
 ) -> crate::store::Result<Outcome> {
     let report = bounce::parse(raw);
     // A vacation responder answering the envelope sender is not a bounce.
@@ -271,15 +285,14 @@ fn decide_bounce(
         None => (bounce::Severity::Soft, None),
     };
     let (changes, mail, effect) = bounce::record(svc.ctx(), list, member, sev, status.as_deref());
-    tracing::info!(
-        list = %list.local(),
-        format = report.format,
-        severity = sev.name(),
-        status = status.as_deref().unwrap_or("-"),
-        effect = ?effect,
-        domain = addr.rsplit('@').next().unwrap_or(""),
-        "bounce recorded"
-    );
+    *scored = Some(Scored {
+        list: list.local().to_string(),
+        format: report.format,
+        severity: sev.name(),
+        status: status.unwrap_or_else(|| "-".into()),
+        effect: format!("{effect:?}"),
+        domain: addr.rsplit('@').next().unwrap_or("").to_string(),
+    });
     Ok(Outcome::Changes { changes, mail })
 }
 
@@ -568,6 +581,7 @@ pub fn process(
     // A decision taken on a token that someone else used meanwhile (a click at the same
     // moment) applies nothing; decided again, it sees the token used.
     let mut attempts = 0;
+    let mut scored = None;
     let (applied, list, quarantine_reason) = loop {
         let Some(item) = store.spooled(spool_id)? else {
             return Ok(Applied::Dropped);
@@ -575,13 +589,15 @@ pub fn process(
         crate::failpoint::hit("pipeline-before-decide");
         // A parser panic on hostile input must cost one message (kept in quarantine),
         // never the pipeline: without this, the message would be retried forever.
-        let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decide(svc, &item, dns)))
-                .unwrap_or_else(|_| {
-                    Ok(Outcome::Quarantine {
-                        reason: "internal error while reading the message (parser panic)".into(),
-                    })
-                })?;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            scored = None;
+            decide(svc, &item, dns, &mut scored)
+        }))
+        .unwrap_or_else(|_| {
+            Ok(Outcome::Quarantine {
+                reason: "internal error while reading the message (parser panic)".into(),
+            })
+        })?;
         let list = router::route(cfg, &item.envelope.rcpt).map(|(l, _)| l.local().to_string());
         let quarantine_reason = match &outcome {
             Outcome::Quarantine { reason } | Outcome::QuarantineAndSend { reason, .. } => {
@@ -613,7 +629,20 @@ pub fn process(
             tracing::warn!(list, quarantine_id = id, reason = %quarantine_reason, "dropped, kept in quarantine")
         }
         Applied::Sent => tracing::info!(list, "forwarded to the owners"),
-        Applied::Done => tracing::info!(list, "request handled"),
+        Applied::Done => {
+            if let Some(s) = scored {
+                tracing::info!(
+                    list = %s.list,
+                    format = s.format,
+                    severity = s.severity,
+                    status = %s.status,
+                    effect = %s.effect,
+                    domain = %s.domain,
+                    "bounce recorded"
+                );
+            }
+            tracing::info!(list, "request handled")
+        }
         Applied::Dropped => {}
     }
     Ok(applied)

@@ -74,39 +74,33 @@ impl Store {
         recipients: &[(String, bool)],
     ) -> Result<()> {
         let now = now_ms();
-        let row = encode(&QueueRow {
-            attempts: 0,
-            first_ms: now,
-            next_ms: now,
-            last_error: None,
-        });
         let base = post_key(&meta.list, meta.id);
         let keys = [
             [base.as_slice(), b"m"].concat(),
             [base.as_slice(), b"t"].concat(),
             [base.as_slice(), b"p"].concat(),
         ];
-        let rows: Vec<Vec<u8>> = recipients
-            .iter()
-            .map(|(addr, plain)| {
-                QueueKey {
-                    list: meta.list.clone(),
-                    seq: digest_queue_seq(meta.id, *plain),
-                    addr: addr.clone(),
-                }
-                .encode()
-            })
-            .collect();
+        // Two queue seqs: one per form of the digest.
+        let mut by_form: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+        for (addr, plain) in recipients {
+            by_form[usize::from(*plain)].push(addr.clone());
+        }
         let (st_key, st_val, m) = (digest_state_key(&meta.list), encode(st), encode(meta));
-        (&self.meta, &self.digests, &self.queue, &self.queue_due)
-            .transaction(|(mt, dt, qt, due)| {
+        (
+            &self.meta,
+            &self.digests,
+            &self.queue,
+            &self.queue_due,
+            &self.fanout,
+        )
+            .transaction(|(mt, dt, qt, due, plan)| {
                 mt.insert(st_key.as_slice(), st_val.as_slice())?;
                 dt.insert(keys[0].as_slice(), m.as_slice())?;
                 dt.insert(keys[1].as_slice(), mime)?;
                 dt.insert(keys[2].as_slice(), plain)?;
-                for k in &rows {
-                    qt.insert(k.as_slice(), row.as_slice())?;
-                    due.insert(due_key(now, k), b"".as_slice())?;
+                for (plain, addrs) in [false, true].into_iter().zip(&by_form) {
+                    let seq = digest_queue_seq(meta.id, plain);
+                    fanout::queue_recipients(qt, due, plan, &meta.list, seq, addrs, now)?;
                 }
                 Ok(())
             })

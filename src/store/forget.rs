@@ -90,6 +90,8 @@ impl Store {
                 r.records += 1;
             }
         }
+        // Planned recipients first: a chunk queued meanwhile is then removed as rows below.
+        r.records += self.unplan(list, &is)?;
         for tree in [&self.queue, &self.failures] {
             for k in tree.scan_prefix(list_prefix(list)).keys() {
                 let k = k?;

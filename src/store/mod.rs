@@ -12,6 +12,8 @@
 //! - `queue`      `<list>\0<seq>\0<addr>` → [`QueueRow`] (one pending recipient of one post)
 //! - `queue_due`  `<next_ms><queue key>` → `` (the queue ordered by due time: a delivery pass
 //!   reads the rows it sends, not the whole queue; stale entries are dropped when met)
+//! - `fanout`     `<list>\0<seq><chunk>` → recipients of a post not queued yet, in chunks of
+//!   1,024 (see `fanout.rs`: a large fan-out becomes queue rows as delivery needs them)
 //! - `failures`   `<list>\0<seq>\0<addr>` → [`Failure`] (a recipient given up on)
 //! - `outmail`    `<id>` → [`OutMail`] (a single message to send: owner notices, forwards)
 //! - `quarantine` `<id>` → [`Quarantined`] (kept for the owners, never distributed)
@@ -44,6 +46,7 @@ use std::path::Path;
 mod archive;
 mod changes;
 mod digests;
+mod fanout;
 mod forget;
 mod imap;
 mod members;
@@ -218,6 +221,7 @@ pub struct Store {
     held: sled::Tree,
     queue: sled::Tree,
     queue_due: sled::Tree,
+    fanout: sled::Tree,
     failures: sled::Tree,
     outmail: sled::Tree,
     quarantine: sled::Tree,
@@ -266,6 +270,7 @@ impl Store {
             held: t("held")?,
             queue: t("queue")?,
             queue_due: t("queue_due")?,
+            fanout: t("fanout")?,
             failures: t("failures")?,
             outmail: t("outmail")?,
             quarantine: t("quarantine")?,

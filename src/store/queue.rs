@@ -160,8 +160,10 @@ impl Store {
         Ok(out)
     }
 
+    /// Copies of `(list, seq)` still to be delivered: queued rows and planned recipients.
     pub fn pending_for_post(&self, list: &str, seq: u64) -> Result<usize> {
-        Ok(self.queue.scan_prefix(post_key(list, seq)).count())
+        Ok(self.queue.scan_prefix(post_key(list, seq)).count()
+            + self.planned_for_post(list, seq)?)
     }
 
     pub fn failures_for_post(&self, list: &str, seq: u64) -> Result<usize> {

@@ -220,12 +220,6 @@ impl Store {
                 let recs = self.outmail_records(notices)?;
                 let now = now_ms();
                 meta.recipients = recipients.len() as u64;
-                let row = encode(&QueueRow {
-                    attempts: 0,
-                    first_ms: now,
-                    next_ms: now,
-                    last_error: None,
-                });
                 let mk = msgid_key(&meta.list, &meta.message_id);
                 let seq_key = [b"seq\0".as_slice(), list_prefix(&meta.list).as_slice()].concat();
                 let trees = (
@@ -237,30 +231,32 @@ impl Store {
                     &self.meta,
                     &self.outmail,
                     &self.queue_due,
+                    &self.fanout,
                 );
-                let r = trees.transaction(|(spool, posts, rawt, msgid, queue, metat, out, due)| {
-                    spool.remove(&sk)?;
-                    if msgid.get(&mk)?.is_some() {
-                        return Ok(None);
-                    }
-                    let seq = insert_post(posts, rawt, msgid, metat, &meta, &raw, &mk, &seq_key)?;
-                    for addr in &recipients {
-                        // The address as the member gave it: a local part may be
-                        // case-sensitive (RFC 5321 2.4); members are unique ignoring case.
-                        let qk = QueueKey {
-                            list: meta.list.clone(),
+                let r = trees.transaction(
+                    |(spool, posts, rawt, msgid, queue, metat, out, due, plan)| {
+                        spool.remove(&sk)?;
+                        if msgid.get(&mk)?.is_some() {
+                            return Ok(None);
+                        }
+                        let seq =
+                            insert_post(posts, rawt, msgid, metat, &meta, &raw, &mk, &seq_key)?;
+                        // The first chunk as queue rows, the rest planned (see `fanout.rs`).
+                        fanout::queue_recipients(
+                            queue,
+                            due,
+                            plan,
+                            &meta.list,
                             seq,
-                            addr: addr.clone(),
-                        };
-                        let k = qk.encode();
-                        due.insert(due_key(now, &k), b"".as_slice())?;
-                        queue.insert(k, row.as_slice())?;
-                    }
-                    for (k, v) in &recs {
-                        out.insert(k, v.as_slice())?;
-                    }
-                    Ok(Some(seq))
-                });
+                            &recipients,
+                            now,
+                        )?;
+                        for (k, v) in &recs {
+                            out.insert(k, v.as_slice())?;
+                        }
+                        Ok(Some(seq))
+                    },
+                );
                 match r.map_err(tx_err)? {
                     Some(seq) => Ok(Applied::Posted { seq }),
                     None => Ok(Applied::Duplicate),
