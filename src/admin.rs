@@ -117,6 +117,15 @@ pub enum Command {
         #[serde(default)]
         reindex: bool,
     },
+    /// An owner marks a question solved (with an accepted answer) or reopens it.
+    ArchiveMark {
+        list: String,
+        /// The thread's number or archive URL (a message URL names the answer too).
+        thread: String,
+        #[serde(default)]
+        answer: Option<u64>,
+        solved: bool,
+    },
     /// Every thread as a tree, or as JSON.
     ArchiveThreads {
         list: String,
@@ -583,6 +592,21 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
                     );
                 }
                 Ok(out)
+            })
+            .await;
+            archive_reply(r)
+        }
+        Command::ArchiveMark {
+            list,
+            thread,
+            answer,
+            solved,
+        } => {
+            let Some(l) = ctx.svc.cfg.list(&list).cloned() else {
+                return Ok(unknown(&list));
+            };
+            let r = blocking(&ctx.svc, move |svc| {
+                svc.archive.owner_mark(&l, &thread, answer, solved)
             })
             .await;
             archive_reply(r)

@@ -107,6 +107,17 @@ enum ArchiveCmd {
     /// Load an mbox file (a Mailman, Google Groups or public-inbox export) into LIST's
     /// archive. Nothing is sent to members.
     ImportMbox { list: String, file: PathBuf },
+    /// Mark a question solved, as an owner: THREAD is its number or its archive URL
+    /// (`.../t/12.html`); a message URL (`.../t/12.html#m15`) or `--answer 15` makes that
+    /// message the accepted answer.
+    Solved {
+        list: String,
+        thread: String,
+        #[arg(long)]
+        answer: Option<u64>,
+    },
+    /// Reopen a question marked solved.
+    Reopen { list: String, thread: String },
 }
 
 #[derive(Subcommand)]
@@ -451,6 +462,28 @@ async fn run(cmd: Cmd, cfg: Config) -> i32 {
         Cmd::Archive(ArchiveCmd::Rebuild { list, reindex }) => {
             (Command::ArchiveRebuild { list, reindex }, Vec::new())
         }
+        Cmd::Archive(ArchiveCmd::Solved {
+            list,
+            thread,
+            answer,
+        }) => (
+            Command::ArchiveMark {
+                list,
+                thread,
+                answer,
+                solved: true,
+            },
+            Vec::new(),
+        ),
+        Cmd::Archive(ArchiveCmd::Reopen { list, thread }) => (
+            Command::ArchiveMark {
+                list,
+                thread,
+                answer: None,
+                solved: false,
+            },
+            Vec::new(),
+        ),
         Cmd::Archive(ArchiveCmd::Threads { list, json }) => {
             (Command::ArchiveThreads { list, json }, Vec::new())
         }

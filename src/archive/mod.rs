@@ -21,12 +21,13 @@
 
 pub mod import;
 pub mod mbox;
+pub mod qa;
 pub mod render;
 pub mod search;
 pub mod templates;
 
 use crate::config::{Config, Language, ListConfig};
-use crate::store::{ArchMsg, ArchThread, ArchWrite, PostMeta, Store};
+use crate::store::{ArchMsg, ArchThread, ArchWrite, PostMark, PostMeta, Store};
 use crate::threading::{self, Placed};
 use anyhow::Context as _;
 use mail_parser::MessageParser;
@@ -40,6 +41,56 @@ use templates::Templates;
 /// Threads on the front page and entries in the feed.
 const FRONT_THREADS: usize = 30;
 const FEED_ENTRIES: usize = 20;
+/// Threads of the latest months looked at for the front page's open and solved questions,
+/// and how many of each it lists.
+const FRONT_SCAN: usize = 500;
+const FRONT_QA: usize = 10;
+
+/// schema.org `QAPage` markup (JSON-LD) for a solved thread of a public archive: the
+/// question, its accepted answer and the other answers. `msgs`: (seq, author, date, text).
+fn qa_page_json(
+    subject: &str,
+    thread: u64,
+    accepted: Option<u64>,
+    msgs: &[(u64, String, i64, String)],
+) -> String {
+    let person = |name: &str| serde_json::json!({ "@type": "Person", "name": if name.is_empty() { "?" } else { name } });
+    let short = |text: &str| text.chars().take(2000).collect::<String>();
+    let Some(((_, q_author, q_date, q_text), answers)) = msgs.split_first() else {
+        return String::new();
+    };
+    let answer = |(seq, author, date, text): &(u64, String, i64, String)| {
+        serde_json::json!({
+            "@type": "Answer",
+            "text": short(text),
+            "author": person(author),
+            "dateCreated": iso_date(*date),
+            "url": format!("{thread}.html#m{seq}"),
+        })
+    };
+    let mut question = serde_json::json!({
+        "@type": "Question",
+        "name": subject,
+        "text": short(q_text),
+        "author": person(q_author),
+        "dateCreated": iso_date(*q_date),
+        "answerCount": answers.len(),
+    });
+    if let Some(a) = answers.iter().find(|m| Some(m.0) == accepted) {
+        question["acceptedAnswer"] = answer(a);
+    }
+    let others: Vec<serde_json::Value> = answers
+        .iter()
+        .filter(|m| Some(m.0) != accepted)
+        .map(answer)
+        .collect();
+    if !others.is_empty() {
+        question["suggestedAnswer"] = serde_json::Value::Array(others);
+    }
+    let page = serde_json::json!({ "@context": "https://schema.org", "@type": "QAPage", "mainEntity": question });
+    // Inside <script>: no "</" may end it early.
+    page.to_string().replace("</", "<\\/")
+}
 
 /// What an update or rebuild did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -283,6 +334,9 @@ impl<'a> Index<'a> {
 struct Prepared {
     meta: PostMeta,
     msg: ArchMsg,
+    /// What the post says about its thread (`[opgelost]`, `#heropend`), not yet checked
+    /// against who may say it.
+    mark: Option<qa::Mark>,
 }
 
 /// One list's folder and settings while rendering.
@@ -346,14 +400,31 @@ impl Archive {
         if from == 0 && upto > 0 {
             return self.rebuild_inner(&site, false);
         }
-        if upto <= from && site.dir.join("index.html").exists() {
+        let dirty = self.store.qa_dirty(key)?;
+        if upto <= from && dirty.is_empty() && site.dir.join("index.html").exists() {
             return Ok(Stats::default());
         }
         let mut touched = Touched::default();
         let mut ix = Index::new(&self.store, key);
         self.index_range(list, from + 1, upto, &mut touched, &mut ix)?;
+        // Threads an owner marked solved or reopened by mail: settled and rendered again.
+        for id in &dirty {
+            if let Some(mut t) = self.resolve(key, *id)? {
+                t.solved = self.settle(key, &t, None, &ix)?;
+                self.store.arch_put_thread(key, &t)?;
+                touched.threads.insert(t.id);
+                for s in &t.seqs {
+                    if let Some(m) = self.store.arch_msg(key, *s)? {
+                        touched.months.insert(m.month);
+                    }
+                }
+            }
+        }
         let stats = site.render(&touched, true)?;
         self.store.set_archived_upto(key, upto)?;
+        for id in dirty {
+            self.store.qa_settled(key, id)?;
+        }
         Ok(stats)
     }
 
@@ -472,6 +543,15 @@ impl Archive {
         };
         let message_id = threading::normalize_id(&meta.message_id);
         let date_ms = message_date(&meta);
+        // Only a message that can hold a body mark is parsed whole for it.
+        let mark = qa::subject_mark(&meta.subject).or_else(|| {
+            if !qa::may_have_body_mark(&raw) {
+                return None;
+            }
+            let m = MessageParser::default().parse(&raw[..])?;
+            let text = m.body_text(0)?;
+            qa::body_mark(&text)
+        });
         let msg = ArchMsg {
             seq,
             thread: 0,
@@ -481,8 +561,9 @@ impl Archive {
             author,
             date_ms,
             month: month_of(date_ms),
+            qa: None,
         };
-        Ok(Some(Prepared { meta, msg }))
+        Ok(Some(Prepared { meta, msg, mark }))
     }
 
     /// Indexes posts `from..=upto` (those not indexed yet), in seq order.
@@ -531,7 +612,11 @@ impl Archive {
         touched: &mut Touched,
         ix: &mut Index,
     ) -> anyhow::Result<()> {
-        let Prepared { meta, msg } = prepared;
+        let Prepared {
+            meta,
+            mut msg,
+            mark,
+        } = prepared;
         let seq = msg.seq;
         let date_ms = msg.date_ms;
         let base = threading::base_subject(&meta.subject);
@@ -576,8 +661,11 @@ impl Archive {
                 last_ms: date_ms,
                 seqs: Vec::new(),
                 merged_into: None,
+                // An owner may have marked it before a `--reindex`.
+                solved: qa::fold(&[], &self.store.qa_owner_marks(&meta.list, seq)?),
             },
         };
+        let mut settle = false;
         // A post that links two threads merges the younger into the older.
         for mut other in threads {
             for s in std::mem::take(&mut other.seqs) {
@@ -600,6 +688,7 @@ impl Archive {
             }
             thread.last_ms = thread.last_ms.max(other.last_ms);
             other.merged_into = Some(thread.id);
+            settle |= other.solved.is_some();
             touched.threads.insert(other.id);
             w.threads.push(other);
         }
@@ -610,6 +699,38 @@ impl Archive {
             thread.base = base.clone();
         }
         thread.last_ms = thread.last_ms.max(date_ms);
+        // A mark counts from the asker (the thread's first author) or an owner, in a reply.
+        if let (Some(mark), false) = (mark, thread.seqs.is_empty()) {
+            let root = thread.seqs.iter().copied().min().unwrap_or(thread.id);
+            let asker = self.store.post(&meta.list, root)?.map(|p| p.from_addr);
+            let by_owner = self.cfg.list(&meta.list).is_some_and(|l| {
+                l.owners
+                    .iter()
+                    .any(|o| o.eq_ignore_ascii_case(&meta.from_addr))
+            });
+            if by_owner || asker.is_some_and(|a| a.eq_ignore_ascii_case(&meta.from_addr)) {
+                let accepted = match (mark, msg.refs.last()) {
+                    (qa::Mark::Solved, Some(parent)) => {
+                        let mut found = None;
+                        for s in &thread.seqs {
+                            if ix.msg(*s)?.is_some_and(|m| &m.message_id == parent) {
+                                found = Some(*s);
+                            }
+                        }
+                        found.filter(|s| *s != root)
+                    }
+                    _ => None,
+                };
+                msg.qa = Some(PostMark {
+                    solved: mark == qa::Mark::Solved,
+                    accepted,
+                });
+                settle = true;
+            }
+        }
+        if settle {
+            thread.solved = self.settle(&meta.list, &thread, Some(&msg), ix)?;
+        }
         thread.seqs.push(seq);
         *month_counts
             .entry((msg.month.clone(), thread.id))
@@ -631,12 +752,76 @@ impl Archive {
         touched.search.insert(seq);
         touched.assets.insert(seq);
         touched.messages += 1;
-        let mut msg = msg;
         msg.thread = thread.id;
         w.msgs.push(msg);
         w.threads.push(thread);
         ix.apply(w)?;
         Ok(())
+    }
+
+    /// An owner marks a thread solved or reopens it: `thread` is its number or an archive
+    /// URL (`t/12.html`, or `t/12.html#m15` to name the accepted answer). Stored as an owner
+    /// mark and rendered at once.
+    pub fn owner_mark(
+        &self,
+        list: &ListConfig,
+        thread: &str,
+        answer: Option<u64>,
+        solved: bool,
+    ) -> anyhow::Result<String> {
+        let key = list.key();
+        let (id, from_url) = qa::parse_thread_ref(thread)
+            .ok_or_else(|| anyhow::anyhow!("not a thread number or thread URL: {thread}"))?;
+        let t = self
+            .resolve(key, id)?
+            .ok_or_else(|| anyhow::anyhow!("{} has no thread {id}", list.address))?;
+        let root = t.seqs.iter().copied().min().unwrap_or(t.id);
+        let accepted = match answer.or(from_url) {
+            Some(a) if !t.seqs.contains(&a) => {
+                anyhow::bail!("message {a} is not in thread {}", t.id)
+            }
+            Some(a) if a == root => None,
+            a => a,
+        };
+        let mark = crate::store::QaOwnerMark {
+            at_ms: crate::clock::now_ms(),
+            solved,
+            accepted: accepted.filter(|_| solved),
+        };
+        self.store.add_qa_owner_mark(key, t.id, mark)?;
+        self.update(list)?;
+        Ok(match (solved, accepted) {
+            (true, Some(a)) => format!(
+                "thread {} marked solved, message {a} the accepted answer\n",
+                t.id
+            ),
+            (true, None) => format!("thread {} marked solved\n", t.id),
+            (false, _) => format!("thread {} reopened\n", t.id),
+        })
+    }
+
+    /// A thread's solved state from the marks of its messages (and `extra`, one not stored
+    /// yet) and its owners' marks.
+    fn settle(
+        &self,
+        key: &str,
+        t: &ArchThread,
+        extra: Option<&ArchMsg>,
+        ix: &Index,
+    ) -> anyhow::Result<Option<crate::store::Solved>> {
+        let mut marks = Vec::new();
+        for s in &t.seqs {
+            if let Some(m) = ix.msg(*s)? {
+                if let Some(q) = &m.qa {
+                    marks.push((m.date_ms, q.solved, q.accepted));
+                }
+            }
+        }
+        if let Some(q) = extra.and_then(|m| m.qa.as_ref().map(|q| (m.date_ms, q))) {
+            marks.push((q.0, q.1.solved, q.1.accepted));
+        }
+        let owner = self.store.qa_owner_marks(key, t.id)?;
+        Ok(qa::fold(&marks, &owner))
     }
 
     /// Every thread of a list as laid out on its page: (thread, [(message, placement)]).
@@ -836,9 +1021,12 @@ impl Site<'_> {
             .iter()
             .map(|(m, _)| (m.seq, (format!("m{}", m.seq), m.author.clone())))
             .collect();
+        let accepted = t.solved.as_ref().and_then(|s| s.accepted);
         let mut views = Vec::with_capacity(laid.len());
+        let mut json_ld = None;
         for (m, p) in &laid {
-            let v = self.render_message(m, p, &anchors, &thread_subject, touched, stats)?;
+            let v =
+                self.render_message(m, p, &anchors, (&thread_subject, accepted), touched, stats)?;
             if touched.search.contains(&m.seq) {
                 let doc = search::Doc(
                     format!("t/{id}.html#m{}", m.seq),
@@ -849,8 +1037,17 @@ impl Site<'_> {
                 let text = format!("{} {} {}", m.subject, m.author, v.text);
                 batch.add(v.seq, &text, doc);
             }
+            if self.list.archive == crate::config::ArchiveMode::Public && t.solved.is_some() {
+                json_ld.get_or_insert_with(Vec::new).push((
+                    m.seq,
+                    m.author.clone(),
+                    m.date_ms,
+                    v.text.clone(),
+                ));
+            }
             views.push(v.ctx);
         }
+        let question_ld = json_ld.map(|msgs| qa_page_json(&thread_subject, t.id, accepted, &msgs));
         let month = laid
             .first()
             .map(|(m, _)| m.month.clone())
@@ -859,6 +1056,12 @@ impl Site<'_> {
             thread => context! {
                 subject => thread_subject,
                 count => laid.len(),
+                state => qa::state(&t),
+                answers => qa::answers(&t),
+                accepted => accepted.and_then(|a| anchors.get(&a)).map(|(anchor, author)| {
+                    context! { anchor => anchor.clone(), author => author.clone() }
+                }),
+                json_ld => question_ld,
                 month_url => format!("../{month}/index.html"),
                 month_label => self.arc.tpl.month_label(self.lang, &month),
             },
@@ -872,7 +1075,7 @@ impl Site<'_> {
         m: &ArchMsg,
         p: &Placed,
         anchors: &HashMap<u64, (String, String)>,
-        thread_subject: &str,
+        (thread_subject, accepted): (&str, Option<u64>),
         touched: &Touched,
         stats: &mut Stats,
     ) -> anyhow::Result<MessageView> {
@@ -921,6 +1124,7 @@ impl Site<'_> {
             subject_differs,
             parent,
             raw_url => format!("../m/{seq}.eml"),
+            accepted => accepted == Some(seq),
             body,
             problems,
         };
@@ -962,6 +1166,8 @@ impl Site<'_> {
                 subject => display_subject(self.list, &t.subject),
                 author => author_of(t)?,
                 count => t.seqs.len(),
+                state => qa::state(t),
+                answers => qa::answers(t),
                 in_month => n,
                 first => show_date(t.first_ms),
                 first_iso => iso_date(t.first_ms),
@@ -1044,15 +1250,52 @@ impl Site<'_> {
                 .arch_msg(key, first)?
                 .map(|m| m.author)
                 .unwrap_or_default();
-            list.push(context! {
-                url => Site::thread_url(t.id),
-                subject => display_subject(self.list, &t.subject),
-                author,
-                count => t.seqs.len(),
-                last => show_date(t.last_ms),
-                last_iso => iso_date(t.last_ms),
-            });
+            list.push(self.front_entry(t, author));
         }
+        // Questions nobody answered yet (older than a day: a new one may just be waiting),
+        // and the recently solved, from the latest months' threads.
+        let mut recent: BTreeSet<u64> = BTreeSet::new();
+        for (_, ts) in months.iter().rev() {
+            recent.extend(ts.iter().map(|(t, _)| *t));
+            if recent.len() >= FRONT_SCAN {
+                break;
+            }
+        }
+        let day_ago = crate::clock::now_ms() - 86_400_000;
+        let (mut open, mut solved) = (Vec::new(), Vec::new());
+        for id in recent {
+            let Some(t) = self.arc.store.arch_thread(key, id)? else {
+                continue;
+            };
+            if t.merged_into.is_some() {
+                continue;
+            }
+            match qa::state(&t) {
+                qa::State::Open if t.first_ms < day_ago && !t.root_is_reply => open.push(t),
+                qa::State::Solved => solved.push(t),
+                _ => {}
+            }
+        }
+        open.sort_by_key(|t| std::cmp::Reverse((t.first_ms, t.id)));
+        open.truncate(FRONT_QA);
+        solved.sort_by_key(|t| std::cmp::Reverse(t.solved.as_ref().map_or(0, |s| s.at_ms)));
+        solved.truncate(FRONT_QA);
+        let entries = |ts: Vec<ArchThread>| -> anyhow::Result<Vec<minijinja::Value>> {
+            ts.iter()
+                .map(|t| {
+                    let first = t.seqs.iter().copied().min().unwrap_or(t.id);
+                    let author = self
+                        .arc
+                        .store
+                        .arch_msg(key, first)?
+                        .map(|m| m.author)
+                        .unwrap_or_default();
+                    Ok(self.front_entry(t, author))
+                })
+                .collect()
+        };
+        let open = entries(open)?;
+        let solved = entries(solved)?;
         let month_list: Vec<minijinja::Value> = months
             .iter()
             .rev()
@@ -1065,8 +1308,21 @@ impl Site<'_> {
                 }
             })
             .collect();
-        let extra = context! { threads => list, months => month_list };
+        let extra = context! { threads => list, months => month_list, open, solved };
         self.page("index.html", "index.html", "", extra, stats)
+    }
+
+    fn front_entry(&self, t: &ArchThread, author: String) -> minijinja::Value {
+        context! {
+            url => Site::thread_url(t.id),
+            subject => display_subject(self.list, &t.subject),
+            author,
+            count => t.seqs.len(),
+            state => qa::state(t),
+            answers => qa::answers(t),
+            last => show_date(t.last_ms),
+            last_iso => iso_date(t.last_ms),
+        }
     }
 
     fn render_feed(&self, stats: &mut Stats) -> anyhow::Result<()> {

@@ -20,6 +20,35 @@ pub struct ArchMsg {
     pub date_ms: i64,
     /// `yyyy-mm` of `date_ms`.
     pub month: String,
+    /// This post marks its thread solved or reopened, by the asker or an owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qa: Option<PostMark>,
+}
+
+/// A post that marks its thread: solved (with the answer it replies to, unless that is the
+/// question) or reopened.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PostMark {
+    pub solved: bool,
+    pub accepted: Option<u64>,
+}
+
+/// A question's solved state, part of the thread index.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Solved {
+    /// The accepted answer's seq; none when the question was marked solved as such.
+    pub accepted: Option<u64>,
+    pub at_ms: i64,
+    pub by_owner: bool,
+}
+
+/// An owner's `opgelost`/`heropend` command for a thread: durable (not part of the derived
+/// index, which `archive rebuild --reindex` clears), folded into the state by time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QaOwnerMark {
+    pub at_ms: i64,
+    pub solved: bool,
+    pub accepted: Option<u64>,
 }
 
 /// A thread of the archive. Its id is the seq of the post that started it, so its URL never
@@ -38,6 +67,8 @@ pub struct ArchThread {
     pub seqs: Vec<u64>,
     #[serde(default)]
     pub merged_into: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solved: Option<Solved>,
 }
 
 /// The archive index changes for one post, written in one transaction.
@@ -221,6 +252,57 @@ impl Store {
     }
 
     /// Forgets a list's archive index (for `archive rebuild`).
+    /// An owner's mark for a thread, kept with the others; the thread is noted for the
+    /// archive writer to settle and render again.
+    pub fn add_qa_owner_mark(&self, list: &str, thread: u64, mark: QaOwnerMark) -> Result<()> {
+        let k = qa_key(b"qa\0", list, thread);
+        let dirty = qa_key(b"qadirty\0", list, thread);
+        self.meta
+            .transaction(|mt| {
+                let mut marks: Vec<QaOwnerMark> = match mt.get(&k)? {
+                    Some(v) => decode("meta", &v).map_err(ConflictableTransactionError::Abort)?,
+                    None => Vec::new(),
+                };
+                marks.push(mark.clone());
+                mt.insert(k.as_slice(), encode(&marks))?;
+                mt.insert(dirty.as_slice(), b"".as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        self.flush()
+    }
+
+    pub fn qa_owner_marks(&self, list: &str, thread: u64) -> Result<Vec<QaOwnerMark>> {
+        match self.meta.get(qa_key(b"qa\0", list, thread))? {
+            Some(v) => decode("meta", &v),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Threads with an owner mark the archive has not settled yet.
+    pub fn qa_dirty(&self, list: &str) -> Result<Vec<u64>> {
+        let p = [b"qadirty\0".as_slice(), &list_prefix(list)].concat();
+        let mut out = Vec::new();
+        for k in self.meta.scan_prefix(&p).keys() {
+            let k = k?;
+            if let Some(b) = k.get(p.len()..).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+                out.push(u64::from_be_bytes(b));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn qa_settled(&self, list: &str, thread: u64) -> Result<()> {
+        self.meta.remove(qa_key(b"qadirty\0", list, thread))?;
+        Ok(())
+    }
+
+    /// Stores one thread of the index as it is now (after its state was settled).
+    pub fn arch_put_thread(&self, list: &str, t: &ArchThread) -> Result<()> {
+        self.arch_thread.insert(post_key(list, t.id), encode(t))?;
+        Ok(())
+    }
+
     pub fn arch_clear(&self, list: &str) -> Result<()> {
         let p = list_prefix(list);
         for t in [
@@ -239,4 +321,8 @@ impl Store {
         }
         self.set_archived_upto(list, 0)
     }
+}
+
+fn qa_key(prefix: &[u8], list: &str, thread: u64) -> Vec<u8> {
+    [prefix, &list_prefix(list), &thread.to_be_bytes()].concat()
 }

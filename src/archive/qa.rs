@@ -1,0 +1,198 @@
+//! Questions and answers: a thread is a question; its asker (the first author) or an owner
+//! marks it solved by mail, and the message that reply answers becomes the accepted answer.
+//!
+//! Marks are read from the posts themselves (`[opgelost]`/`[solved]` in the subject, or a
+//! line `#opgelost`/`#solved` alone near the top of the body; `#heropend`/`#reopened`, or
+//! `[heropend]`/`[reopened]`, undo it), so the state is part of the thread index and comes
+//! out the same from `archive rebuild --reindex`. An owner's `opgelost` command to
+//! `-request` is stored as an owner mark (`store::QaOwnerMark`) and folded in by time.
+
+use crate::store::{ArchThread, QaOwnerMark, Solved};
+
+/// What a post says about its thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    Solved,
+    Reopened,
+}
+
+const SOLVED: [&str; 2] = ["opgelost", "solved"];
+const REOPENED: [&str; 2] = ["heropend", "reopened"];
+
+fn word_mark(word: &str) -> Option<Mark> {
+    let w = word.to_lowercase();
+    if SOLVED.contains(&w.as_str()) {
+        Some(Mark::Solved)
+    } else if REOPENED.contains(&w.as_str()) {
+        Some(Mark::Reopened)
+    } else {
+        None
+    }
+}
+
+/// A `[opgelost]`-style tag in the subject (anywhere, any case).
+pub fn subject_mark(subject: &str) -> Option<Mark> {
+    let mut rest = subject;
+    let mut found = None;
+    while let Some(open) = rest.find('[') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find(']') else {
+            break;
+        };
+        if let Some(m) = word_mark(after[..close].trim()) {
+            found = Some(m);
+        }
+        rest = &after[close + 1..];
+    }
+    found
+}
+
+/// Lines of the body counted as "near the top": the first this many lines with text that
+/// are not quoted.
+const TOP_LINES: usize = 5;
+
+/// A line `#opgelost` (or `#solved`, `#heropend`, `#reopened`) alone among the first lines
+/// of the author's own text.
+pub fn body_mark(text: &str) -> Option<Mark> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('>'))
+        .take(TOP_LINES)
+        .find_map(|l| {
+            l.strip_prefix('#')
+                .and_then(|w| word_mark(w.trim_end_matches(['.', '!'])))
+        })
+}
+
+/// Whether the raw message may hold a body mark at all (so that only those are parsed).
+pub fn may_have_body_mark(raw: &[u8]) -> bool {
+    let lower = raw.to_ascii_lowercase();
+    SOLVED.iter().chain(REOPENED.iter()).any(|w| {
+        lower
+            .windows(w.len() + 1)
+            .any(|win| win[0] == b'#' && &win[1..] == w.as_bytes())
+    })
+}
+
+/// The solved state of a thread from its authorised marks, in time order: post marks
+/// `(date_ms, solved, accepted seq)` and owner marks.
+pub fn fold(post_marks: &[(i64, bool, Option<u64>)], owner: &[QaOwnerMark]) -> Option<Solved> {
+    let mut events: Vec<(i64, bool, Option<u64>, bool)> = post_marks
+        .iter()
+        .map(|(t, s, a)| (*t, *s, *a, false))
+        .chain(owner.iter().map(|o| (o.at_ms, o.solved, o.accepted, true)))
+        .collect();
+    events.sort_by_key(|e| e.0);
+    let mut state = None;
+    for (at_ms, solved, accepted, by_owner) in events {
+        state = solved.then_some(Solved {
+            accepted,
+            at_ms,
+            by_owner,
+        });
+    }
+    state
+}
+
+/// A thread named by an owner: `12`, `#12`, or an archive URL ending in `t/12.html`, with
+/// `#m15` naming a message. Returns (thread, message).
+pub fn parse_thread_ref(s: &str) -> Option<(u64, Option<u64>)> {
+    let s = s.trim().trim_start_matches('#');
+    if let Ok(n) = s.parse::<u64>() {
+        return Some((n, None));
+    }
+    let (path, frag) = match s.split_once('#') {
+        Some((p, f)) => (p, Some(f)),
+        None => (s, None),
+    };
+    let file = path.rsplit('/').next()?;
+    let id = file.strip_suffix(".html")?.parse::<u64>().ok()?;
+    if !path.trim_end_matches(file).ends_with("t/") {
+        return None;
+    }
+    let msg = match frag {
+        Some(f) => Some(f.strip_prefix('m')?.parse::<u64>().ok()?),
+        None => None,
+    };
+    Some((id, msg))
+}
+
+/// What a thread list shows of a thread: solved, or how many answers it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Solved,
+    Answered,
+    Open,
+}
+
+pub fn state(t: &ArchThread) -> State {
+    if t.solved.is_some() {
+        State::Solved
+    } else if t.seqs.len() > 1 {
+        State::Answered
+    } else {
+        State::Open
+    }
+}
+
+/// The number of answers: every message after the question.
+pub fn answers(t: &ArchThread) -> usize {
+    t.seqs.len().saturating_sub(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_in_subjects_and_bodies() {
+        assert_eq!(
+            subject_mark("Re: [forum] Leefloon [opgelost]"),
+            Some(Mark::Solved)
+        );
+        assert_eq!(subject_mark("[SOLVED] Re: x"), Some(Mark::Solved));
+        assert_eq!(
+            subject_mark("Re: [forum] [heropend] x"),
+            Some(Mark::Reopened)
+        );
+        assert_eq!(subject_mark("Re: [forum] wat is opgelost?"), None);
+        assert_eq!(body_mark("#opgelost\n\nDank!"), Some(Mark::Solved));
+        assert_eq!(body_mark("Dank je!\n  #Solved.\n"), Some(Mark::Solved));
+        assert_eq!(body_mark("#heropend\nToch niet."), Some(Mark::Reopened));
+        // Quoted, too late, or inside a sentence: not a mark.
+        assert_eq!(body_mark("> #opgelost\nNee."), None);
+        assert_eq!(body_mark("a\nb\nc\nd\ne\n#opgelost"), None);
+        assert_eq!(body_mark("Is dit #opgelost of niet?"), None);
+        assert!(may_have_body_mark(b"x\r\n#OPGELOST\r\n"));
+        assert!(!may_have_body_mark(b"opgelost zonder hekje"));
+    }
+
+    #[test]
+    fn thread_references() {
+        assert_eq!(parse_thread_ref("12"), Some((12, None)));
+        assert_eq!(parse_thread_ref(" #12 "), Some((12, None)));
+        assert_eq!(
+            parse_thread_ref("https://lists.example.org/archive/forum/t/12.html#m15"),
+            Some((12, Some(15)))
+        );
+        assert_eq!(parse_thread_ref("t/7.html"), Some((7, None)));
+        assert_eq!(parse_thread_ref("https://x/2026-11/index.html"), None);
+        assert_eq!(parse_thread_ref("t/7.html#top"), None);
+        assert_eq!(parse_thread_ref("leefloon"), None);
+    }
+
+    #[test]
+    fn the_last_mark_in_time_counts() {
+        let owner = [QaOwnerMark {
+            at_ms: 20,
+            solved: true,
+            accepted: Some(9),
+        }];
+        let posts = [(10, true, Some(5)), (30, false, None)];
+        assert_eq!(fold(&posts, &owner), None);
+        let s = fold(&posts[..1], &owner).unwrap();
+        assert_eq!((s.accepted, s.by_owner), (Some(9), true));
+        assert_eq!(fold(&posts[..1], &[]).unwrap().accepted, Some(5));
+    }
+}

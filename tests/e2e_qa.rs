@@ -1,0 +1,255 @@
+//! End to end, through the real SMTP listener: a question is marked solved by its asker's
+//! reply (`[opgelost]`), the answer that reply answers becomes the accepted one, and the
+//! state shows on the thread, month and front pages; a stranger's `[opgelost]` changes
+//! nothing; `#heropend` reopens; the state survives `archive rebuild --reindex`.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+
+fn public() -> Opts {
+    Opts {
+        posting: "open",
+        list_extra: "archive = \"public\"\n".into(),
+        language: "nl",
+        ..Opts::default()
+    }
+}
+
+fn site(env: &TestEnv) -> PathBuf {
+    env.data_dir.join("archive/forum")
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+fn raw(from: &str, subject: &str, id: &str, parent: Option<&str>, body: &str) -> Vec<u8> {
+    let refs = parent
+        .map(|p| format!("In-Reply-To: <{p}>\r\nReferences: <q1@ocmw-gent.be> <{p}>\r\n"))
+        .unwrap_or_default();
+    format!(
+        "From: {from}\r\nTo: {LIST}\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\n{refs}\
+Date: Mon, 02 Nov 2026 10:00:00 +0100\r\nMIME-Version: 1.0\r\n\
+Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
+
+/// The thread list entry of thread 1 on a page (front or month).
+fn entry_of_thread_1(html: &str) -> String {
+    html.split("<li>")
+        .filter(|li| li.contains("href=\"t/1.html\"") || li.contains("href=\"../t/1.html\""))
+        .map(|li| li.split("</li>").next().unwrap_or("").to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn solved_by_the_askers_reply_shown_everywhere_and_kept_by_reindex() {
+    let sink = Sink::start();
+    let mut env = TestEnv::new(sink.port, public());
+    let d = Daemon::start(&mut env);
+    let dir = site(&env);
+    let thread = dir.join("t/1.html");
+    let asker = "An Peeters <an.peeters@ocmw-gent.be>";
+    let subject = "Leefloon voor een cliënt met schulden";
+    let re = format!("Re: [forum] {subject}");
+    let send = |from: &str, subject: &str, id: &str, parent: Option<&str>, body: &str| {
+        let env_from = from
+            .split('<')
+            .nth(1)
+            .and_then(|a| a.split('>').next())
+            .unwrap_or(from)
+            .to_string();
+        let code = post(
+            d.port,
+            &env_from,
+            LIST,
+            &raw(from, subject, id, parent, body),
+        );
+        assert_eq!(code, 250, "{id}");
+    };
+    send(
+        asker,
+        subject,
+        "q1@ocmw-gent.be",
+        None,
+        "Heeft iemand ervaring hiermee?",
+    );
+    send(
+        "Carla Claes <carla@ocmw-brugge.be>",
+        &re,
+        "r1@ocmw-brugge.be",
+        Some("q1@ocmw-gent.be"),
+        "Contacteer de schuldbemiddeling.",
+    );
+    send(
+        "Dirk Dewulf <dirk@ocmw-aalst.be>",
+        &re,
+        "r2@ocmw-aalst.be",
+        Some("q1@ocmw-gent.be"),
+        "Bij ons gaat dat via het sociaal huis, met een budgetbeheer.",
+    );
+    // A question nobody answers, dated weeks ago: listed as open on the front page.
+    send(
+        "Bart Baert <bart@ocmw-leuven.be>",
+        "Vraag over huurwaarborg",
+        "q2@ocmw-leuven.be",
+        None,
+        "Wie kent de regels voor de huurwaarborg?",
+    );
+    assert!(
+        wait_until(WAIT, || read(&thread).matches("<article").count() == 3
+            && dir.join("t/4.html").exists()),
+        "thread page: {}\n{}",
+        read(&thread),
+        d.stderr()
+    );
+    assert!(read(&thread).contains("2 antwoorden"), "{}", read(&thread));
+    // The front page is written after the thread pages of the same pass.
+    let front_has = |what: &str| {
+        wait_until(WAIT, || {
+            entry_of_thread_1(&read(&dir.join("index.html"))).contains(what)
+                && read(&dir.join("index.html")).contains("t/4.html")
+        })
+    };
+    assert!(front_has("2 antwoorden"));
+    let front = read(&dir.join("index.html"));
+    assert!(
+        entry_of_thread_1(&front).contains("2 antwoorden"),
+        "{front}"
+    );
+    let open_section = front
+        .split("id=\"open\"")
+        .nth(1)
+        .and_then(|s| s.split("</section>").next())
+        .unwrap_or("");
+    assert!(open_section.contains("t/4.html"), "open questions: {front}");
+    assert!(open_section.contains("Nog geen antwoord"), "{open_section}");
+    assert!(!open_section.contains("t/1.html"), "{open_section}");
+
+    // Someone else's [opgelost] is posted as usual and changes nothing.
+    send(
+        "Bart Baert <bart@ocmw-leuven.be>",
+        &format!("{re} [opgelost]"),
+        "r3@ocmw-leuven.be",
+        Some("r2@ocmw-aalst.be"),
+        "Dit lijkt me opgelost.",
+    );
+    assert!(wait_until(WAIT, || read(&thread)
+        .matches("<article")
+        .count()
+        == 4));
+    assert!(read(&thread).contains("3 antwoorden"), "{}", read(&thread));
+    assert!(!read(&thread).contains("Opgelost"), "{}", read(&thread));
+
+    // The asker replies to Dirk's answer with [opgelost]: solved, Dirk's is the best answer.
+    send(
+        asker,
+        &format!("{re} [opgelost]"),
+        "r4@ocmw-gent.be",
+        Some("r2@ocmw-aalst.be"),
+        "Dank je Dirk, zo doen we het.",
+    );
+    assert!(
+        wait_until(WAIT, || read(&thread).contains("Opgelost")),
+        "{}",
+        read(&thread)
+    );
+    let page = read(&thread);
+    assert!(
+        page.contains("<a href=\"#m3\">Beste antwoord: Dirk Dewulf →</a>"),
+        "{page}"
+    );
+    let m3 = page.split("id=\"m3\"").next().unwrap_or("");
+    assert!(
+        m3.ends_with("accepted\" "),
+        "Dirk's message is highlighted: {page}"
+    );
+    assert_eq!(page.matches(" accepted\"").count(), 1, "{page}");
+    // schema.org QAPage on the public archive, with the accepted answer.
+    let ld = page
+        .split("<script type=\"application/ld+json\">")
+        .nth(1)
+        .and_then(|s| s.split("</script>").next())
+        .expect("QAPage markup");
+    let ld: serde_json::Value = serde_json::from_str(ld).expect("valid JSON-LD");
+    assert_eq!(ld["@type"], "QAPage");
+    assert_eq!(
+        ld["mainEntity"]["acceptedAnswer"]["author"]["name"],
+        "Dirk Dewulf"
+    );
+    assert_eq!(ld["mainEntity"]["answerCount"], 4);
+    assert!(front_has("Opgelost"));
+    let front = read(&dir.join("index.html"));
+    let solved_section = front
+        .split("id=\"solved\"")
+        .nth(1)
+        .and_then(|s| s.split("</section>").next())
+        .unwrap_or("");
+    assert!(solved_section.contains("t/1.html"), "{front}");
+    let month = read(&dir.join("2026-11/index.html"));
+    assert!(entry_of_thread_1(&month).contains("Opgelost"), "{month}");
+
+    // Recomputing the thread index gives the same state.
+    let out = env.cli(&["archive", "rebuild", "forum", "--reindex"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let page = read(&thread);
+    assert!(page.contains("Beste antwoord: Dirk Dewulf"), "{page}");
+    assert!(entry_of_thread_1(&read(&dir.join("2026-11/index.html"))).contains("Opgelost"));
+
+    // `#heropend` from the asker reopens it.
+    send(
+        asker,
+        &re,
+        "r5@ocmw-gent.be",
+        Some("r4@ocmw-gent.be"),
+        "#heropend\n\nToch nog een vraag: geldt dit ook bij een verhuis?",
+    );
+    assert!(
+        wait_until(WAIT, || read(&thread).contains("5 antwoorden")),
+        "{}",
+        read(&thread)
+    );
+    let page = read(&thread);
+    assert!(!page.contains("Beste antwoord"), "{page}");
+    assert!(!page.contains("application/ld+json"), "{page}");
+    assert!(front_has("5 antwoorden"));
+
+    // An owner marks it solved with Carla's answer (a message URL), from the command line;
+    // the owner's mark is durable: a reindex keeps it.
+    let out = env.cli(&[
+        "archive",
+        "solved",
+        "forum",
+        "https://lists.example.org/archive/forum/t/1.html#m2",
+    ]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout.contains("message 2 the accepted answer"),
+        "{out:?}"
+    );
+    assert!(
+        read(&thread).contains("Beste antwoord: Carla Claes"),
+        "{}",
+        read(&thread)
+    );
+    let out = env.cli(&["archive", "rebuild", "forum", "--reindex"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        read(&thread).contains("Beste antwoord: Carla Claes"),
+        "{}",
+        read(&thread)
+    );
+    let out = env.cli(&["archive", "reopen", "forum", "1"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        !read(&thread).contains("Beste antwoord"),
+        "{}",
+        read(&thread)
+    );
+    let out = env.cli(&["archive", "solved", "forum", "t/1.html#m99"]);
+    assert_ne!(out.code, Some(0), "{out:?}");
+}
