@@ -264,6 +264,39 @@ fn build(
     let text = svc
         .texts
         .render(&svc.cfg, list, list.language, "digest", vars)?;
+    // The digest ends with the last week's questions that nobody answered yet.
+    // (Those in this digest are in its table of contents already.)
+    let mut open = crate::archive::qa::open_questions(&svc.store, list, now - 7 * 86_400_000)
+        .map_err(|e| e.to_string())?;
+    open.retain(|q| !posts.iter().any(|(m, _)| m.seq == q.seq));
+    let open_text = if open.is_empty() {
+        String::new()
+    } else {
+        let show = |ms: i64| {
+            list.timezone
+                .timestamp_millis_opt(ms)
+                .single()
+                .map(|d| d.format("%d-%m").to_string())
+                .unwrap_or_default()
+        };
+        let items: Vec<minijinja::Value> = open
+            .iter()
+            .map(|q| {
+                minijinja::context! {
+                    subject => q.subject.clone(), author => q.author.clone(),
+                    date => show(q.received_ms), url => q.url.clone(),
+                }
+            })
+            .collect();
+        let t = svc.texts.render(
+            &svc.cfg,
+            list,
+            list.language,
+            "digest-open",
+            minijinja::context! { open => items },
+        )?;
+        format!("{}\n\n{}", t.subject, t.body.trim_end())
+    };
     let footer = compose::footer_text(list);
     let id = format!(
         "digest.{volume}.{issue}.{:016x}.{}@{}",
@@ -317,7 +350,11 @@ Content-Transfer-Encoding: quoted-printable\r\nContent-Description: {}\r\n\r\n",
     mime.extend_from_slice(
         b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n",
     );
-    mime.extend_from_slice(&qp(&footer));
+    if open_text.is_empty() {
+        mime.extend_from_slice(&qp(&footer));
+    } else {
+        mime.extend_from_slice(&qp(&format!("{open_text}\n\n{footer}")));
+    }
     mime.extend_from_slice(format!("\r\n--{outer}--\r\n").as_bytes());
 
     // RFC 1153.
@@ -359,6 +396,9 @@ Content-Transfer-Encoding: quoted-printable\r\nContent-Description: {}\r\n\r\n",
             body.push_str(&format!("\n[{attachments} attachment(s) not included]\n"));
         }
         body.push_str(&format!("\n{SEP30}\n\n"));
+    }
+    if !open_text.is_empty() {
+        body.push_str(&format!("{open_text}\n\n{SEP30}\n\n"));
     }
     let end = format!("End of {}", text.subject);
     body.push_str(&format!(

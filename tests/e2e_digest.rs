@@ -338,3 +338,69 @@ fn nomail_until_ends_on_time() {
     assert!(wait_until(WAIT, || mails_for(&sink, &by_mail).len() == 2));
     drop(d);
 }
+
+/// A digest ends with the last week's questions nobody answered yet: not the answered ones,
+/// not replies, and not the questions it holds itself (they are in its table of contents).
+#[test]
+fn a_digest_ends_with_the_weeks_unanswered_questions() {
+    let sink = Sink::start();
+    let mut env = TestEnv::new(sink.port, Opts::web());
+    let (poster, other, digest, plain) = (member(0), member(1), member(2), member(3));
+    env.add_members(&[poster.clone(), other.clone(), digest.clone(), plain.clone()]);
+    set(&env, &digest, &["digest", "on"]);
+    set(&env, &plain, &["digest", "plain"]);
+    let d = Daemon::start(&mut env);
+    let send = |from: &str, subject: &str, id: &str, reply_to: Option<&str>| {
+        let mut m = message(from, subject, id, "Tekst.");
+        if let Some(p) = reply_to {
+            let h = format!("In-Reply-To: <{p}>\r\nReferences: <{p}>\r\n");
+            m.splice(0..0, h.into_bytes());
+        }
+        assert_eq!(post(d.port, from, LIST, &m), 250);
+    };
+    send(&poster, "Vraag over huurwaarborg", "open-1@ocmw.be", None);
+    send(&poster, "Vraag over leefloon", "answered-1@ocmw.be", None);
+    send(
+        &other,
+        "Re: [forum] Vraag over leefloon",
+        "reply-1@ocmw.be",
+        Some("answered-1@ocmw.be"),
+    );
+    assert!(wait_until(WAIT, || mails_for(&sink, &poster).len() >= 2));
+    assert!(env.wait_queue_empty());
+    let out = env.cli(&["digest", "send", "forum"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(wait_until(WAIT, || digests_for(&sink, &digest).len() == 1));
+    // The open question is in this digest's contents: not listed again at its end.
+    assert!(
+        !String::from_utf8_lossy(&digests_for(&sink, &digest)[0].data).contains("No answer yet")
+    );
+
+    send(&poster, "Vraag over verhuis", "new-1@ocmw.be", None);
+    assert!(wait_until(WAIT, || mails_for(&sink, &other).len() >= 3));
+    assert!(env.wait_queue_empty());
+    let out = env.cli(&["digest", "send", "forum"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(wait_until(WAIT, || digests_for(&sink, &digest).len() == 2
+        && digests_for(&sink, &plain).len() == 2));
+    for who in [&digest, &plain] {
+        let dg = digests_for(&sink, who)
+            .into_iter()
+            .find(|m| subject_of(&m.data).contains("Issue 2"))
+            .expect("the second digest");
+        // Quoted-printable: join soft line breaks before reading.
+        let text = String::from_utf8_lossy(&dg.data).replace("=\r\n", "");
+        let tail = text
+            .split("No answer yet")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no open questions in the digest to {who}: {text}"));
+        let section = tail
+            .split("------------------------------")
+            .next()
+            .unwrap_or(tail);
+        let section = section.split("To unsubscribe").next().unwrap_or(section);
+        assert!(section.contains("Vraag over huurwaarborg"), "{section}");
+        assert!(!section.contains("leefloon"), "{section}");
+        assert!(!section.contains("verhuis"), "{section}");
+    }
+}

@@ -7,7 +7,7 @@
 //! out the same from `archive rebuild --reindex`. An owner's `opgelost` command to
 //! `-request` is stored as an owner mark (`store::QaOwnerMark`) and folded in by time.
 
-use crate::store::{ArchThread, QaOwnerMark, Solved};
+use crate::store::{ArchThread, QaOwnerMark, Solved, Store};
 
 /// What a post says about its thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +139,84 @@ pub fn state(t: &ArchThread) -> State {
 /// The number of answers: every message after the question.
 pub fn answers(t: &ArchThread) -> usize {
     t.seqs.len().saturating_sub(1)
+}
+
+/// A question of the last days that nobody answered yet.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OpenQuestion {
+    pub seq: u64,
+    pub subject: String,
+    /// The author's name (never the address; empty when unknown).
+    pub author: String,
+    pub received_ms: i64,
+    /// Its thread page, when the list has a web archive with a public URL.
+    pub url: Option<String>,
+}
+
+/// Questions posted since `since_ms` that have no reply yet, oldest first: posts that are
+/// not replies (no In-Reply-To/References, no `Re:`) and that no later post answers (by
+/// reference, or by a reply subject with the same base, for clients that drop references).
+/// Reads only the posts since `since_ms`, newest first.
+pub fn open_questions(
+    store: &Store,
+    list: &crate::config::ListConfig,
+    since_ms: i64,
+) -> crate::store::Result<Vec<OpenQuestion>> {
+    use crate::threading;
+    let key = list.key();
+    let mut questions = Vec::new();
+    let mut answered_ids = std::collections::HashSet::new();
+    let mut answered_subjects = std::collections::HashSet::new();
+    let mut seq = store.last_seq(key)?;
+    while seq > 0 {
+        let Some(meta) = store.post(key, seq)? else {
+            seq -= 1;
+            continue;
+        };
+        if meta.received_ms < since_ms {
+            break;
+        }
+        let raw = store.raw(key, seq)?.unwrap_or_default();
+        let parsed = mail_parser::MessageParser::default().parse_headers(&raw[..]);
+        let refs = parsed
+            .as_ref()
+            .map(threading::references)
+            .unwrap_or_default();
+        let base = threading::base_subject(&meta.subject);
+        let id = threading::normalize_id(&meta.message_id);
+        if refs.is_empty() && !threading::is_reply_subject(&meta.subject) {
+            // Newest first: every later post was seen already.
+            if !answered_ids.contains(&id) && !answered_subjects.contains(&base) {
+                let author = meta
+                    .from_name
+                    .clone()
+                    .filter(|n| !n.trim().is_empty() && !n.contains('@'))
+                    .unwrap_or_default();
+                questions.push(OpenQuestion {
+                    seq,
+                    subject: meta.subject.clone(),
+                    author,
+                    received_ms: meta.received_ms,
+                    url: None,
+                });
+            }
+        } else {
+            answered_ids.extend(refs);
+            if threading::is_reply_subject(&meta.subject) && !base.is_empty() {
+                answered_subjects.insert(base);
+            }
+        }
+        seq -= 1;
+    }
+    questions.reverse();
+    if let Some(base) = list.archive_url.as_deref() {
+        for q in &mut questions {
+            // The thread id of a question is its own seq unless it joined an older thread.
+            let thread = store.arch_msg(key, q.seq)?.map_or(q.seq, |m| m.thread);
+            q.url = Some(format!("{}/t/{thread}.html", base.trim_end_matches('/')));
+        }
+    }
+    Ok(questions)
 }
 
 #[cfg(test)]
