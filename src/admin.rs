@@ -916,6 +916,42 @@ fn stats(
     for (m, n) in months {
         let _ = writeln!(out, "  {m}  {n:>6}");
     }
+    // Questions and answers, from the archive's thread index (kept when the list has an
+    // archive): no names, no per-person figures.
+    let threads: Vec<crate::store::ArchThread> = store
+        .arch_threads_rev(list.key())
+        .collect::<crate::store::Result<_>>()?;
+    let tz = list.timezone;
+    let month_of = |ms: i64| {
+        tz.timestamp_millis_opt(ms)
+            .single()
+            .map_or_else(|| "?".to_string(), |d| d.format("%Y-%m").to_string())
+    };
+    let figures = crate::archive::qa::figures(&threads, month_of);
+    if !figures.is_empty() {
+        let _ = writeln!(
+            out,
+            "questions:         month    asked answered  solved  median first answer  tags"
+        );
+        for f in figures {
+            let pct = |n: usize| (n * 100).checked_div(f.questions).unwrap_or(0);
+            let median = f
+                .median_first_answer_min
+                .map_or_else(|| "-".to_string(), |m| format!("{}h{:02}", m / 60, m % 60));
+            let tags: Vec<String> = f.tags.iter().map(|(t, n)| format!("#{t} ({n})")).collect();
+            let _ = writeln!(
+                out,
+                "  {}  {:>6} {:>4} ({:>3}%) {:>3} ({:>3}%)  {median:>8}  {}",
+                f.month,
+                f.questions,
+                f.answered,
+                pct(f.answered),
+                f.solved,
+                pct(f.solved),
+                tags.join(", ")
+            );
+        }
+    }
     Ok(out)
 }
 

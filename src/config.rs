@@ -441,6 +441,10 @@ pub struct ListConfig {
     pub reply_to: ReplyTo,
     #[serde(default)]
     pub owners: Vec<String>,
+    /// Keyword tags: a question whose subject holds one of these words gets that tag, as
+    /// if it were written `#word`.
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// The archive's public URL, for List-Archive; omitted when absent.
     #[serde(default)]
     pub archive_url: Option<String>,

@@ -253,3 +253,150 @@ fn solved_by_the_askers_reply_shown_everywhere_and_kept_by_reindex() {
     let out = env.cli(&["archive", "solved", "forum", "t/1.html#m99"]);
     assert_ne!(out.code, Some(0), "{out:?}");
 }
+
+/// `stats.html` for a fixture of 20 questions over two months, against a count by hand.
+/// Question i (0..20) is asked on day i+1 (October for i < 8, November after); it is
+/// answered when i % 3 != 0, (i + 1) × 10 minutes later; its asker marks it solved when
+/// also i % 4 == 1; it is tagged #leefloon when i is even and #huurwaarborg when i % 5 == 0.
+#[test]
+fn figures_for_the_federation_match_a_count_by_hand() {
+    let sink = Sink::start();
+    let mut env = TestEnv::new(sink.port, public());
+    let d = Daemon::start(&mut env);
+    let dir = site(&env);
+    let mut total = 0;
+    let date = |i: usize, minutes: usize| {
+        let (month, day) = if i < 8 {
+            ("Oct", i + 1)
+        } else {
+            ("Nov", i - 7)
+        };
+        format!(
+            "{day:02} {month} 2026 {:02}:{:02}:00 +0000",
+            10 + minutes / 60,
+            minutes % 60
+        )
+    };
+    let send = |from: &str, subject: &str, id: &str, parent: Option<&str>, when: String| {
+        let refs = parent
+            .map(|p| format!("In-Reply-To: <{p}>\r\nReferences: <{p}>\r\n"))
+            .unwrap_or_default();
+        let m = format!(
+            "From: {from}\r\nTo: {LIST}\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\n{refs}\
+Date: Mon, {when}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nTekst.\r\n"
+        );
+        let addr = from
+            .split('<')
+            .nth(1)
+            .and_then(|a| a.split('>').next())
+            .unwrap_or(from);
+        assert_eq!(post(d.port, addr, LIST, m.as_bytes()), 250, "{id}");
+    };
+    for i in 0..20 {
+        let mut subject = format!("Vraag {i}");
+        if i % 2 == 0 {
+            subject.push_str(" #leefloon");
+        }
+        if i % 5 == 0 {
+            subject.push_str(" #huurwaarborg");
+        }
+        let asker = format!("Vrager {i} <vrager{i}@ocmw.be>");
+        let q = format!("q{i}@ocmw.be");
+        send(&asker, &subject, &q, None, date(i, 0));
+        total += 1;
+        if i % 3 != 0 {
+            let a = format!("a{i}@ocmw.be");
+            let re = format!("Re: [forum] {subject}");
+            send(
+                "Helper <helper@ocmw.be>",
+                &re,
+                &a,
+                Some(&q),
+                date(i, (i + 1) * 10),
+            );
+            total += 1;
+            if i % 4 == 1 {
+                let s = format!("s{i}@ocmw.be");
+                send(
+                    &asker,
+                    &format!("{re} [opgelost]"),
+                    &s,
+                    Some(&a),
+                    date(i, (i + 1) * 10 + 5),
+                );
+                total += 1;
+            }
+        }
+    }
+    let stats = dir.join("stats.html");
+    assert!(
+        wait_until(WAIT, || d.stderr().matches("post accepted").count()
+            == total),
+        "{}",
+        d.stderr()
+    );
+    // Every post is stored: a rebuild (which waits for the archive writer) has them all.
+    let out = env.cli(&["archive", "rebuild", "forum"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let page = read(&stats);
+    let row = |label: &str| -> String {
+        page.split(&format!("<th scope=\"row\">{label}</th>"))
+            .nth(1)
+            .and_then(|r| r.split("</tr>").next())
+            .unwrap_or_else(|| panic!("no row for {label}: {page}"))
+            .to_string()
+    };
+    // By hand. October (i = 0..7): 8 questions; answered 1, 2, 4, 5, 7 (5 = 62 %); solved 1
+    // and 5 (2 = 25 %); waits 20, 30, 50, 60, 80 min: median 50 min; #leefloon 0, 2, 4, 6
+    // (4), #huurwaarborg 0, 5 (2).
+    let oct = row("oktober 2026");
+    assert!(
+        oct.starts_with("<td>8</td><td>5 (62%)</td><td>2 (25%)</td><td>50 min</td>"),
+        "{oct}"
+    );
+    assert!(oct.contains("#leefloon</a> (4), <a class=\"tag\" href=\"tags/huurwaarborg.html\">#huurwaarborg</a> (2)"), "{oct}");
+    // November (i = 8..19): 12 questions; answered 8, 10, 11, 13, 14, 16, 17, 19 (8 = 66 %);
+    // solved 13 and 17 (9 has no answer) (2 = 16 %); waits 90, 110, 120, 140, 150, 170,
+    // 180, 200: median (140 + 150) / 2 = 145 min = 2 u 25 min; #leefloon 8, 10, 12, 14, 16,
+    // 18 (6), #huurwaarborg 10, 15 (2).
+    let nov = row("november 2026");
+    assert!(
+        nov.starts_with("<td>12</td><td>8 (66%)</td><td>2 (16%)</td><td>2 u 25 min</td>"),
+        "{nov}"
+    );
+    assert!(
+        nov.contains("#leefloon</a> (6)") && nov.contains("#huurwaarborg</a> (2)"),
+        "{nov}"
+    );
+    // No names on the page.
+    assert!(
+        !page.contains("Vrager") && !page.contains("Helper"),
+        "{page}"
+    );
+    // The same figures on the command line.
+    let out = env.cli(&["stats", "forum"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let line = |m: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(m))
+            .unwrap_or_else(|| panic!("no {m} in {}", out.stdout))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(
+        line("2026-10").starts_with("2026-10 8 5 ( 62%) 2 ( 25%) 0h50 #leefloon (4)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        line("2026-11").starts_with("2026-11 12 8 ( 66%) 2 ( 16%) 2h25"),
+        "{}",
+        out.stdout
+    );
+    // Tag pages list their questions.
+    let tag = read(&dir.join("tags/huurwaarborg.html"));
+    assert_eq!(tag.matches("<li>").count(), 4, "{tag}");
+    assert!(read(&dir.join("tags/index.html")).contains("#leefloon"));
+}

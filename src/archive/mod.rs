@@ -663,6 +663,8 @@ impl Archive {
                 merged_into: None,
                 // An owner may have marked it before a `--reindex`.
                 solved: qa::fold(&[], &self.store.qa_owner_marks(&meta.list, seq)?),
+                first_answer_ms: None,
+                tags: Vec::new(),
             },
         };
         let mut settle = false;
@@ -681,6 +683,13 @@ impl Archive {
                 thread.seqs.push(s);
                 touched.search.insert(s);
             }
+            // The later of the two questions is now an answer in the merged thread.
+            let answer = [
+                thread.first_answer_ms,
+                other.first_answer_ms,
+                Some(other.first_ms.max(thread.first_ms)),
+            ];
+            thread.first_answer_ms = answer.into_iter().flatten().min();
             if other.first_ms < thread.first_ms {
                 thread.first_ms = other.first_ms;
                 thread.subject = other.subject.clone();
@@ -691,6 +700,11 @@ impl Archive {
             settle |= other.solved.is_some();
             touched.threads.insert(other.id);
             w.threads.push(other);
+        }
+        if !thread.seqs.is_empty() {
+            // This message, or the question it now precedes, is an answer.
+            let answer = date_ms.max(thread.first_ms);
+            thread.first_answer_ms = Some(thread.first_answer_ms.map_or(answer, |a| a.min(answer)));
         }
         if date_ms < thread.first_ms || thread.seqs.is_empty() {
             thread.first_ms = date_ms;
@@ -731,6 +745,8 @@ impl Archive {
         if settle {
             thread.solved = self.settle(&meta.list, &thread, Some(&msg), ix)?;
         }
+        let keywords = self.cfg.list(&meta.list).map_or(&[][..], |l| &l.tags[..]);
+        thread.tags = qa::tags_of(&thread.subject, keywords);
         thread.seqs.push(seq);
         *month_counts
             .entry((msg.month.clone(), thread.id))
@@ -987,6 +1003,9 @@ impl Site<'_> {
         }
         self.render_front(&months, &mut stats)?;
         self.render_feed(&mut stats)?;
+        if !touched.threads.is_empty() || !merge {
+            self.render_tags_and_figures(touched, merge, &mut stats)?;
+        }
         Ok(stats)
     }
 
@@ -1058,6 +1077,7 @@ impl Site<'_> {
                 count => laid.len(),
                 state => qa::state(&t),
                 answers => qa::answers(&t),
+                tags => t.tags.clone(),
                 accepted => accepted.and_then(|a| anchors.get(&a)).map(|(anchor, author)| {
                     context! { anchor => anchor.clone(), author => author.clone() }
                 }),
@@ -1168,6 +1188,7 @@ impl Site<'_> {
                 count => t.seqs.len(),
                 state => qa::state(t),
                 answers => qa::answers(t),
+                tags => t.tags.clone(),
                 in_month => n,
                 first => show_date(t.first_ms),
                 first_iso => iso_date(t.first_ms),
@@ -1312,6 +1333,104 @@ impl Site<'_> {
         self.page("index.html", "index.html", "", extra, stats)
     }
 
+    /// The tag pages (`tags/index.html`, `tags/<tag>.html` for the tags of the touched
+    /// threads, or all of them on a rebuild) and `stats.html`, from one read of the thread
+    /// index.
+    fn render_tags_and_figures(
+        &self,
+        touched: &Touched,
+        merge: bool,
+        stats: &mut Stats,
+    ) -> anyhow::Result<()> {
+        let key = self.key();
+        let mut threads: Vec<ArchThread> = Vec::new();
+        for t in self.arc.store.arch_threads_rev(key) {
+            let t = t?;
+            if t.merged_into.is_none() {
+                threads.push(t);
+            }
+        }
+        let mut by_tag: BTreeMap<&str, Vec<&ArchThread>> = BTreeMap::new();
+        for t in &threads {
+            for tag in &t.tags {
+                by_tag.entry(tag.as_str()).or_default().push(t);
+            }
+        }
+        let wanted: BTreeSet<&str> = if merge {
+            threads
+                .iter()
+                .filter(|t| touched.threads.contains(&t.id))
+                .flat_map(|t| t.tags.iter().map(String::as_str))
+                .collect()
+        } else {
+            by_tag.keys().copied().collect()
+        };
+        let author_of = |t: &ArchThread| -> anyhow::Result<String> {
+            let first = t.seqs.iter().copied().min().unwrap_or(t.id);
+            Ok(self
+                .arc
+                .store
+                .arch_msg(key, first)?
+                .map(|m| m.author)
+                .unwrap_or_default())
+        };
+        for tag in wanted {
+            let Some(ts) = by_tag.get(tag) else {
+                continue;
+            };
+            let mut list = Vec::with_capacity(ts.len());
+            for t in ts {
+                list.push(context! {
+                    url => format!("../{}", Site::thread_url(t.id)),
+                    subject => display_subject(self.list, &t.subject),
+                    author => author_of(t)?,
+                    count => t.seqs.len(),
+                    state => qa::state(t),
+                    answers => qa::answers(t),
+                    tags => t.tags.clone(),
+                    last => show_date(t.last_ms),
+                    last_iso => iso_date(t.last_ms),
+                });
+            }
+            let extra = context! { tag => tag, threads => list };
+            self.page(&format!("tags/{tag}.html"), "tag.html", "../", extra, stats)?;
+        }
+        let all: Vec<minijinja::Value> = by_tag
+            .iter()
+            .map(|(tag, ts)| context! { name => *tag, count => ts.len() })
+            .collect();
+        self.page(
+            "tags/index.html",
+            "tags.html",
+            "../",
+            context! { tags => all },
+            stats,
+        )?;
+        let figures: Vec<minijinja::Value> = qa::figures(&threads, month_of)
+            .into_iter()
+            .map(|f| {
+                let pct = |n: usize| (n * 100).checked_div(f.questions).unwrap_or(0);
+                context! {
+                    label => self.arc.tpl.month_label(self.lang, &f.month),
+                    questions => f.questions,
+                    answered => f.answered,
+                    answered_pct => pct(f.answered),
+                    solved => f.solved,
+                    solved_pct => pct(f.solved),
+                    median => f.median_first_answer_min,
+                    tags => f.tags.iter().map(|(t, n)| context! { name => t, count => n }).collect::<Vec<_>>(),
+                }
+            })
+            .collect();
+        self.page(
+            "stats.html",
+            "stats.html",
+            "",
+            context! { months => figures },
+            stats,
+        )
+    }
+
     fn front_entry(&self, t: &ArchThread, author: String) -> minijinja::Value {
         context! {
             url => Site::thread_url(t.id),
@@ -1320,6 +1439,7 @@ impl Site<'_> {
             count => t.seqs.len(),
             state => qa::state(t),
             answers => qa::answers(t),
+            tags => t.tags.clone(),
             last => show_date(t.last_ms),
             last_iso => iso_date(t.last_ms),
         }

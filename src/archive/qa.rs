@@ -141,6 +141,123 @@ pub fn answers(t: &ArchThread) -> usize {
     t.seqs.len().saturating_sub(1)
 }
 
+/// Longest tag, in characters.
+const MAX_TAG: usize = 40;
+
+/// A tag as it is shown and named in URLs: folded (`Één` → `een`), letters, digits and `-`
+/// only, 2 to 40 characters, not only digits, not a solved/reopened mark.
+fn clean_tag(word: &str) -> Option<String> {
+    let t = super::search::fold(word.trim_end_matches([',', '.', ';', ':', '!', '?', ')']));
+    let ok = (2..=MAX_TAG).contains(&t.chars().count())
+        && t.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !t.chars().all(|c| c.is_ascii_digit() || c == '-')
+        && word_mark(&t).is_none();
+    ok.then_some(t)
+}
+
+/// The tags of a question: `#word` in its subject, and the list's keyword tags that occur
+/// in it as whole words. Sorted, each once.
+pub fn tags_of(subject: &str, keywords: &[String]) -> Vec<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for w in subject.split_whitespace() {
+        if let Some(tag) = w.strip_prefix('#').and_then(clean_tag) {
+            out.insert(tag);
+        }
+    }
+    if !keywords.is_empty() {
+        let words: std::collections::HashSet<String> = super::search::fold(subject)
+            .split(|c: char| !c.is_alphanumeric() && c != '-')
+            .map(str::to_string)
+            .collect();
+        for k in keywords {
+            if let Some(tag) = clean_tag(k) {
+                if words.contains(&tag) {
+                    out.insert(tag);
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// A month's figures, for the federation: no names, no per-person counts.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct MonthFigures {
+    pub month: String,
+    /// Questions asked (threads started that month).
+    pub questions: usize,
+    pub answered: usize,
+    pub solved: usize,
+    /// Median time from the question to its first answer, in minutes (answered ones).
+    pub median_first_answer_min: Option<i64>,
+    /// The month's most used tags, with how many questions carry each.
+    pub tags: Vec<(String, usize)>,
+}
+
+/// Figures per month (newest first) from the thread index: every thread that is a
+/// question (not merged away, not a stray reply) counts in the month it was asked.
+pub fn figures(threads: &[ArchThread], month_of: impl Fn(i64) -> String) -> Vec<MonthFigures> {
+    // Per month: the figures so far, the waits for a first answer, questions per tag.
+    type Tally = (
+        MonthFigures,
+        Vec<i64>,
+        std::collections::HashMap<String, usize>,
+    );
+    let mut by: std::collections::BTreeMap<String, Tally> = std::collections::BTreeMap::new();
+    for t in threads {
+        if t.merged_into.is_some() || t.root_is_reply {
+            continue;
+        }
+        let m = month_of(t.first_ms);
+        let e = by.entry(m.clone()).or_insert_with(|| {
+            (
+                MonthFigures {
+                    month: m,
+                    ..MonthFigures::default()
+                },
+                Vec::new(),
+                std::collections::HashMap::new(),
+            )
+        });
+        e.0.questions += 1;
+        if t.seqs.len() > 1 {
+            e.0.answered += 1;
+        }
+        if t.solved.is_some() {
+            e.0.solved += 1;
+        }
+        if let Some(a) = t.first_answer_ms {
+            e.1.push((a - t.first_ms).max(0));
+        }
+        for tag in &t.tags {
+            *e.2.entry(tag.clone()).or_default() += 1;
+        }
+    }
+    by.into_values()
+        .rev()
+        .map(|(mut f, mut waits, tags)| {
+            waits.sort_unstable();
+            f.median_first_answer_min = median(&waits).map(|ms| ms / 60_000);
+            let mut tags: Vec<(String, usize)> = tags.into_iter().collect();
+            tags.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            tags.truncate(5);
+            f.tags = tags;
+            f
+        })
+        .collect()
+}
+
+/// The median of sorted values (the mean of the middle two for an even count).
+fn median(sorted: &[i64]) -> Option<i64> {
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2),
+    }
+}
+
 /// A question of the last days that nobody answered yet.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct OpenQuestion {
@@ -244,6 +361,60 @@ mod tests {
         assert_eq!(body_mark("Is dit #opgelost of niet?"), None);
         assert!(may_have_body_mark(b"x\r\n#OPGELOST\r\n"));
         assert!(!may_have_body_mark(b"opgelost zonder hekje"));
+    }
+
+    #[test]
+    fn tags_from_subjects_and_keywords() {
+        let kw = vec!["Huurwaarborg".to_string(), "x".to_string()];
+        assert_eq!(
+            tags_of("Vraag #Leefloon en #één, #2026 #opgelost", &kw),
+            vec!["een", "leefloon"]
+        );
+        assert_eq!(
+            tags_of("Re: huurwaarborg bij verhuis", &kw),
+            vec!["huurwaarborg"]
+        );
+        assert_eq!(tags_of("huurwaarborgen", &kw), Vec::<String>::new());
+        assert_eq!(tags_of("mail #a of #<script>", &[]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn figures_per_month() {
+        let t = |id: u64, first: i64, n: usize, ans: Option<i64>, solved: bool| ArchThread {
+            id,
+            subject: String::new(),
+            base: String::new(),
+            root_is_reply: false,
+            first_ms: first,
+            last_ms: first,
+            seqs: (0..n as u64).collect(),
+            merged_into: None,
+            solved: solved.then_some(Solved {
+                accepted: None,
+                at_ms: 0,
+                by_owner: false,
+            }),
+            first_answer_ms: ans.map(|a| first + a * 60_000),
+            tags: vec!["leefloon".into()],
+        };
+        let threads = vec![
+            t(1, 0, 3, Some(10), true),
+            t(2, 0, 2, Some(30), false),
+            t(3, 0, 1, None, false),
+            t(4, 1, 2, Some(5), false),
+        ];
+        let f = figures(&threads, |ms| {
+            if ms == 0 {
+                "2026-10".into()
+            } else {
+                "2026-11".into()
+            }
+        });
+        assert_eq!(f[0].month, "2026-11");
+        assert_eq!(f[1].questions, 3);
+        assert_eq!((f[1].answered, f[1].solved), (2, 1));
+        assert_eq!(f[1].median_first_answer_min, Some(20));
+        assert_eq!(f[1].tags, vec![("leefloon".to_string(), 3)]);
     }
 
     #[test]

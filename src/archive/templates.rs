@@ -24,6 +24,9 @@ const PAGES: &[(&str, &str)] = &[
     shipped!("month.html"),
     shipped!("thread.html"),
     shipped!("moved.html"),
+    shipped!("tag.html"),
+    shipped!("tags.html"),
+    shipped!("stats.html"),
     shipped!("search.html"),
     shipped!("atom.xml"),
 ];

@@ -69,6 +69,12 @@ pub struct ArchThread {
     pub merged_into: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub solved: Option<Solved>,
+    /// When the first answer came (the earliest message after the question).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_answer_ms: Option<i64>,
+    /// The question's tags (`#leefloon` in its subject, and the list's keyword tags).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// The archive index changes for one post, written in one transaction.
