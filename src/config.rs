@@ -445,6 +445,10 @@ pub struct ListConfig {
     /// if it were written `#word`.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// When a new question is accepted, its asker alone gets a short mail with up to five
+    /// earlier questions like it (solved first), when any is similar enough.
+    #[serde(default)]
+    pub suggest_similar: bool,
     /// The archive's public URL, for List-Archive; omitted when absent.
     #[serde(default)]
     pub archive_url: Option<String>,

@@ -8,6 +8,7 @@
 //! notice sent here never overwrite each other.
 
 use crate::clock::now_ms;
+use crate::store::{ArchThread, Change};
 use crate::{bounce, commands, Services};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +52,10 @@ pub fn pass(svc: &Services, hourly: bool) -> usize {
         Ok(k) => n += k,
         Err(e) => tracing::error!(error = %e, "digests could not be made"),
     }
+    match similar_questions(svc) {
+        Ok(k) => n += k,
+        Err(e) => tracing::error!(error = %e, "similar questions could not be looked up"),
+    }
     match crate::forget::run_requested(svc) {
         Ok(k) => n += k,
         Err(e) => tracing::error!(error = %format!("{e:#}"), "a forget request failed; retrying"),
@@ -79,6 +84,148 @@ pub fn bounce_maintenance(svc: &Services) -> crate::store::Result<usize> {
         svc.store.flush()?;
     }
     Ok(n)
+}
+
+/// Questions a list mails their asker about, at most, per rate window (a day by default).
+const SIMILAR_PER_ASKER: u32 = 3;
+/// Earlier questions named in one such mail.
+const SIMILAR_MAX: usize = 5;
+
+/// For each new question the archive has indexed since the last pass (lists with
+/// `suggest_similar`), its asker alone gets one short mail naming up to five earlier
+/// questions like it, when any is similar enough. Reads the thread index, so it follows the
+/// archive writer; the cursor moves with the mail, in one transaction.
+fn similar_questions(svc: &Services) -> crate::store::Result<usize> {
+    let store = &svc.store;
+    let mut sent = 0;
+    for l in svc.cfg.lists.iter().filter(|l| l.suggest_similar) {
+        let key = l.key();
+        let Some(base) = archive_base(svc, l) else {
+            continue;
+        };
+        let upto = store.archived_upto(key)?;
+        let Some(from) = store.cursor("similar", key)? else {
+            // Starts now: questions from before are not answered with suggestions.
+            store.commit(
+                vec![Change::Cursor {
+                    name: "similar".into(),
+                    list: key.into(),
+                    seq: upto,
+                }],
+                Vec::new(),
+            )?;
+            continue;
+        };
+        if upto <= from {
+            continue;
+        }
+        let threads: Vec<ArchThread> = store
+            .arch_threads_rev(key)
+            .collect::<crate::store::Result<_>>()?;
+        for seq in from + 1..=upto {
+            let mut changes = vec![Change::Cursor {
+                name: "similar".into(),
+                list: key.into(),
+                seq,
+            }];
+            let mut mail = Vec::new();
+            let question = threads.iter().find(|t| t.id == seq && !t.root_is_reply);
+            let asker = store.post(key, seq)?;
+            if let (Some(q), Some(p)) = (question, asker) {
+                let found = crate::archive::qa::similar(q, &threads, SIMILAR_MAX);
+                let since = now_ms() - svc.cfg.commands.rate_window.as_millis() as i64;
+                let allowed = store.rate_hits(&rate_bucket(key), &p.from_addr, since)?
+                    < SIMILAR_PER_ASKER as usize;
+                if !found.is_empty() && allowed {
+                    if let Some(m) = similar_mail(svc, l, &p, q, &found, &base) {
+                        changes.push(Change::RateHit {
+                            bucket: rate_bucket(key),
+                            addr: p.from_addr.clone(),
+                            at_ms: now_ms(),
+                            since_ms: since,
+                        });
+                        mail.push(m);
+                        sent += 1;
+                        tracing::info!(list = %l.local(), seq, suggestions = found.len(), "similar earlier questions mailed to the asker");
+                    }
+                }
+            }
+            store.commit(changes, mail)?;
+        }
+        store.flush()?;
+    }
+    Ok(sent)
+}
+
+fn rate_bucket(list: &str) -> String {
+    format!("similar:{list}")
+}
+
+/// Where the list's thread pages are, as a member reaches them: its `archive_url`, else
+/// the members' archive on the web endpoint for a members-only archive.
+fn archive_base(svc: &Services, l: &crate::config::ListConfig) -> Option<String> {
+    if let Some(u) = &l.archive_url {
+        return Some(u.trim_end_matches('/').to_string());
+    }
+    match (l.archive, svc.cfg.base_url()) {
+        (crate::config::ArchiveMode::Private, Some(b)) => {
+            Some(format!("{b}/members/{}", l.local()))
+        }
+        _ => None,
+    }
+}
+
+fn similar_mail(
+    svc: &Services,
+    l: &crate::config::ListConfig,
+    p: &crate::store::PostMeta,
+    q: &ArchThread,
+    found: &[&ArchThread],
+    base: &str,
+) -> Option<crate::store::OutMail> {
+    let lang = svc
+        .store
+        .member(l.key(), &p.from_addr)
+        .ok()
+        .flatten()
+        .and_then(|m| m.language)
+        .unwrap_or(l.language);
+    let items: Vec<minijinja::Value> = found
+        .iter()
+        .map(|t| {
+            minijinja::context! {
+                subject => t.subject.clone(),
+                url => format!("{base}/t/{}.html", t.id),
+                solved => t.solved.is_some(),
+                answers => t.seqs.len().saturating_sub(1),
+            }
+        })
+        .collect();
+    let vars = minijinja::context! { question => q.subject.clone(), similar => items };
+    let text = match svc.texts.render(&svc.cfg, l, lang, "similar", vars) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render the similar-questions mail");
+            return None;
+        }
+    };
+    let raw = crate::texts::build(crate::texts::MailSpec {
+        list: l,
+        to: vec![p.from_addr.clone()],
+        lang,
+        text,
+        auto: "auto-generated",
+        reply_to: None,
+        in_reply_to: Some(p.message_id.clone()),
+        attach: None,
+        hostname: &svc.cfg.smtp.hostname,
+    });
+    Some(commands::out_mail(
+        l,
+        "similar",
+        vec![p.from_addr.clone()],
+        raw,
+    ))
 }
 
 /// The owners' daily summaries, and forgetting expired requests and old rate-limit counts.

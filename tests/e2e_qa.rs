@@ -400,3 +400,98 @@ Date: Mon, {when}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-
     assert_eq!(tag.matches("<li>").count(), 4, "{tag}");
     assert!(read(&dir.join("tags/index.html")).contains("#leefloon"));
 }
+
+/// A new question gets its asker alone one mail naming the earlier question like it; an
+/// unrelated question gets none.
+#[test]
+fn similar_earlier_questions_are_mailed_to_the_asker_only() {
+    let sink = Sink::start();
+    let opts = Opts {
+        posting: "open",
+        list_extra: "archive = \"public\"\narchive_url = \"https://lists.example.org/archive/forum\"\nsuggest_similar = true\n".into(),
+        ..Opts::default()
+    };
+    let mut env = TestEnv::new(sink.port, opts);
+    let (asker, other) = (member(1), member(2));
+    env.add_members(&[asker.clone(), other.clone()]);
+    let d = Daemon::start(&mut env);
+    let send = |from: &str, subject: &str, id: &str, parent: Option<&str>, body: &str| {
+        let code = post(d.port, from, LIST, &raw(from, subject, id, parent, body));
+        assert_eq!(code, 250, "{id}");
+    };
+    send(
+        &other,
+        "Leefloon bij verhuis naar een andere gemeente",
+        "q1@ocmw-gent.be",
+        None,
+        "Een cliënt verhuist volgende maand. Loopt het leefloon door in de nieuwe gemeente?",
+    );
+    send(
+        &other,
+        "Parkeerkaart voor bezoekers van het OCMW",
+        "p1@ocmw-gent.be",
+        None,
+        "Waar vragen bezoekers een parkeerkaart aan?",
+    );
+    assert!(wait_until(WAIT, || d
+        .stderr()
+        .matches("post accepted")
+        .count()
+        == 2));
+    let similar = |to: &str| -> Vec<Received> {
+        sink.messages()
+            .into_iter()
+            .filter(|m| {
+                m.rcpt == to && subject_of(&m.data).contains("Earlier questions like yours")
+            })
+            .collect()
+    };
+    // Let the archive index both before the new question comes.
+    assert!(wait_until(WAIT, || site(&env).join("t/2.html").exists()));
+    send(
+        &asker,
+        "Verhuis van een cliënt met leefloon",
+        "q2@ocmw-leuven.be",
+        None,
+        "Mijn cliënt verhuist naar een andere gemeente: wie betaalt dan het leefloon?",
+    );
+    assert!(
+        wait_until(WAIT, || similar(&asker).len() == 1),
+        "{}",
+        d.stderr()
+    );
+    let m = String::from_utf8_lossy(&similar(&asker)[0].data).replace("=\r\n", "");
+    assert!(
+        m.contains("Leefloon bij verhuis naar een andere gemeente"),
+        "{m}"
+    );
+    assert!(
+        m.contains("https://lists.example.org/archive/forum/t/1.html"),
+        "{m}"
+    );
+    assert!(!m.contains("Parkeerkaart"), "{m}");
+    assert!(
+        similar(&other).is_empty(),
+        "only the asker is told: {}",
+        String::from_utf8_lossy(&similar(&other)[0].data)
+    );
+    // The list copies carry nothing of it.
+    assert!(sink
+        .messages()
+        .iter()
+        .filter(|m| subject_of(&m.data).contains("Verhuis van een"))
+        .all(|m| !String::from_utf8_lossy(&m.data).contains("t/1.html")));
+
+    // An unrelated question: no mail.
+    send(
+        &asker,
+        "Openingsuren van het sociaal huis tijdens de feestdagen",
+        "q3@ocmw-leuven.be",
+        None,
+        "Zijn jullie open tussen kerst en nieuwjaar?",
+    );
+    assert!(wait_until(WAIT, || site(&env).join("t/4.html").exists()));
+    // The suggestions step runs every 5 s after the archive: give it two rounds.
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    assert_eq!(similar(&asker).len(), 1, "nothing similar, no mail");
+}

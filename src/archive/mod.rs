@@ -337,6 +337,8 @@ struct Prepared {
     /// What the post says about its thread (`[opgelost]`, `#heropend`), not yet checked
     /// against who may say it.
     mark: Option<qa::Mark>,
+    /// For a post that may start a thread (no references): its question's terms.
+    terms: (Vec<String>, Vec<String>),
 }
 
 /// One list's folder and settings while rendering.
@@ -543,15 +545,21 @@ impl Archive {
         };
         let message_id = threading::normalize_id(&meta.message_id);
         let date_ms = message_date(&meta);
-        // Only a message that can hold a body mark is parsed whole for it.
-        let mark = qa::subject_mark(&meta.subject).or_else(|| {
-            if !qa::may_have_body_mark(&raw) {
-                return None;
-            }
-            let m = MessageParser::default().parse(&raw[..])?;
-            let text = m.body_text(0)?;
-            qa::body_mark(&text)
-        });
+        // Only a message that can hold a body mark, or start a question, is parsed whole.
+        let question = refs.is_empty() && !threading::is_reply_subject(&meta.subject);
+        let body = if question || qa::may_have_body_mark(&raw) {
+            MessageParser::default()
+                .parse(&raw[..])
+                .and_then(|m| m.body_text(0).map(|t| t.into_owned()))
+        } else {
+            None
+        };
+        let mark =
+            qa::subject_mark(&meta.subject).or_else(|| body.as_deref().and_then(qa::body_mark));
+        let terms = match (&body, question) {
+            (Some(b), true) => qa::terms_of_question(&meta.subject, b),
+            _ => (Vec::new(), Vec::new()),
+        };
         let msg = ArchMsg {
             seq,
             thread: 0,
@@ -563,7 +571,12 @@ impl Archive {
             month: month_of(date_ms),
             qa: None,
         };
-        Ok(Some(Prepared { meta, msg, mark }))
+        Ok(Some(Prepared {
+            meta,
+            msg,
+            mark,
+            terms,
+        }))
     }
 
     /// Indexes posts `from..=upto` (those not indexed yet), in seq order.
@@ -616,6 +629,7 @@ impl Archive {
             meta,
             mut msg,
             mark,
+            terms: (subject_terms, body_terms),
         } = prepared;
         let seq = msg.seq;
         let date_ms = msg.date_ms;
@@ -665,6 +679,8 @@ impl Archive {
                 solved: qa::fold(&[], &self.store.qa_owner_marks(&meta.list, seq)?),
                 first_answer_ms: None,
                 tags: Vec::new(),
+                subject_terms: Vec::new(),
+                body_terms: Vec::new(),
             },
         };
         let mut settle = false;
@@ -707,6 +723,8 @@ impl Archive {
             thread.first_answer_ms = Some(thread.first_answer_ms.map_or(answer, |a| a.min(answer)));
         }
         if date_ms < thread.first_ms || thread.seqs.is_empty() {
+            thread.subject_terms = subject_terms;
+            thread.body_terms = body_terms;
             thread.first_ms = date_ms;
             thread.subject = meta.subject.clone();
             thread.root_is_reply = is_reply;

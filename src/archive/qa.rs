@@ -258,6 +258,144 @@ fn median(sorted: &[i64]) -> Option<i64> {
     }
 }
 
+/// Words that say nothing about a question, Dutch and English (after folding: `één` is
+/// `een`). Kept short on purpose: a word left out can never be found.
+const STOPWORDS: &[&str] = &[
+    "aan", "af", "al", "alle", "als", "bij", "dan", "dat", "de", "deze", "die", "dit", "doen",
+    "door", "een", "en", "er", "had", "heb", "hebben", "heeft", "het", "hier", "hij", "hoe", "ik",
+    "in", "is", "je", "jij", "kan", "kunnen", "maar", "me", "meer", "met", "mij", "mijn", "na",
+    "naar", "niet", "nog", "nu", "of", "om", "ons", "ook", "op", "over", "te", "toe", "tot", "u",
+    "uit", "van", "veel", "voor", "vraag", "wat", "we", "weet", "wel", "wie", "wij", "wordt",
+    "zijn", "zo", "zou", "dag", "collega", "collegas", "groeten", "iemand", "ervaring", "re",
+    "antw", "aw", "fw", "fwd", "wg", "the", "a", "an", "and", "are", "as", "at", "be", "but", "by",
+    "can", "do", "does", "for", "from", "has", "have", "how", "i", "if", "it", "my", "no", "not",
+    "of", "on", "or", "our", "so", "that", "this", "to", "was", "we", "what", "when", "which",
+    "who", "will", "with", "you", "hi", "hello", "thanks", "anyone",
+];
+
+/// Most terms kept of a question's text.
+const MAX_BODY_TERMS: usize = 80;
+
+/// The words of a text that can make two questions alike: folded terms of at least three
+/// characters, not numbers, not stopwords.
+pub fn question_terms(text: &str, max: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for w in text.split(|c: char| !c.is_alphanumeric()) {
+        let t = super::search::fold(w);
+        if t.chars().count() < 3
+            || t.chars().all(|c| c.is_ascii_digit())
+            || STOPWORDS.contains(&t.as_str())
+            || !seen.insert(t.clone())
+        {
+            continue;
+        }
+        out.push(t);
+        if out.len() >= max {
+            break;
+        }
+    }
+    out
+}
+
+/// A question's own text: without quoted lines and without what follows a `-- ` signature.
+pub fn own_text(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.trim_end() == "--" || line == "-- " {
+            break;
+        }
+        if !line.trim_start().starts_with('>') {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// (subject terms, body terms) of a question.
+pub fn terms_of_question(subject: &str, body: &str) -> (Vec<String>, Vec<String>) {
+    let subject = crate::threading::base_subject(subject);
+    (
+        question_terms(&subject, 30),
+        question_terms(&own_text(body), MAX_BODY_TERMS),
+    )
+}
+
+/// Earlier questions (posted before it) like `q`, best first, at most `max`: BM25 over the questions' terms
+/// (a subject match counts twice), solved questions first, and only those scoring at least a third of what `q` scores against itself, with two or
+/// more words in common.
+pub fn similar<'t>(q: &ArchThread, threads: &'t [ArchThread], max: usize) -> Vec<&'t ArchThread> {
+    use std::collections::{HashMap, HashSet};
+    let docs: Vec<&ArchThread> = threads
+        .iter()
+        .filter(|t| t.id < q.id && t.merged_into.is_none())
+        .filter(|t| !t.subject_terms.is_empty() || !t.body_terms.is_empty())
+        .collect();
+    if docs.is_empty() {
+        return Vec::new();
+    }
+    let n = docs.len() as f64;
+    let mut df: HashMap<&str, usize> = HashMap::new();
+    for d in &docs {
+        let terms: HashSet<&str> = d
+            .subject_terms
+            .iter()
+            .chain(&d.body_terms)
+            .map(String::as_str)
+            .collect();
+        for t in terms {
+            *df.entry(t).or_default() += 1;
+        }
+    }
+    let avg = docs
+        .iter()
+        .map(|d| d.subject_terms.len() + d.body_terms.len())
+        .sum::<usize>() as f64
+        / n;
+    let idf = |t: &str| {
+        let f = *df.get(t).unwrap_or(&0) as f64;
+        (1.0 + (n - f + 0.5) / (f + 0.5)).ln()
+    };
+    let (k1, b) = (1.2, 0.75);
+    let score = |d: &ArchThread| -> (f64, usize) {
+        let len = (d.subject_terms.len() + d.body_terms.len()) as f64;
+        let norm = (k1 + 1.0) / (1.0 + k1 * (1.0 - b + b * len / avg.max(1.0)));
+        let subj: HashSet<&str> = d.subject_terms.iter().map(String::as_str).collect();
+        let body: HashSet<&str> = d.body_terms.iter().map(String::as_str).collect();
+        let mut s = 0.0;
+        let mut common = 0;
+        for t in q.subject_terms.iter().chain(&q.body_terms) {
+            let w = if subj.contains(t.as_str()) {
+                2.0
+            } else if body.contains(t.as_str()) {
+                1.0
+            } else {
+                continue;
+            };
+            common += 1;
+            s += w * idf(t) * norm;
+        }
+        (s, common)
+    };
+    let own = score(q).0;
+    let mut scored: Vec<(f64, &ArchThread)> = docs
+        .into_iter()
+        .filter_map(|d| {
+            let (s, common) = score(d);
+            (common >= 2 && s >= own / 3.0 && s > 0.0).then_some((s, d))
+        })
+        .collect();
+    // Of those similar enough, the solved ones first (they hold an answer), each group by
+    // score.
+    scored.sort_by(|(sa, a), (sb, b)| {
+        (b.solved.is_some())
+            .cmp(&a.solved.is_some())
+            .then(sb.total_cmp(sa))
+    });
+    scored.into_iter().take(max).map(|(_, t)| t).collect()
+}
+
 /// A question of the last days that nobody answered yet.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct OpenQuestion {
@@ -396,6 +534,8 @@ mod tests {
             }),
             first_answer_ms: ans.map(|a| first + a * 60_000),
             tags: vec!["leefloon".into()],
+            subject_terms: Vec::new(),
+            body_terms: Vec::new(),
         };
         let threads = vec![
             t(1, 0, 3, Some(10), true),
@@ -415,6 +555,83 @@ mod tests {
         assert_eq!((f[1].answered, f[1].solved), (2, 1));
         assert_eq!(f[1].median_first_answer_min, Some(20));
         assert_eq!(f[1].tags, vec![("leefloon".to_string(), 3)]);
+    }
+
+    #[test]
+    fn similar_questions_share_meaningful_words() {
+        let t = |id: u64, subject: &str, body: &str, solved: bool| {
+            let (subject_terms, body_terms) = terms_of_question(subject, body);
+            ArchThread {
+                id,
+                subject: subject.into(),
+                base: String::new(),
+                root_is_reply: false,
+                first_ms: id as i64,
+                last_ms: id as i64,
+                seqs: vec![id],
+                merged_into: None,
+                solved: solved.then_some(Solved {
+                    accepted: None,
+                    at_ms: 0,
+                    by_owner: false,
+                }),
+                first_answer_ms: None,
+                tags: Vec::new(),
+                subject_terms,
+                body_terms,
+            }
+        };
+        let threads = vec![
+            t(
+                1,
+                "Leefloon bij verhuis naar een andere gemeente",
+                "Een cliënt verhuist; loopt het leefloon door?",
+                false,
+            ),
+            t(
+                2,
+                "Huurwaarborg via het OCMW",
+                "Wie weet hoe de huurwaarborg werkt?",
+                false,
+            ),
+            t(
+                3,
+                "Verhuis en leefloon: welke gemeente betaalt?",
+                "Cliënt verhuist, wie betaalt het leefloon?",
+                true,
+            ),
+            t(
+                4,
+                "Een vraag",
+                "Dag collega's, wie heeft ervaring? Groeten",
+                false,
+            ),
+        ];
+        let q = t(
+            9,
+            "Leefloon na verhuis",
+            "Mijn client verhuist naar een andere gemeente. Leefloon?",
+            false,
+        );
+        let found: Vec<u64> = similar(&q, &threads, 5).iter().map(|t| t.id).collect();
+        assert_eq!(
+            found,
+            vec![3, 1],
+            "solved first, then the other; nothing unrelated"
+        );
+        let unrelated = t(
+            10,
+            "Parkeerkaart voor bezoekers",
+            "Waar vraag ik een parkeerkaart aan?",
+            false,
+        );
+        assert!(similar(&unrelated, &threads, 5).is_empty());
+        // Stopwords and quotes do not count.
+        assert!(question_terms("Dag collega's, wie heeft één vraag?", 10).is_empty());
+        assert_eq!(
+            own_text("mijn vraag\n> oud citaat\n-- \nAn, OCMW"),
+            "mijn vraag\n"
+        );
     }
 
     #[test]

@@ -75,6 +75,12 @@ pub struct ArchThread {
     /// The question's tags (`#leefloon` in its subject, and the list's keyword tags).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// The question's own words (subject, then its text without quotes and signature),
+    /// folded, stopwords left out: what similar questions are found by.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_terms: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub body_terms: Vec<String>,
 }
 
 /// The archive index changes for one post, written in one transaction.

@@ -72,6 +72,13 @@ pub enum Change {
         marker: String,
         mail: OutMail,
     },
+    /// How far a clock-driven step has read a list's posts (`similar`: the questions whose
+    /// similar earlier questions were looked for), moved with the mail it caused.
+    Cursor {
+        name: String,
+        list: String,
+        seq: u64,
+    },
     /// The daily summary went out: events up to `upto` are removed.
     SummarySent {
         list: String,
@@ -149,7 +156,26 @@ fn edit_member(
     Ok(())
 }
 
+fn cursor_key(name: &str, list: &str) -> Vec<u8> {
+    [
+        b"cursor\0".as_slice(),
+        name.as_bytes(),
+        b"\0",
+        &list_prefix(list),
+    ]
+    .concat()
+}
+
 impl Store {
+    /// Where [`Change::Cursor`] `name` stands for `list` (none: never moved).
+    pub fn cursor(&self, name: &str, list: &str) -> Result<Option<u64>> {
+        Ok(self
+            .meta
+            .get(cursor_key(name, list))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes))
+    }
+
     /// Applies changes and queues mail in one transaction (no spooled message involved:
     /// the web endpoint and administrative commands).
     pub fn commit(&self, changes: Vec<Change>, mail: Vec<OutMail>) -> Result<()> {
@@ -302,6 +328,9 @@ impl Store {
                         }
                         Change::RequestForget { list, addr } => {
                             meta.insert(forget_key(list, addr), b"".as_slice())?;
+                        }
+                        Change::Cursor { name, list, seq } => {
+                            meta.insert(cursor_key(name, list), &seq.to_be_bytes())?;
                         }
                     }
                 }
