@@ -542,22 +542,27 @@ impl Worker {
                     let prefix = prefix.unwrap_or_default();
                     // The member's token in the copy's slots (a few bytes each; a base64
                     // body's last line or two are encoded here).
-                    let fills = Arc::new(match &token {
+                    let fills = match &token {
                         Some(t) => copy.fills(t),
                         None => copy.fills(""),
-                    });
-                    let sig = if self.dkim.signs(Some(&key.list), None) {
-                        let (d, l, p, c, f) = (
+                    };
+                    let signs = self.dkim.signs(Some(&key.list), None);
+                    // The signer reads the body from one slice (mail-auth's chained
+                    // iterator hashes the rest of the slice the header ends in): with DKIM
+                    // and a token, the member's copy is made whole first.
+                    let whole =
+                        (signs && !fills.is_empty()).then(|| Arc::new(copy.parts(&fills).concat()));
+                    let sig = if signs {
+                        let (d, l, p, c, w) = (
                             self.dkim.clone(),
                             key.list.clone(),
                             prefix.clone(),
                             copy.clone(),
-                            fills.clone(),
+                            whole.clone(),
                         );
                         self.off_thread(move || {
-                            let mut parts = vec![p.as_bytes()];
-                            parts.extend(c.parts(&f));
-                            d.sign_for_list(&l, &parts)
+                            let body = w.as_deref().unwrap_or(&c.bytes);
+                            d.sign_for_list(&l, &[p.as_bytes(), body.as_slice()])
                         })
                         .await
                         .unwrap_or_default()
@@ -569,7 +574,10 @@ impl Worker {
                         &copy.bytes
                     } else {
                         let mut parts = vec![sig.as_bytes(), prefix.as_bytes()];
-                        parts.extend(copy.parts(&fills));
+                        match &whole {
+                            Some(w) => parts.push(w.as_slice()),
+                            None => parts.extend(copy.parts(&fills)),
+                        }
                         own = parts.concat();
                         &own
                     };
