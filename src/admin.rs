@@ -887,7 +887,12 @@ fn stats(
         .iter()
         .filter(|h| h.list.eq_ignore_ascii_case(list.key()))
         .count();
-    let digests = store.digests(list.key())?;
+    // One issue may be stored as several digests (without the threads members muted).
+    let digests: Vec<_> = store
+        .digests(list.key())?
+        .into_iter()
+        .filter(|d| d.variant_of.is_none())
+        .collect();
     let mut out = String::new();
     let _ = writeln!(out, "{} ({})", list.name, list.address);
     let _ = writeln!(out, "members:           {}", members.len());

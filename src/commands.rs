@@ -52,6 +52,8 @@ pub enum Cmd {
     /// `set digest plain` (RFC 1153, one text mail) or `set digest mime` (the default).
     SetDigestPlain(bool),
     SetLanguage(Language),
+    /// `stil`/`mute` (true) or `volg`/`unmute` (false): the thread the mail replies to.
+    Mute(bool),
     Approve {
         token: String,
         member: bool,
@@ -166,6 +168,11 @@ pub fn parse_line(line: &str) -> LineParse {
             ),
         },
         "info" | "informatie" => cmd(Cmd::Info, w == "informatie"),
+        "mute" | "stil" | "dempen" if args.is_empty() => cmd(Cmd::Mute(true), w != "mute"),
+        "unmute" | "volg" | "volgen" if args.is_empty() => cmd(Cmd::Mute(false), w != "unmute"),
+        "niet" if args.len() == 1 && args[0].eq_ignore_ascii_case("stil") => {
+            cmd(Cmd::Mute(false), true)
+        }
         "set" | "instellen" | "zet" => {
             let dutch = w != "set";
             let what = args.first().map(|s| s.to_lowercase());
@@ -1025,6 +1032,28 @@ impl<'a> Plan<'a> {
     }
 
     /// The welcome text for a member added by an owner.
+    /// The thread a request mail replies to (its In-Reply-To or References name a post of
+    /// the list), and its subject; `None` when it replies to none.
+    fn replied_thread(
+        &self,
+        refs: &[String],
+    ) -> crate::store::Result<Option<(u64, Option<String>)>> {
+        let (store, key) = (self.ctx.store, self.key());
+        let mut ours = false;
+        for r in refs {
+            if store.thread_of(key, r)?.is_some() || store.seen_message_id(key, r)? {
+                ours = true;
+                break;
+            }
+        }
+        if !ours {
+            return Ok(None);
+        }
+        let place = store.place_in_thread(key, "", refs)?;
+        let subject = store.thread_info(key, place.thread)?.map(|i| i.subject);
+        Ok(Some((place.thread, subject)))
+    }
+
     pub fn welcome_member(&mut self, addr: &str) {
         let lang = self.list.language;
         self.welcome(addr, lang, None);
@@ -1251,6 +1280,9 @@ pub struct Incoming {
     pub subject: String,
     /// The text of the body (the first text part).
     pub body: String,
+    /// The ids it replies to, oldest first, In-Reply-To last
+    /// ([`crate::threading::references`]): the thread `stil`/`mute` acts on.
+    pub references: Vec<String>,
 }
 
 /// Decides what a request mail does. Returns the plan (changes and mail).
@@ -1375,6 +1407,35 @@ pub fn handle<'a>(
                 r.setting = Some(setting);
                 r.value = Some(value);
                 plan.results.push(r);
+            }
+            Cmd::Mute(on) => {
+                if !ctx.store.is_member(list.key(), requester)? {
+                    plan.results.push(Res::new("not-member-set"));
+                    continue;
+                }
+                match plan.replied_thread(&mail.references)? {
+                    Some((thread, subject)) => {
+                        let (list_key, addr) = (list.key().to_string(), requester.to_string());
+                        plan.changes.push(if on {
+                            Change::Mute {
+                                list: list_key,
+                                addr,
+                                thread,
+                                at_ms: now_ms(),
+                            }
+                        } else {
+                            Change::Unmute {
+                                list: list_key,
+                                addr,
+                                thread,
+                            }
+                        });
+                        let mut r = Res::new(if on { "muted" } else { "unmuted" });
+                        r.subject = subject;
+                        plan.results.push(r);
+                    }
+                    None => plan.results.push(Res::new("mute-no-thread")),
+                }
             }
             Cmd::Approve { .. } | Cmd::Reject { .. } if !is_owner(list, requester) => plan
                 .results
@@ -1521,6 +1582,35 @@ fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mute_words() {
+        for (line, cmd, dutch) in [
+            ("stil", Cmd::Mute(true), true),
+            ("Mute", Cmd::Mute(true), false),
+            ("dempen", Cmd::Mute(true), true),
+            ("volg", Cmd::Mute(false), true),
+            ("niet stil", Cmd::Mute(false), true),
+            ("UNMUTE", Cmd::Mute(false), false),
+        ] {
+            assert_eq!(parse_line(line), LineParse::Cmd { cmd, dutch }, "{line}");
+        }
+        // Prose that starts with the word is not a command (a subject "Stil staan bij ...").
+        for line in [
+            "stil staan bij armoede",
+            "volg je de opleiding?",
+            "niet dringend",
+        ] {
+            assert_eq!(parse_line(line), LineParse::NotCommand, "{line}");
+        }
+        let r = parse_request(
+            "Re: [forum] Vraag over leefloon",
+            "stil\r\n\r\nOp ma schreef An:\r\n> ...",
+            10,
+        );
+        assert_eq!(r.cmds, [(Cmd::Mute(true), "stil".to_string())]);
+        assert_eq!(r.dutch, Some(true));
+    }
 
     #[test]
     fn lines() {

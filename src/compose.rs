@@ -229,6 +229,137 @@ fn strip_reply_marker(s: &str) -> Option<&str> {
     None
 }
 
+/// Where each member's own thread token goes in a footer (see [`ListCopy`]); never sent.
+const TOKEN_MARK: &str = "\u{1}vraagbaak-thread-token\u{1}";
+
+/// How a post's footer tells a member to stop receiving its thread.
+#[derive(Debug, Clone, Copy)]
+pub enum ThreadLinks<'a> {
+    /// Each member's own link under this base URL (`{base}/m/TOKEN`).
+    Web(&'a str),
+    /// No web endpoint: by mail, a reply with `stil`/`mute` to the request address.
+    Mail,
+    /// Nothing (a copy that is not of a post).
+    None,
+}
+
+/// The footer of a post's copy: [`footer_text`] and the line to mute the thread, with
+/// [`TOKEN_MARK`] where the member's token goes.
+fn post_footer(list: &ListConfig, links: ThreadLinks) -> String {
+    let mut s = footer_text(list);
+    let line = match (links, list.language) {
+        (ThreadLinks::Web(base), Language::Nl) => {
+            format!("Deze draad niet meer ontvangen: {base}/m/{TOKEN_MARK}")
+        }
+        (ThreadLinks::Web(base), Language::En) => {
+            format!("Stop receiving this thread: {base}/m/{TOKEN_MARK}")
+        }
+        (ThreadLinks::Mail, Language::Nl) => format!(
+            "Deze draad niet meer ontvangen: beantwoord dit bericht met \"stil\" aan {}",
+            list.sub_address("request")
+        ),
+        (ThreadLinks::Mail, Language::En) => format!(
+            "Stop receiving this thread: reply to this message with \"mute\" to {}",
+            list.sub_address("request")
+        ),
+        (ThreadLinks::None, _) => return s,
+    };
+    s.push_str(&line);
+    s.push_str("\r\n");
+    s
+}
+
+/// A list copy as built once per post and shared by every recipient, with the places
+/// (`slots`, in order) where each member's own thread token goes. A member's copy is the
+/// shared bytes with that member's fill in each slot ([`ListCopy::fills`],
+/// [`ListCopy::parts`]): a few small writes per copy, never a second composition.
+#[derive(Debug, Clone, Default)]
+pub struct ListCopy {
+    pub bytes: Vec<u8>,
+    pub slots: Vec<Slot>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Slot {
+    /// Offset in `bytes`.
+    pub at: usize,
+    pub fill: Fill,
+}
+
+/// What goes into a slot.
+#[derive(Debug, Clone)]
+pub enum Fill {
+    /// The token as it is: the footer is plain text in 7bit or 8bit (the token is base32).
+    Token,
+    /// The end of a base64 body: `pre` (the 0 to 2 bytes of text that did not fill a
+    /// base64 quantum), the token and `post`, encoded in lines of 76.
+    Base64 { pre: Vec<u8>, post: Vec<u8> },
+}
+
+impl ListCopy {
+    /// A copy without slots.
+    pub fn plain(bytes: Vec<u8>) -> ListCopy {
+        ListCopy {
+            bytes,
+            slots: Vec::new(),
+        }
+    }
+
+    /// The bytes each slot gets for `token`.
+    pub fn fills(&self, token: &str) -> Vec<Vec<u8>> {
+        self.slots
+            .iter()
+            .map(|s| match &s.fill {
+                Fill::Token => token.as_bytes().to_vec(),
+                Fill::Base64 { pre, post } => {
+                    let t = [pre.as_slice(), token.as_bytes(), post.as_slice()].concat();
+                    let enc = base64::engine::general_purpose::STANDARD.encode(t);
+                    let mut out = Vec::with_capacity(enc.len() + enc.len() / 38 + 2);
+                    for chunk in enc.as_bytes().chunks(76) {
+                        out.extend_from_slice(chunk);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    out
+                }
+            })
+            .collect()
+    }
+
+    /// One member's copy as slices: the shared bytes with `fills` (from [`ListCopy::fills`])
+    /// in the slots.
+    pub fn parts<'a>(&'a self, fills: &'a [Vec<u8>]) -> Vec<&'a [u8]> {
+        let mut out = Vec::with_capacity(self.slots.len() * 2 + 1);
+        let mut from = 0;
+        for (s, f) in self.slots.iter().zip(fills) {
+            out.push(&self.bytes[from..s.at]);
+            out.push(f.as_slice());
+            from = s.at;
+        }
+        out.push(&self.bytes[from..]);
+        out
+    }
+
+    /// One member's copy, whole (for tests and tools; delivery uses [`ListCopy::parts`]).
+    pub fn for_member(&self, token: &str) -> Vec<u8> {
+        self.parts(&self.fills(token)).concat()
+    }
+}
+
+/// Writes `footer`, recording a [`Fill::Token`] slot where it has [`TOKEN_MARK`].
+fn write_footer(out: &mut Vec<u8>, slots: &mut Vec<Slot>, footer: &str) {
+    let mut pieces = footer.split(TOKEN_MARK);
+    if let Some(first) = pieces.next() {
+        out.extend_from_slice(first.as_bytes());
+    }
+    for p in pieces {
+        slots.push(Slot {
+            at: out.len(),
+            fill: Fill::Token,
+        });
+        out.extend_from_slice(p.as_bytes());
+    }
+}
+
 /// The footer every copy carries.
 pub fn footer_text(list: &ListConfig) -> String {
     let mut s = String::new();
@@ -302,6 +433,23 @@ pub fn list_copy(
     per_member_unsubscribe: bool,
     from_rewrite: bool,
 ) -> Vec<u8> {
+    let links = if per_member_unsubscribe {
+        ThreadLinks::None
+    } else {
+        ThreadLinks::Mail
+    };
+    list_copy_with(list, raw, per_member_unsubscribe, from_rewrite, links).bytes
+}
+
+/// [`list_copy`] with the footer's line to mute the thread: with [`ThreadLinks::Web`] each
+/// member's own link goes into the returned copy's slots.
+pub fn list_copy_with(
+    list: &ListConfig,
+    raw: &[u8],
+    per_member_unsubscribe: bool,
+    from_rewrite: bool,
+    links: ThreadLinks,
+) -> ListCopy {
     let (fields, body) = split_message(raw);
     let parsed = MessageParser::default().parse_headers(raw);
     let author = fields
@@ -341,7 +489,7 @@ pub fn list_copy(
 
     let mut out = Vec::with_capacity(raw.len() + 1024);
     let mut subject_written = false;
-    let footer = footer_text(list);
+    let footer = post_footer(list, links);
     let body_plan = plan_footer(parsed.as_ref(), raw, &fields, body, &footer);
     for f in &fields {
         let lname = f.name.to_ascii_lowercase();
@@ -404,8 +552,9 @@ pub fn list_copy(
         }
     }
     out.extend_from_slice(list_fields(list, per_member_unsubscribe).as_bytes());
-    body_plan.write(&mut out, &fields, body, &footer);
-    out
+    let mut slots = Vec::new();
+    body_plan.write(&mut out, &mut slots, &fields, body, &footer);
+    ListCopy { bytes: out, slots }
 }
 
 /// The list's own fields on everything it distributes (posts and digests): List-Id
@@ -479,7 +628,14 @@ impl FooterPlan {
         matches!(self, FooterPlan::Reencode { .. } | FooterPlan::Wrap { .. })
     }
 
-    fn write(&self, out: &mut Vec<u8>, fields: &[Field], body: &[u8], footer: &str) {
+    fn write(
+        &self,
+        out: &mut Vec<u8>,
+        slots: &mut Vec<Slot>,
+        fields: &[Field],
+        body: &[u8],
+        footer: &str,
+    ) {
         let footer_part = |b: &str| {
             format!(
                 "--{b}\r\nContent-Type: text/plain; charset=utf-8\r\n\
@@ -494,7 +650,7 @@ impl FooterPlan {
                     out.extend_from_slice(b"\r\n");
                 }
                 out.extend_from_slice(b"-- \r\n");
-                out.extend_from_slice(footer.as_bytes());
+                write_footer(out, slots, footer);
             }
             FooterPlan::Reencode { text, params } => {
                 push_header(out, "MIME-Version", "1.0");
@@ -511,10 +667,29 @@ impl FooterPlan {
                 }
                 t.push_str("-- \r\n");
                 t.push_str(footer);
-                let enc = base64::engine::general_purpose::STANDARD.encode(t.as_bytes());
+                // With a token: the text up to the last whole base64 quantum before it is
+                // encoded here, the rest (with the token) per member.
+                let (shared, slot) = match t.find(TOKEN_MARK) {
+                    Some(i) => {
+                        let cut = i - i % 3;
+                        let fill = Fill::Base64 {
+                            pre: t.as_bytes()[cut..i].to_vec(),
+                            post: t.as_bytes()[i + TOKEN_MARK.len()..].to_vec(),
+                        };
+                        (&t.as_bytes()[..cut], Some(fill))
+                    }
+                    None => (t.as_bytes(), None),
+                };
+                let enc = base64::engine::general_purpose::STANDARD.encode(shared);
                 for chunk in enc.as_bytes().chunks(76) {
                     out.extend_from_slice(chunk);
                     out.extend_from_slice(b"\r\n");
+                }
+                if let Some(fill) = slot {
+                    slots.push(Slot {
+                        at: out.len(),
+                        fill,
+                    });
                 }
             }
             FooterPlan::AddPart { boundary } => {
@@ -523,7 +698,7 @@ impl FooterPlan {
                 match find_closing(body, close.as_bytes()) {
                     Some(at) => {
                         out.extend_from_slice(&body[..at]);
-                        out.extend_from_slice(footer_part(boundary).as_bytes());
+                        write_footer(out, slots, &footer_part(boundary));
                         out.extend_from_slice(b"\r\n");
                         out.extend_from_slice(&body[at..]);
                     }
@@ -533,7 +708,7 @@ impl FooterPlan {
                         if !body.ends_with(b"\n") {
                             out.extend_from_slice(b"\r\n");
                         }
-                        out.extend_from_slice(footer_part(boundary).as_bytes());
+                        write_footer(out, slots, &footer_part(boundary));
                         out.extend_from_slice(format!("\r\n{close}\r\n").as_bytes());
                     }
                 }
@@ -563,7 +738,7 @@ impl FooterPlan {
                 if !body.ends_with(b"\n") {
                     out.extend_from_slice(b"\r\n");
                 }
-                out.extend_from_slice(footer_part(boundary).as_bytes());
+                write_footer(out, slots, &footer_part(boundary));
                 out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
             }
         }
@@ -833,6 +1008,127 @@ Content-Type: text/plain\r\n\r\ntekst\r\n--YY\r\nContent-Type: text/html\r\n\r\n
         assert!(m.parts.iter().any(
             |p| matches!(&p.body, mail_parser::PartType::Text(t) if t.contains("forum-leave@"))
         ));
+    }
+
+    /// Each member's own mute link lands in the footer, decoded right, whatever the body's
+    /// structure and transfer encoding; the shared bytes never carry the marker.
+    #[test]
+    fn per_member_thread_links_in_every_footer_plan() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let posts: Vec<(&str, String)> = vec![
+            (
+                "8bit text",
+                "From: a@b.be\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; \
+charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nCliënt vraagt steun\r\n"
+                    .into(),
+            ),
+            ("7bit text without MIME", "From: a@b.be\r\nSubject: x\r\n\r\nHallo\r\n".into()),
+            (
+                "quoted-printable text",
+                "From: a@b.be\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; \
+charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nCli=EBnt =\r\nvraagt steun\r\n"
+                    .into(),
+            ),
+            (
+                "base64 text, 3n bytes",
+                format!(
+                    "From: a@b.be\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; \
+charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+                    b64.encode("Cliënt vraagt steun bij verhuis\n")
+                ),
+            ),
+            (
+                "base64 text, 3n+1 bytes",
+                format!(
+                    "From: a@b.be\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; \
+charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+                    b64.encode("Cliënt vraagt steun bij verhuis!\n".repeat(7))
+                ),
+            ),
+            (
+                "html only",
+                "From: a@b.be\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: text/html; \
+charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\nPHA+SGFsbG88L3A+\r\n"
+                    .into(),
+            ),
+            (
+                "alternative",
+                "From: a@b.be\r\nSubject: x\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/alternative; boundary=\"YY\"\r\n\r\n--YY\r\n\
+Content-Type: text/plain\r\n\r\ntekst\r\n--YY\r\nContent-Type: text/html\r\n\r\n<p>tekst</p>\r\n--YY--\r\n"
+                    .into(),
+            ),
+            (
+                "mixed",
+                "From: a@b.be\r\nSubject: x\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n--XX\r\n\
+Content-Type: text/plain\r\n\r\ntekst\r\n--XX\r\nContent-Type: application/pdf\r\n\
+Content-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n--XX--\r\n"
+                    .into(),
+            ),
+        ];
+        let l = list();
+        let secret = crate::tokens::Secret::from_bytes([3; 32]);
+        for (what, raw) in &posts {
+            let copy = list_copy_with(
+                &l,
+                raw.as_bytes(),
+                true,
+                false,
+                ThreadLinks::Web("https://lists.example.org"),
+            );
+            assert_eq!(copy.slots.len(), 1, "{what}");
+            assert!(!copy.bytes.contains(&1u8), "{what}: the marker leaked");
+            let mut seen = Vec::new();
+            for addr in ["an@ocmw.be", "jan@ocmw.be"] {
+                let token =
+                    secret.thread_token(secret.member_uid(l.key(), addr), 99, l.key(), addr);
+                let own = copy.for_member(&token);
+                let fills = copy.fills(&token);
+                assert_eq!(copy.parts(&fills).concat(), own);
+                let m = MessageParser::default().parse(&own).unwrap();
+                let texts: String = (0..m.text_body_count() + m.attachment_count() + 4)
+                    .filter_map(|i| m.body_text(i))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let all = m
+                    .parts
+                    .iter()
+                    .filter_map(|p| match &p.body {
+                        mail_parser::PartType::Text(t) => Some(t.to_string()),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+                    + &texts;
+                let line =
+                    format!("Deze draad niet meer ontvangen: https://lists.example.org/m/{token}");
+                assert!(
+                    all.contains(&line),
+                    "{what}: {all}\n{}",
+                    String::from_utf8_lossy(&own)
+                );
+                assert!(all.contains("forum-leave@"), "{what}");
+                assert!(!all.contains('\u{1}'), "{what}");
+                seen.push(own);
+            }
+            assert_ne!(seen[0], seen[1]);
+            // The original text survives, decoded.
+            if what.starts_with("base64") || what.starts_with("quoted") {
+                let m = MessageParser::default().parse(&seen[0]).unwrap();
+                assert!(m.body_text(0).unwrap().starts_with("Cliënt"), "{what}");
+            }
+        }
+        // Without a web endpoint: how to mute by mail, the same for everyone.
+        let (_, raw) = &posts[0];
+        let copy = list_copy_with(&l, raw.as_bytes(), false, false, ThreadLinks::Mail);
+        assert!(copy.slots.is_empty());
+        let s = String::from_utf8_lossy(&copy.bytes);
+        assert!(
+            s.contains("beantwoord dit bericht met \"stil\" aan forum-request@lists.example.org"),
+            "{s}"
+        );
+        assert_eq!(list_copy(&l, raw.as_bytes(), false, false), copy.bytes);
     }
 
     #[test]

@@ -17,7 +17,7 @@
 use crate::clock::now_ms;
 use crate::compose::{self, split_message};
 use crate::config::{DigestPeriod, ListConfig};
-use crate::store::{DigestMeta, DigestState, PostMeta, StoreError};
+use crate::store::{DigestMeta, DigestState, NewDigest, PostMeta, StoreError};
 use crate::Services;
 use chrono::{Datelike, TimeZone};
 use mail_parser::MessageParser;
@@ -140,7 +140,15 @@ pub fn run(
         .collect();
     st.next_seq = last + 1;
     st.last_ms = now;
-    if recipients.is_empty() || posts.is_empty() {
+    // Members who muted a thread get the issue without that thread's posts: one digest
+    // per set of posts left out (nearly always just one, the whole issue); a member whose
+    // every post is muted gets none.
+    let groups = if posts.is_empty() {
+        Vec::new()
+    } else {
+        group_by_mutes(svc, key, &posts, recipients)?
+    };
+    if groups.is_empty() {
         store.set_digest_state(key, &st)?;
         return Ok(Outcome::NoReaders);
     }
@@ -156,31 +164,94 @@ pub fn run(
     } else {
         st.issue += 1;
     }
-    let id = store.new_id()?;
-    let (mime, plain) =
-        build(svc, list, &posts, st.volume, st.issue, now).map_err(|e| StoreError::Corrupt {
-            tree: "digests",
-            msg: format!("cannot render the digest text: {e}"),
-        })?;
-    let meta = DigestMeta {
-        list: key.to_string(),
-        id,
-        volume: st.volume,
-        issue: st.issue,
-        first_seq: posts.first().map_or(0, |p| p.0.seq),
-        last_seq: last,
-        created_ms: now,
-        recipients: recipients.len() as u64,
-    };
+    let total: usize = groups.iter().map(|(_, r)| r.len()).sum();
+    let mut digests = Vec::new();
+    for (left_out, recipients) in groups {
+        let own: Vec<(PostMeta, Vec<u8>)> = posts
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !left_out.contains(i))
+            .map(|(_, p)| p.clone())
+            .collect();
+        let (mime, plain) =
+            build(svc, list, &own, st.volume, st.issue, now).map_err(|e| StoreError::Corrupt {
+                tree: "digests",
+                msg: format!("cannot render the digest text: {e}"),
+            })?;
+        let meta = DigestMeta {
+            list: key.to_string(),
+            id: store.new_id()?,
+            volume: st.volume,
+            issue: st.issue,
+            first_seq: own.first().map_or(0, |p| p.0.seq),
+            last_seq: last,
+            created_ms: now,
+            recipients: recipients.len() as u64,
+            variant_of: digests.first().map(|d: &NewDigest| d.meta.id),
+        };
+        digests.push(NewDigest {
+            meta,
+            mime,
+            plain,
+            recipients,
+        });
+    }
     crate::failpoint::hit("digest-before-store");
-    store.create_digest(&st, &meta, &mime, &plain, &recipients)?;
+    store.create_digests(&st, &digests)?;
     store.flush()?;
     Ok(Outcome::Queued {
         volume: st.volume,
         issue: st.issue,
         posts: posts.len(),
-        recipients: recipients.len(),
+        recipients: total,
     })
+}
+
+/// The digest's recipients grouped by the posts (indices into `posts`) each must not get
+/// because they muted its thread; the group that misses nothing first. Members who would
+/// get no post at all are left out.
+type Groups = Vec<(Vec<usize>, Vec<(String, bool)>)>;
+
+fn group_by_mutes(
+    svc: &Services,
+    key: &str,
+    posts: &[(PostMeta, Vec<u8>)],
+    recipients: Vec<(String, bool)>,
+) -> crate::store::Result<Groups> {
+    let store = &svc.store;
+    let mut muted: std::collections::HashMap<String, std::collections::HashSet<u64>> =
+        std::collections::HashMap::new();
+    for (t, addr) in store.list_mutes(key)? {
+        muted.entry(addr).or_default().insert(t);
+    }
+    if muted.is_empty() {
+        let all = vec![(Vec::new(), recipients)];
+        return Ok(all.into_iter().filter(|(_, r)| !r.is_empty()).collect());
+    }
+    // The threads each post reaches, as when it was accepted.
+    let mut reaches = Vec::with_capacity(posts.len());
+    for (m, raw) in posts {
+        let refs = MessageParser::default()
+            .parse_headers(raw.as_slice())
+            .map(|h| crate::threading::references(&h))
+            .unwrap_or_default();
+        reaches.push(store.place_in_thread(key, &m.message_id, &refs)?.reaches);
+    }
+    let mut groups: std::collections::BTreeMap<Vec<usize>, Vec<(String, bool)>> =
+        std::collections::BTreeMap::new();
+    for (addr, plain) in recipients {
+        let left_out: Vec<usize> = match muted.get(&addr.to_lowercase()) {
+            Some(threads) => (0..posts.len())
+                .filter(|&i| reaches[i].iter().any(|t| threads.contains(t)))
+                .collect(),
+            None => Vec::new(),
+        };
+        if left_out.len() < posts.len() {
+            groups.entry(left_out).or_default().push((addr, plain));
+        }
+    }
+    // The empty set sorts first.
+    Ok(groups.into_iter().collect())
 }
 
 /// Digests begin: every list that sends digests and has no digest state yet starts after

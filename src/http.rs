@@ -5,6 +5,9 @@
 //! - `GET /u/TOKEN` shows a page with one button that makes that POST; a GET never changes
 //!   anything (link scanners and prefetchers follow GETs).
 //! - `GET /confirm/TOKEN` shows a page with a button; `POST /confirm/TOKEN` confirms.
+//! - `GET /m/TOKEN` (the "stop receiving this thread" link in every copy's footer) shows a
+//!   page with a button; `POST /m/TOKEN` mutes the thread for the member the token names
+//!   (`do=unmute` unmutes it), and the page it answers offers the opposite button.
 //! - `GET /archive/<list>/...` serves the public archives (`[archive] dir`), with downloads
 //!   always as attachments.
 //! - `GET /members/<list>/...` serves a members-only archive (`archive = "private"`) to
@@ -51,6 +54,7 @@ pub async fn serve(
         .route("/", get(index))
         .route("/u/{token}", get(unsubscribe_ask).post(unsubscribe_do))
         .route("/confirm/{token}", get(confirm_ask).post(confirm_do))
+        .route("/m/{token}", get(mute_ask).post(mute_do))
         .route("/login/{list}", get(login_form).post(login_send))
         .route("/login/{list}/{token}", get(login_ask).post(login_do))
         .route("/members/{list}", get(members_root))
@@ -117,7 +121,31 @@ fn page(
     name: &str,
     action: Option<&str>,
 ) -> Response {
-    let vars = minijinja::context! { page => name, action_url => action };
+    page_with(
+        app,
+        list,
+        lang,
+        status,
+        name,
+        action,
+        minijinja::context! {},
+    )
+}
+
+/// [`page`] with more values for the template.
+fn page_with(
+    app: &App,
+    list: Option<&ListConfig>,
+    lang: Language,
+    status: StatusCode,
+    name: &str,
+    action: Option<&str>,
+    extra: minijinja::Value,
+) -> Response {
+    let vars = minijinja::value::merge_maps([
+        minijinja::context! { page => name, action_url => action },
+        extra,
+    ]);
     let (status, body) = match app.svc.texts.page(&app.svc.cfg, list, lang, vars) {
         Ok(b) => (status, b),
         Err(e) => {
@@ -367,6 +395,112 @@ async fn confirm_do(State(app): State<Arc<App>>, Path(token): Path<String>) -> R
     }
     tracing::info!(list = %list.local(), result = done, "request confirmed on the web");
     page(&app, Some(list), lang, StatusCode::OK, done, None)
+}
+
+// ---- muting a thread ---------------------------------------------------------------------
+
+/// What a thread token names, when it is one of ours and its member is still on the list.
+struct MuteTarget<'a> {
+    list: &'a ListConfig,
+    lang: Language,
+    addr: String,
+    thread: u64,
+}
+
+fn mute_target<'a>(app: &'a App, token: &str) -> crate::store::Result<Option<MuteTarget<'a>>> {
+    let Some(t) = crate::tokens::ThreadToken::parse(token) else {
+        return Ok(None);
+    };
+    let Some((list, m)) = app.svc.store.member_by_uid(t.member)? else {
+        return Ok(None);
+    };
+    if !app.svc.secret.verify_thread(&t, &list, &m.address) {
+        return Ok(None);
+    }
+    Ok(app.svc.cfg.list(&list).map(|l| MuteTarget {
+        list: l,
+        lang: m.language.unwrap_or(l.language),
+        addr: m.address,
+        thread: t.thread,
+    }))
+}
+
+/// The page for a thread's state: muted (with a button to unmute) or not (with one to mute).
+fn mute_page(app: &App, t: &MuteTarget, token: &str, muted: bool, name: &str) -> Response {
+    let subject = match app.svc.store.thread_info(t.list.key(), t.thread) {
+        Ok(i) => i.map(|i| i.subject),
+        Err(e) => return error_page(app, e),
+    };
+    page_with(
+        app,
+        Some(t.list),
+        t.lang,
+        StatusCode::OK,
+        name,
+        Some(&format!("/m/{token}")),
+        minijinja::context! { thread_subject => subject, muted },
+    )
+}
+
+async fn mute_ask(State(app): State<Arc<App>>, Path(token): Path<String>) -> Response {
+    let t = match mute_target(&app, &token) {
+        Ok(Some(t)) => t,
+        // Never valid, or no longer a member: the same page either way.
+        Ok(None) => return fail_page(&app, None, default_lang(&app), TokenFail::Forged),
+        Err(e) => return error_page(&app, e),
+    };
+    match app.svc.store.is_muted(t.list.key(), t.thread, &t.addr) {
+        Ok(true) => mute_page(&app, &t, &token, true, "muted"),
+        Ok(false) => mute_page(&app, &t, &token, false, "mute-ask"),
+        Err(e) => error_page(&app, e),
+    }
+}
+
+/// `POST /m/TOKEN`: mutes, or with the form field `do=unmute` unmutes. Both are idempotent.
+async fn mute_do(
+    State(app): State<Arc<App>>,
+    Path(token): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let t = match mute_target(&app, &token) {
+        Ok(Some(t)) => t,
+        Ok(None) => return fail_page(&app, None, default_lang(&app), TokenFail::Forged),
+        Err(e) => return error_page(&app, e),
+    };
+    let unmute = body
+        .split(|&b| b == b'&')
+        .any(|f| f.eq_ignore_ascii_case(b"do=unmute"));
+    let (list, addr) = (t.list.key().to_string(), t.addr.clone());
+    let change = if unmute {
+        crate::store::Change::Unmute {
+            list,
+            addr,
+            thread: t.thread,
+        }
+    } else {
+        crate::store::Change::Mute {
+            list,
+            addr,
+            thread: t.thread,
+            at_ms: crate::clock::now_ms(),
+        }
+    };
+    let mut plan = Plan::new(app.svc.ctx(), t.list);
+    plan.changes.push(change);
+    if let Err(r) = apply(&app, plan).await {
+        return r;
+    }
+    tracing::info!(
+        list = %t.list.local(),
+        thread = format!("{:016x}", t.thread),
+        "{}",
+        if unmute { "member unmuted a thread on the web" } else { "member muted a thread on the web" }
+    );
+    if unmute {
+        mute_page(&app, &t, &token, false, "unmuted")
+    } else {
+        mute_page(&app, &t, &token, true, "muted")
+    }
 }
 
 // ---- members-only archives ---------------------------------------------------------------

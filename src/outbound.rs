@@ -28,7 +28,7 @@ use crate::store::{
     digest_of_queue_seq, DeliveryResult, Envelope as Spooled, Failure, OutMail, QueueKey, QueueRow,
     Store,
 };
-use crate::tokens::Secret;
+use crate::tokens::{Kind, Secret};
 use crate::{bounce, Services};
 use lettre::address::{Address, Envelope};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
@@ -206,9 +206,11 @@ enum Job {
         key: QueueKey,
         row: QueueRow,
         sender: String,
-        copy: Arc<Vec<u8>>,
+        copy: Arc<compose::ListCopy>,
         /// This member's own fields (one-click unsubscribe), put in front of the copy.
         prefix: Option<String>,
+        /// This member's thread token, for the copy's slots (the footer's mute link).
+        token: Option<String>,
     },
     Mail(OutMail),
 }
@@ -231,8 +233,15 @@ enum Attempt {
     Permanent(String),
 }
 
+/// A list copy, built once per post, with the post's thread (for the members' mute links).
+#[derive(Clone)]
+struct Cached {
+    copy: Arc<compose::ListCopy>,
+    thread: Option<u64>,
+}
+
 /// List copies by (list, seq), with how many due rows used each in the last pass.
-type CopyCache = HashMap<(String, u64), (Arc<Vec<u8>>, usize)>;
+type CopyCache = HashMap<(String, u64), (Cached, usize)>;
 
 #[derive(Default)]
 struct InFlight {
@@ -392,7 +401,7 @@ fn due_jobs(
             continue;
         };
         let ck = (key.list.clone(), key.seq);
-        let copy = match copies.get_mut(&ck) {
+        let cached = match copies.get_mut(&ck) {
             Some((c, used)) => {
                 *used += 1;
                 c.clone()
@@ -404,34 +413,64 @@ fn due_jobs(
                         tracing::error!(list = %key.list, digest = id, "queued digest is not stored");
                         continue;
                     };
-                    raw
+                    Cached {
+                        copy: Arc::new(compose::ListCopy::plain(raw)),
+                        thread: None,
+                    }
                 } else {
                     let Some(raw) = store.raw(&key.list, key.seq)? else {
                         tracing::error!(list = %key.list, seq = key.seq, "queued post has no stored body");
                         continue;
                     };
-                    let rewrite = store
-                        .post(&key.list, key.seq)?
-                        .is_some_and(|m| m.from_rewrite);
-                    compose::list_copy(list, &raw, cfg.http.is_some(), rewrite)
+                    let meta = store.post(&key.list, key.seq)?;
+                    let rewrite = meta.as_ref().is_some_and(|m| m.from_rewrite);
+                    let thread = match &meta {
+                        Some(m) => store.thread_of(&key.list, &m.message_id)?,
+                        None => None,
+                    };
+                    // Each member's own link only where the post's thread is known (posts
+                    // stored before threads were recorded get the mail instructions).
+                    let links = match (cfg.base_url(), thread) {
+                        (Some(b), Some(_)) => compose::ThreadLinks::Web(b),
+                        _ => compose::ThreadLinks::Mail,
+                    };
+                    Cached {
+                        copy: Arc::new(compose::list_copy_with(
+                            list,
+                            &raw,
+                            cfg.http.is_some(),
+                            rewrite,
+                            links,
+                        )),
+                        thread,
+                    }
                 };
-                let c = Arc::new(c);
                 copies.insert(ck, (c.clone(), 1));
                 c
             }
         };
         let sender = router::verp(list, secret, &key.addr);
-        let prefix = cfg.base_url().map(|b| {
-            let url = format!("{b}/u/{}", secret.one_click(list.key(), &key.addr));
-            compose::unsubscribe_fields(list, &url)
-        });
+        let (prefix, token) = match cfg.base_url() {
+            Some(b) => {
+                let uid = secret.member_uid(list.key(), &key.addr);
+                let one_click = secret.issue(Kind::OneClick, uid, 0, list.key(), &key.addr);
+                let url = format!("{b}/u/{one_click}");
+                let token = match (cached.thread, cached.copy.slots.is_empty()) {
+                    (Some(t), false) => Some(secret.thread_token(uid, t, list.key(), &key.addr)),
+                    _ => None,
+                };
+                (Some(compose::unsubscribe_fields(list, &url)), token)
+            }
+            None => (None, None),
+        };
         inf.rows.insert(key.clone());
         jobs.push(Job::Post {
             key,
             row,
             sender,
-            copy,
+            copy: cached.copy,
             prefix,
+            token,
         });
     }
     copies.retain(|_, (_, used)| *used > 0);
@@ -491,6 +530,7 @@ impl Worker {
                     sender,
                     copy,
                     prefix,
+                    token,
                 } => {
                     let local = key.list.split('@').next().unwrap_or("");
                     let label = match digest_of_queue_seq(key.seq) {
@@ -500,24 +540,45 @@ impl Worker {
                     // The member's own fields go in front of the shared copy; the DKIM
                     // signature, over both, in front of all.
                     let prefix = prefix.unwrap_or_default();
-                    let sig = if self.dkim.signs(Some(&key.list), None) {
-                        let (d, l, p, c) = (
+                    // The member's token in the copy's slots (a few bytes each; a base64
+                    // body's last line or two are encoded here).
+                    let fills = match &token {
+                        Some(t) => copy.fills(t),
+                        None => copy.fills(""),
+                    };
+                    let signs = self.dkim.signs(Some(&key.list), None);
+                    // The signer reads the body from one slice (mail-auth's chained
+                    // iterator hashes the rest of the slice the header ends in): with DKIM
+                    // and a token, the member's copy is made whole first.
+                    let whole =
+                        (signs && !fills.is_empty()).then(|| Arc::new(copy.parts(&fills).concat()));
+                    let sig = if signs {
+                        let (d, l, p, c, w) = (
                             self.dkim.clone(),
                             key.list.clone(),
                             prefix.clone(),
                             copy.clone(),
+                            whole.clone(),
                         );
-                        self.off_thread(move || d.sign_for_list(&l, &[p.as_bytes(), c.as_slice()]))
-                            .await
-                            .unwrap_or_default()
+                        self.off_thread(move || {
+                            let body = w.as_deref().unwrap_or(&c.bytes);
+                            d.sign_for_list(&l, &[p.as_bytes(), body.as_slice()])
+                        })
+                        .await
+                        .unwrap_or_default()
                     } else {
                         String::new()
                     };
                     let own;
-                    let msg: &[u8] = if prefix.is_empty() && sig.is_empty() {
-                        &copy
+                    let msg: &[u8] = if prefix.is_empty() && sig.is_empty() && fills.is_empty() {
+                        &copy.bytes
                     } else {
-                        own = [sig.as_bytes(), prefix.as_bytes(), copy.as_slice()].concat();
+                        let mut parts = vec![sig.as_bytes(), prefix.as_bytes()];
+                        match &whole {
+                            Some(w) => parts.push(w.as_slice()),
+                            None => parts.extend(copy.parts(&fills)),
+                        }
+                        own = parts.concat();
                         &own
                     };
                     let a = self
@@ -1038,6 +1099,7 @@ mod tests {
                 raw: b"raw".to_vec(),
                 recipients: rcpts.clone(),
                 notices: vec![],
+                thread: None,
             },
         )
         .unwrap();

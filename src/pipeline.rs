@@ -396,6 +396,7 @@ fn decide_request(
         message_id: msg.message_id().map(str::to_string),
         subject: msg.subject().unwrap_or("").to_string(),
         body: msg.body_text(0).map(|b| b.into_owned()).unwrap_or_default(),
+        references: crate::threading::references(msg),
     };
     let plan = commands::handle(svc.ctx(), list, &via, &mail)?;
     Ok(Outcome::Changes {
@@ -478,15 +479,24 @@ fn decide_post(
             changes,
         });
     }
-    let recipients = match store.members(key) {
+    // The thread it goes into, and who muted a thread its References reach (see
+    // `store::mutes`): written with the post, so that later replies find it.
+    let place = store.place_in_thread(key, &message_id, &crate::threading::references(msg))?;
+    let mut muted = std::collections::HashSet::new();
+    for t in &place.reaches {
+        muted.extend(store.muted_by(key, *t)?);
+    }
+    let recipients: Vec<String> = match store.members(key) {
         // Members on vacation (nomail) or disabled by bounces get nothing; digest members
         // get the post in their next digest (when the list sends digests at all: a setting
-        // must never silently stop a member's mail).
+        // must never silently stop a member's mail). Members who muted the thread get
+        // nothing of it, in no form (their digests leave it out too).
         Ok(m) => {
             let now = crate::clock::now_ms();
             let digests = list.digest != crate::config::DigestPeriod::Off;
             m.into_iter()
                 .filter(|m| m.receives_mail(now) && !(m.digest && digests))
+                .filter(|m| !muted.contains(&m.address.to_lowercase()))
                 .map(|m| m.address)
                 .collect()
         }
@@ -497,6 +507,9 @@ fn decide_post(
             });
         }
     };
+    if !muted.is_empty() {
+        tracing::debug!(list = %list.local(), muted = muted.len(), "members who muted the thread are left out");
+    }
     // DMARC: decided now, once, so that every copy and every retry carries the same From.
     let (from_rewrite, dmarc) = crate::dmarc::rewrite(list, dns, &from_addr);
     if list.from_rewrite == crate::config::FromRewrite::Dmarc {
@@ -524,6 +537,7 @@ fn decide_post(
         raw,
         recipients,
         notices: Vec::new(),
+        thread: Some(place),
     })
 }
 

@@ -241,6 +241,92 @@ impl Secret {
     pub fn one_click(&self, list: &str, addr: &str) -> String {
         self.issue(Kind::OneClick, self.member_uid(list, addr), 0, list, addr)
     }
+
+    fn thread_mac(&self, member: u64, thread: u64, list: &str, addr: &str) -> Option<Hmac<Sha256>> {
+        let mut head = [0u8; 1 + 8 + 8];
+        head[0] = THREAD_KIND;
+        head[1..9].copy_from_slice(&member.to_be_bytes());
+        head[9..].copy_from_slice(&thread.to_be_bytes());
+        self.hmac(&head, list, addr)
+    }
+
+    /// A member's own "stop receiving this thread" token (see [`ThreadToken`]); `member` is
+    /// the member's uid ([`Secret::member_uid`]), `thread` the thread's [`thread_id`].
+    pub fn thread_token(&self, member: u64, thread: u64, list: &str, addr: &str) -> String {
+        let mut b = Vec::with_capacity(THREAD_TOKEN_LEN);
+        b.push(THREAD_KIND);
+        b.extend_from_slice(&member.to_be_bytes());
+        b.extend_from_slice(&thread.to_be_bytes());
+        if let Some(m) = self.thread_mac(member, thread, list, addr) {
+            b.extend_from_slice(&m.finalize().into_bytes()[..THREAD_MAC_LEN]);
+        }
+        data_encoding::BASE32_DNSSEC.encode(&b)
+    }
+
+    /// Whether `t` was issued by us for this list and member address; constant time.
+    pub fn verify_thread(&self, t: &ThreadToken, list: &str, addr: &str) -> bool {
+        self.thread_mac(t.member, t.thread, list, addr)
+            .is_some_and(|m| m.verify_truncated_left(&t.mac).is_ok())
+    }
+}
+
+/// The first byte of a [`ThreadToken`] (not a [`Kind`]: those tokens are shorter).
+const THREAD_KIND: u8 = 0x4d;
+const THREAD_MAC_LEN: usize = 13;
+const THREAD_TOKEN_LEN: usize = 1 + 8 + 8 + THREAD_MAC_LEN;
+/// The length of a [`ThreadToken`] in base32.
+pub const THREAD_TOKEN_CHARS: usize = THREAD_TOKEN_LEN * 8 / 5;
+
+/// The stable 64-bit id of a thread: the first 8 bytes of SHA-256 over the lower-cased list
+/// key and the thread's root Message-ID (normalized, without angle brackets). Not secret:
+/// the tokens that carry it are MAC'd.
+pub fn thread_id(list: &str, root: &str) -> u64 {
+    use sha2::Digest;
+    let mut h = Sha256::new();
+    h.update(b"thread\0");
+    h.update(list.to_ascii_lowercase().as_bytes());
+    h.update([0]);
+    h.update(root.as_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(b)
+}
+
+/// A member's token for one thread, in the "Stop receiving this thread" link of every list
+/// copy: 30 bytes, 48 characters of lower-case base32:
+///
+/// `0x4d (1) | member uid (8) | thread id (8) | mac (13)`
+///
+/// `mac` is HMAC-SHA256 over the first 17 bytes, the list key and the member's lower-cased
+/// address, with the same secret as every other token. It does not expire (like the
+/// one-click unsubscribe token) and is not single-use: muting and unmuting are idempotent,
+/// and the member may change their mind with the same link. It names the member by its
+/// opaque uid and the thread by a hash of its root Message-ID: no address in any URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadToken {
+    pub member: u64,
+    pub thread: u64,
+    mac: [u8; THREAD_MAC_LEN],
+}
+
+impl ThreadToken {
+    /// Parses the text form (case-insensitive); `None` for anything that is not one.
+    pub fn parse(s: &str) -> Option<ThreadToken> {
+        let s = s.trim().to_ascii_lowercase();
+        if s.len() != THREAD_TOKEN_CHARS {
+            return None;
+        }
+        let b = data_encoding::BASE32_DNSSEC.decode(s.as_bytes()).ok()?;
+        if b.len() != THREAD_TOKEN_LEN || b[0] != THREAD_KIND {
+            return None;
+        }
+        Some(ThreadToken {
+            member: u64::from_be_bytes(b[1..9].try_into().ok()?),
+            thread: u64::from_be_bytes(b[9..17].try_into().ok()?),
+            mac: b[17..].try_into().ok()?,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -300,6 +386,54 @@ mod tests {
             "jan@ocmw.be",
             std::str::from_utf8(&forged).unwrap()
         ));
+    }
+
+    #[test]
+    fn thread_tokens() {
+        let s = Secret::from_bytes([7; 32]);
+        let (l, a) = ("forum@x.org", "Jan@Ocmw.be");
+        let uid = s.member_uid(l, a);
+        let th = thread_id(l, "vraag-1@ocmw.be");
+        assert_eq!(th, thread_id("FORUM@x.org", "vraag-1@ocmw.be"));
+        assert_ne!(th, thread_id(l, "vraag-2@ocmw.be"));
+        assert_ne!(th, thread_id("other@x.org", "vraag-1@ocmw.be"));
+        let t = s.thread_token(uid, th, l, a);
+        assert_eq!(t.len(), THREAD_TOKEN_CHARS);
+        assert_eq!(t.len(), 48);
+        assert!(t
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        // Deterministic: every copy of the thread carries the same link for one member.
+        assert_eq!(t, s.thread_token(uid, th, l, a));
+        let p = ThreadToken::parse(&t.to_ascii_uppercase()).unwrap();
+        assert_eq!((p.member, p.thread), (uid, th));
+        assert!(s.verify_thread(&p, l, "jan@ocmw.be"));
+        assert!(s.verify_thread(&p, "Forum@X.org", a));
+        assert!(!s.verify_thread(&p, l, "an@ocmw.be"));
+        assert!(!s.verify_thread(&p, "other@x.org", a));
+        assert!(!Secret::from_bytes([8; 32]).verify_thread(&p, l, a));
+        // Another thread or member with the same MAC does not verify.
+        let other = ThreadToken {
+            thread: th ^ 1,
+            ..p.clone()
+        };
+        assert!(!s.verify_thread(&other, l, a));
+        let other = ThreadToken {
+            member: uid ^ 1,
+            ..p.clone()
+        };
+        assert!(!s.verify_thread(&other, l, a));
+        // Any changed character breaks it; other tokens are not thread tokens.
+        for i in [0, 5, 20, 47] {
+            let mut f = t.clone().into_bytes();
+            f[i] = if f[i] == b'a' { b'b' } else { b'a' };
+            let f = ThreadToken::parse(std::str::from_utf8(&f).unwrap());
+            assert!(f.is_none_or(|f| !s.verify_thread(&f, l, a)), "{i}");
+        }
+        assert!(ThreadToken::parse(&s.one_click(l, a)).is_none());
+        assert!(Token::parse(&t).is_none());
+        assert!(ThreadToken::parse("").is_none());
+        assert!(ThreadToken::parse(&t[..47]).is_none());
     }
 
     #[test]

@@ -79,6 +79,20 @@ pub enum Change {
         list: String,
         seq: u64,
     },
+    /// A member stops receiving a thread (nothing when it is not a member, or muted it
+    /// already).
+    Mute {
+        list: String,
+        addr: String,
+        thread: u64,
+        at_ms: i64,
+    },
+    /// A member receives a thread again.
+    Unmute {
+        list: String,
+        addr: String,
+        thread: u64,
+    },
     /// The daily summary went out: events up to `upto` are removed.
     SummarySent {
         list: String,
@@ -215,12 +229,14 @@ impl Store {
             &self.outmail,
             &self.events,
             &self.meta,
+            &self.mutes,
         ];
         let r: std::result::Result<(), TransactionError<StoreError>> =
             trees.as_slice().transaction(|t| {
                 let (spool, members, uids, pending, rate, held, msgid, out, events, meta) = (
                     &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8], &t[9],
                 );
+                let mutes = &t[10];
                 if let Some(id) = spool_id {
                     spool.remove(&id.to_be_bytes())?;
                 }
@@ -331,6 +347,15 @@ impl Store {
                         }
                         Change::Cursor { name, list, seq } => {
                             meta.insert(cursor_key(name, list), &seq.to_be_bytes())?;
+                        }
+                        Change::Mute {
+                            list,
+                            addr,
+                            thread,
+                            at_ms,
+                        } => mutes::mute(members, mutes, list, addr, *thread, *at_ms)?,
+                        Change::Unmute { list, addr, thread } => {
+                            mutes::unmute(mutes, list, addr, *thread)?
                         }
                     }
                 }

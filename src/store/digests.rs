@@ -28,6 +28,20 @@ pub struct DigestMeta {
     pub last_seq: u64,
     pub created_ms: i64,
     pub recipients: u64,
+    /// A digest of the same issue without the threads its members muted: the id of the
+    /// issue's first digest (see `digest::run`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant_of: Option<u64>,
+}
+
+/// One digest to store with [`Store::create_digests`].
+#[derive(Debug, Clone)]
+pub struct NewDigest {
+    pub meta: DigestMeta,
+    pub mime: Vec<u8>,
+    pub plain: Vec<u8>,
+    /// (address, wants the plain form).
+    pub recipients: Vec<(String, bool)>,
 }
 
 /// Queue rows of a digest use the post queue with these bits in the sequence number, so
@@ -73,19 +87,52 @@ impl Store {
         plain: &[u8],
         recipients: &[(String, bool)],
     ) -> Result<()> {
+        self.create_digests(
+            st,
+            &[NewDigest {
+                meta: meta.clone(),
+                mime: mime.to_vec(),
+                plain: plain.to_vec(),
+                recipients: recipients.to_vec(),
+            }],
+        )
+    }
+
+    /// [`Store::create_digest`] for the digests of one issue (one per set of muted threads
+    /// among its members), all in one transaction with the list's new digest state.
+    pub fn create_digests(&self, st: &DigestState, digests: &[NewDigest]) -> Result<()> {
         let now = now_ms();
-        let base = post_key(&meta.list, meta.id);
-        let keys = [
-            [base.as_slice(), b"m"].concat(),
-            [base.as_slice(), b"t"].concat(),
-            [base.as_slice(), b"p"].concat(),
-        ];
-        // Two queue seqs: one per form of the digest.
-        let mut by_form: [Vec<String>; 2] = [Vec::new(), Vec::new()];
-        for (addr, plain) in recipients {
-            by_form[usize::from(*plain)].push(addr.clone());
+        let Some(first) = digests.first() else {
+            return Ok(());
+        };
+        struct Rec<'a> {
+            keys: [Vec<u8>; 3],
+            meta: Vec<u8>,
+            d: &'a NewDigest,
+            // Two queue seqs: one per form of the digest.
+            by_form: [Vec<String>; 2],
         }
-        let (st_key, st_val, m) = (digest_state_key(&meta.list), encode(st), encode(meta));
+        let recs: Vec<Rec> = digests
+            .iter()
+            .map(|d| {
+                let base = post_key(&d.meta.list, d.meta.id);
+                let mut by_form: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+                for (addr, plain) in &d.recipients {
+                    by_form[usize::from(*plain)].push(addr.clone());
+                }
+                Rec {
+                    keys: [
+                        [base.as_slice(), b"m"].concat(),
+                        [base.as_slice(), b"t"].concat(),
+                        [base.as_slice(), b"p"].concat(),
+                    ],
+                    meta: encode(&d.meta),
+                    d,
+                    by_form,
+                }
+            })
+            .collect();
+        let (st_key, st_val) = (digest_state_key(&first.meta.list), encode(st));
         (
             &self.meta,
             &self.digests,
@@ -95,12 +142,15 @@ impl Store {
         )
             .transaction(|(mt, dt, qt, due, plan)| {
                 mt.insert(st_key.as_slice(), st_val.as_slice())?;
-                dt.insert(keys[0].as_slice(), m.as_slice())?;
-                dt.insert(keys[1].as_slice(), mime)?;
-                dt.insert(keys[2].as_slice(), plain)?;
-                for (plain, addrs) in [false, true].into_iter().zip(&by_form) {
-                    let seq = digest_queue_seq(meta.id, plain);
-                    fanout::queue_recipients(qt, due, plan, &meta.list, seq, addrs, now)?;
+                for r in &recs {
+                    dt.insert(r.keys[0].as_slice(), r.meta.as_slice())?;
+                    dt.insert(r.keys[1].as_slice(), r.d.mime.as_slice())?;
+                    dt.insert(r.keys[2].as_slice(), r.d.plain.as_slice())?;
+                    for (plain, addrs) in [false, true].into_iter().zip(&r.by_form) {
+                        let seq = digest_queue_seq(r.d.meta.id, plain);
+                        let list = &r.d.meta.list;
+                        fanout::queue_recipients(qt, due, plan, list, seq, addrs, now)?;
+                    }
                 }
                 Ok(())
             })

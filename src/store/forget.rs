@@ -124,6 +124,25 @@ impl Store {
                 r.records += 1;
             }
         }
+        // The threads the address muted; Message-IDs made from the address in the thread
+        // index are relabelled like the posts' own (below).
+        r.records += self.remove_mutes_of(list, f.addr())?;
+        let p = list_prefix(list);
+        for kv in self.thread_of.scan_prefix(&p) {
+            let (k, v) = kv?;
+            if let Some(id) = f.relabel(&k[p.len()..]) {
+                self.thread_of.remove(&k)?;
+                self.thread_of.insert([p.as_slice(), &id].concat(), v)?;
+                r.relabelled += 1;
+            }
+        }
+        for kv in self.threads.scan_prefix(&p) {
+            let (k, v) = kv?;
+            if let Some(new) = f.relabel(&v) {
+                self.threads.insert(k, new)?;
+                r.relabelled += 1;
+            }
+        }
         // Mail this list queued (its bounce address is the envelope sender): to the
         // address, gone; about it, relabelled.
         for kv in self.outmail.iter() {
@@ -450,8 +469,24 @@ mod tests {
             raw: raw.into_bytes(),
             recipients: vec![AN.into(), JAN.into()],
             notices: vec![],
+            thread: Some(ThreadPlace {
+                message_id: format!("j.{local}@x"),
+                thread: 42,
+                root: format!("j.{local}@x"),
+                reaches: vec![42],
+            }),
         };
         assert!(matches!(s.apply(id, out).unwrap(), Applied::Posted { .. }));
+        s.commit(
+            vec![Change::Mute {
+                list: list.into(),
+                addr: AN.into(),
+                thread: 42,
+                at_ms: 1,
+            }],
+            vec![],
+        )
+        .unwrap();
         for (n, a) in [AN, JAN].into_iter().enumerate() {
             let raw = format!("From: {a}\r\nMessage-ID: <h{n}.{local}@x>\r\n\r\nvast\r\n");
             let id = s.spool(envelope(a, list), raw.as_bytes()).unwrap();
@@ -568,6 +603,9 @@ mod tests {
                 out.push("spool".into());
             }
         }
+        for t in s.mutes_of(list, addr).unwrap() {
+            out.push(format!("mute {t}"));
+        }
         out
     }
 
@@ -578,7 +616,7 @@ mod tests {
         fill(&s, A);
         fill(&s, B);
         let before_b = traces(&s, B, AN);
-        assert_eq!(before_b.len(), 9, "{before_b:?}");
+        assert_eq!(before_b.len(), 10, "{before_b:?}");
         let jan = [traces(&s, A, JAN), traces(&s, B, JAN)];
         let raw_b: Vec<Vec<u8>> = s
             .posts(B)

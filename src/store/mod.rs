@@ -31,6 +31,10 @@
 //! - `arch_subj`  `<list>\0<base subject>` → the latest thread with that subject
 //! - `arch_month` `<list>\0<yyyy-mm>\0<thread>` → messages of the thread in that month
 //!   (the archive index is derived: `archive rebuild` clears and recomputes it)
+//! - `thread_of`  `<list>\0<message-id>` → thread id (the thread a post belongs to, written
+//!   with the post; see `mutes.rs`; not derived: rebuilding the archive leaves it)
+//! - `threads`    `<list>\0<thread>` → [`ThreadInfo`] (root Message-ID and subject)
+//! - `mutes`      `<list>\0<thread><addr>` → [`Mute`] (a member muted a thread)
 //!
 //! `<list>` is the lower-cased posting address and `<addr>` a lower-cased member address.
 //! Everything that changes the meaning of an acknowledged message happens in one sled
@@ -50,6 +54,7 @@ mod fanout;
 mod forget;
 mod imap;
 mod members;
+mod mutes;
 mod posts;
 mod queue;
 mod spool;
@@ -60,6 +65,7 @@ pub use digests::*;
 pub use forget::*;
 pub use imap::*;
 pub use members::*;
+pub use mutes::*;
 pub use posts::*;
 pub use queue::*;
 pub use spool::*;
@@ -237,6 +243,9 @@ pub struct Store {
     arch_subj: sled::Tree,
     arch_month: sled::Tree,
     digests: sled::Tree,
+    thread_of: sled::Tree,
+    threads: sled::Tree,
+    mutes: sled::Tree,
 }
 
 impl Store {
@@ -286,6 +295,9 @@ impl Store {
             arch_subj: t("arch_subj")?,
             arch_month: t("arch_month")?,
             digests: t("digests")?,
+            thread_of: t("thread_of")?,
+            threads: t("threads")?,
+            mutes: t("mutes")?,
             db,
         };
         forget::remove_compaction_leftovers(path)?;
@@ -360,6 +372,7 @@ mod tests {
                     raw: b"raw1".to_vec(),
                     recipients: vec!["B@Example.org".into(), "c@example.org".into()],
                     notices: vec![],
+                    thread: None,
                 },
             )
             .unwrap();
@@ -377,6 +390,7 @@ mod tests {
                     raw: b"raw1".to_vec(),
                     recipients: vec!["b@example.org".into()],
                     notices: vec![],
+                    thread: None,
                 },
             )
             .unwrap();

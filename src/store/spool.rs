@@ -41,6 +41,8 @@ pub enum Outcome {
         raw: Vec<u8>,
         recipients: Vec<String>,
         notices: Vec<OutMail>,
+        /// The thread the post goes into (see `mutes.rs`); written with it.
+        thread: Option<ThreadPlace>,
     },
     /// Waiting for a moderator; the owners (and the poster) get `notices`; `changes` count
     /// the notice to the poster against its rate limit.
@@ -216,6 +218,7 @@ impl Store {
                 raw,
                 recipients,
                 notices,
+                thread,
             } => {
                 let recs = self.outmail_records(notices)?;
                 let now = now_ms();
@@ -232,15 +235,20 @@ impl Store {
                     &self.outmail,
                     &self.queue_due,
                     &self.fanout,
+                    &self.thread_of,
+                    &self.threads,
                 );
                 let r = trees.transaction(
-                    |(spool, posts, rawt, msgid, queue, metat, out, due, plan)| {
+                    |(spool, posts, rawt, msgid, queue, metat, out, due, plan, tof, threads)| {
                         spool.remove(&sk)?;
                         if msgid.get(&mk)?.is_some() {
                             return Ok(None);
                         }
                         let seq =
                             insert_post(posts, rawt, msgid, metat, &meta, &raw, &mk, &seq_key)?;
+                        if let Some(place) = &thread {
+                            mutes::write_place(tof, threads, &meta.list, place, &meta.subject)?;
+                        }
                         // The first chunk as queue rows, the rest planned (see `fanout.rs`).
                         fanout::queue_recipients(
                             queue,
