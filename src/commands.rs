@@ -58,6 +58,12 @@ pub enum Cmd {
         token: String,
         member: bool,
     },
+    /// An owner's `opgelost URL` (or `heropend URL`): marks a question solved, with the
+    /// answer a message URL names, or reopens it; confirmed by the owner first.
+    QaMark {
+        solved: bool,
+        thread: String,
+    },
     Reject {
         token: String,
         reason: Option<String>,
@@ -168,6 +174,18 @@ pub fn parse_line(line: &str) -> LineParse {
             ),
         },
         "info" | "informatie" => cmd(Cmd::Info, w == "informatie"),
+        "opgelost" | "solved" | "heropend" | "heropen" | "reopen" | "reopened" => match args {
+            [t] => cmd(
+                Cmd::QaMark {
+                    solved: matches!(w.as_str(), "opgelost" | "solved"),
+                    thread: t.to_string(),
+                },
+                matches!(w.as_str(), "opgelost" | "heropend" | "heropen"),
+            ),
+            _ => LineParse::Invalid(
+                "expected the question's archive URL or thread number (owners only)".into(),
+            ),
+        },
         "mute" | "stil" | "dempen" if args.is_empty() => cmd(Cmd::Mute(true), w != "mute"),
         "unmute" | "volg" | "volgen" if args.is_empty() => cmd(Cmd::Mute(false), w != "unmute"),
         "niet" if args.len() == 1 && args[0].eq_ignore_ascii_case("stil") => {
@@ -918,6 +936,95 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
+    /// An owner's `opgelost URL` / `heropend URL`: checked against the archive's threads,
+    /// then confirmed by the owner's own address before anything changes (a From line can
+    /// be forged; the confirmation cannot).
+    fn request_qa_mark(
+        &mut self,
+        requester: &str,
+        solved: bool,
+        thread: &str,
+        hint: Option<Language>,
+    ) -> crate::store::Result<()> {
+        let key = self.key().to_string();
+        let Some((id, from_url)) = crate::archive::qa::parse_thread_ref(thread) else {
+            let mut r = Res::new("invalid").reason("not a thread number or archive URL");
+            r.line = Some(thread.to_string());
+            self.results.push(r);
+            return Ok(());
+        };
+        // The thread a chain of merges ends in.
+        let mut t = self.ctx.store.arch_thread(&key, id)?;
+        for _ in 0..64 {
+            match t.as_ref().and_then(|t| t.merged_into) {
+                Some(next) => t = self.ctx.store.arch_thread(&key, next)?,
+                None => break,
+            }
+        }
+        let Some(t) = t else {
+            let mut r = Res::new("invalid").reason("the archive has no such thread");
+            r.line = Some(thread.to_string());
+            self.results.push(r);
+            return Ok(());
+        };
+        let root = t.seqs.iter().copied().min().unwrap_or(t.id);
+        let answer = match from_url {
+            Some(a) if !t.seqs.contains(&a) => {
+                let mut r = Res::new("invalid").reason("that message is not in the thread");
+                r.line = Some(thread.to_string());
+                self.results.push(r);
+                return Ok(());
+            }
+            Some(a) if a != root => a,
+            _ => 0,
+        };
+        if !self.within(
+            CONFIRM,
+            requester,
+            self.ctx.cfg.commands.max_confirmations_per_address,
+        )? {
+            let mut r = Res::new("rate-limited").addr(requester);
+            r.silent = true;
+            self.results.push(r);
+            return Ok(());
+        }
+        let action = format!(
+            "qa:{}:{}:{answer}",
+            if solved { "solved" } else { "reopen" },
+            t.id
+        );
+        let lang = self.lang_for(requester, hint);
+        let expires_ms = self.now + self.ctx.cfg.commands.confirm_expiry.as_millis() as i64;
+        let token = self.pending_token(Kind::OwnerAction, &action, requester, expires_ms, hint)?;
+        let confirm_address = self.list.sub_address(&format!("confirm+{token}"));
+        let confirm_url = self
+            .ctx
+            .cfg
+            .base_url()
+            .map(|b| format!("{b}/confirm/{token}"));
+        let vars = minijinja::context! {
+            token, confirm_address => confirm_address.clone(), confirm_url,
+            expires => date_text(expires_ms), solved, subject => t.subject.clone(),
+            thread => t.id, answer => (answer != 0).then_some(answer),
+        };
+        if self.send(
+            requester,
+            lang,
+            "confirm-owner",
+            vars,
+            "auto-replied",
+            Some(confirm_address),
+            None,
+            None,
+        ) {
+            self.hit(CONFIRM, requester);
+            let mut r = Res::new("confirm-sent").addr(requester);
+            r.silent = true;
+            self.results.push(r);
+        }
+        Ok(())
+    }
+
     /// Checks a confirmation token; on success returns the pending request and its id.
     pub fn check_pending(
         &self,
@@ -929,7 +1036,7 @@ impl<'a> Plan<'a> {
         };
         if !matches!(
             t.kind,
-            Kind::Subscribe | Kind::Unsubscribe | Kind::Reenable | Kind::Forget
+            Kind::Subscribe | Kind::Unsubscribe | Kind::Reenable | Kind::Forget | Kind::OwnerAction
         ) {
             return Ok(Err(TokenFail::Forged));
         }
@@ -987,6 +1094,39 @@ impl<'a> Plan<'a> {
             let mut r = Res::new("forgotten").addr(&p.address);
             r.silent = true;
             self.results.push(r);
+            return;
+        }
+        if let Some(rest) = p.action.strip_prefix("qa:") {
+            // `qa:<solved|reopen>:<thread>:<answer or 0>`, made by `request_qa_mark`.
+            let parts: Vec<&str> = rest.split(':').collect();
+            let parsed = match parts.as_slice() {
+                [what, t, a] => t
+                    .parse::<u64>()
+                    .ok()
+                    .zip(a.parse::<u64>().ok())
+                    .map(|(t, a)| (*what == "solved", t, a)),
+                _ => None,
+            };
+            match parsed {
+                Some((solved, thread, answer)) => {
+                    self.changes.push(Change::QaOwnerMark {
+                        list: self.key().to_string(),
+                        thread,
+                        mark: crate::store::QaOwnerMark {
+                            at_ms: self.now,
+                            solved,
+                            accepted: (answer != 0 && solved).then_some(answer),
+                        },
+                    });
+                    let mut r = Res::new("qa-marked");
+                    r.value = Some(if solved { "solved" } else { "reopened" }.into());
+                    r.count = Some(thread as usize);
+                    self.results.push(r);
+                }
+                None => self
+                    .results
+                    .push(Res::new("token-invalid").reason(TokenFail::Forged.code())),
+            }
             return;
         }
         if p.action == "reenable" {
@@ -1436,6 +1576,12 @@ pub fn handle<'a>(
                     }
                     None => plan.results.push(Res::new("mute-no-thread")),
                 }
+            }
+            Cmd::QaMark { .. } if !is_owner(list, requester) => {
+                plan.results.push(Res::new("owner-only"))
+            }
+            Cmd::QaMark { solved, thread } => {
+                plan.request_qa_mark(requester, solved, &thread, hint)?
             }
             Cmd::Approve { .. } | Cmd::Reject { .. } if !is_owner(list, requester) => plan
                 .results

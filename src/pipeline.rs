@@ -655,7 +655,9 @@ pub fn process(
                     "bounce recorded"
                 );
             }
-            tracing::info!(list, "request handled")
+            tracing::info!(list, "request handled");
+            // A confirmed owner's mark may change a thread's state.
+            svc.archive_wake.notify_one();
         }
         Applied::Dropped => {}
     }

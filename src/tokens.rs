@@ -43,6 +43,8 @@ pub enum Kind {
     Login,
     /// A members-only archive session (the cookie; the member record, by its uid).
     Session,
+    /// Confirms an owner's command by mail (a pending record): marking a question solved.
+    OwnerAction,
 }
 
 impl Kind {
@@ -56,6 +58,7 @@ impl Kind {
             Kind::Forget => 6,
             Kind::Login => 7,
             Kind::Session => 8,
+            Kind::OwnerAction => 9,
         }
     }
     fn from_byte(b: u8) -> Option<Kind> {
@@ -68,6 +71,7 @@ impl Kind {
             6 => Kind::Forget,
             7 => Kind::Login,
             8 => Kind::Session,
+            9 => Kind::OwnerAction,
             _ => return None,
         })
     }

@@ -495,3 +495,128 @@ fn similar_earlier_questions_are_mailed_to_the_asker_only() {
     std::thread::sleep(std::time::Duration::from_secs(11));
     assert_eq!(similar(&asker).len(), 1, "nothing similar, no mail");
 }
+
+/// An owner marks a question solved by mail (`opgelost URL` to -request, confirmed from the
+/// owner's address); the same from a member changes nothing.
+#[test]
+fn an_owner_marks_a_question_solved_by_mail_after_confirming() {
+    let sink = Sink::start();
+    let mut env = TestEnv::new(sink.port, public());
+    let d = Daemon::start(&mut env);
+    let dir = site(&env);
+    let thread = dir.join("t/1.html");
+    let request = "forum-request@lists.example.org";
+    let send =
+        |from: &str, rcpt: &str, subject: &str, id: &str, parent: Option<&str>, body: &str| {
+            let addr = from
+                .split('<')
+                .nth(1)
+                .and_then(|a| a.split('>').next())
+                .unwrap_or(from);
+            assert_eq!(
+                post(d.port, addr, rcpt, &raw(from, subject, id, parent, body)),
+                250,
+                "{id}"
+            );
+        };
+    send(
+        "An <an@ocmw-gent.be>",
+        LIST,
+        "Leefloon en verhuis",
+        "q1@ocmw-gent.be",
+        None,
+        "Wie weet het?",
+    );
+    send(
+        "Kris Wouters <kris@ocmw-aalst.be>",
+        LIST,
+        "Re: [forum] Leefloon en verhuis",
+        "r1@ocmw-aalst.be",
+        Some("q1@ocmw-gent.be"),
+        "Zo zit het.",
+    );
+    assert!(wait_until(WAIT, || read(&thread)
+        .matches("<article")
+        .count()
+        == 2));
+    let url = "https://lists.example.org/archive/forum/t/1.html#m2";
+    let mails_to = |to: &str| -> Vec<Received> {
+        sink.messages()
+            .into_iter()
+            .filter(|m| m.rcpt.eq_ignore_ascii_case(to))
+            .collect()
+    };
+    // A member (not an owner) is told it is for owners; nothing changes.
+    send(
+        "Kris Wouters <kris@ocmw-aalst.be>",
+        request,
+        "opgelost",
+        "c1@ocmw-aalst.be",
+        None,
+        &format!("opgelost {url}"),
+    );
+    assert!(wait_until(WAIT, || mails_to("kris@ocmw-aalst.be").len() == 1));
+    let answer =
+        String::from_utf8_lossy(&mails_to("kris@ocmw-aalst.be")[0].data).replace("=\r\n", "");
+    assert!(answer.contains("beheerders"), "{answer}");
+    // The owner: a confirmation first, then the mark.
+    send(
+        OWNER,
+        request,
+        "opgelost",
+        "c2@example.org",
+        None,
+        &format!("opgelost {url}"),
+    );
+    assert!(
+        wait_until(WAIT, || mails_to(OWNER).len() == 1),
+        "{}",
+        d.stderr()
+    );
+    assert!(!read(&thread).contains("Beste antwoord"));
+    let confirm = confirm_address_in(&mails_to(OWNER)[0].data);
+    send(
+        OWNER,
+        &confirm,
+        "Re: bevestig",
+        "c3@example.org",
+        None,
+        "ja",
+    );
+    assert!(
+        wait_until(WAIT, || read(&thread)
+            .contains("Beste antwoord: Kris Wouters")),
+        "{}\n{}",
+        read(&thread),
+        d.stderr()
+    );
+    // `heropend 1` reopens it the same way.
+    send(
+        OWNER,
+        request,
+        "heropend",
+        "c4@example.org",
+        None,
+        "heropend 1",
+    );
+    assert!(wait_until(WAIT, || mails_to(OWNER).len() >= 3));
+    let confirm = mails_to(OWNER)
+        .iter()
+        .rev()
+        .find(|m| String::from_utf8_lossy(&m.data).contains("forum-confirm+"))
+        .map(|m| confirm_address_in(&m.data))
+        .expect("a second confirmation");
+    send(
+        OWNER,
+        &confirm,
+        "Re: bevestig",
+        "c5@example.org",
+        None,
+        "ja",
+    );
+    assert!(
+        wait_until(WAIT, || !read(&thread).contains("Beste antwoord")),
+        "{}",
+        read(&thread)
+    );
+}

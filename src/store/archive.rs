@@ -267,19 +267,8 @@ impl Store {
     /// An owner's mark for a thread, kept with the others; the thread is noted for the
     /// archive writer to settle and render again.
     pub fn add_qa_owner_mark(&self, list: &str, thread: u64, mark: QaOwnerMark) -> Result<()> {
-        let k = qa_key(b"qa\0", list, thread);
-        let dirty = qa_key(b"qadirty\0", list, thread);
         self.meta
-            .transaction(|mt| {
-                let mut marks: Vec<QaOwnerMark> = match mt.get(&k)? {
-                    Some(v) => decode("meta", &v).map_err(ConflictableTransactionError::Abort)?,
-                    None => Vec::new(),
-                };
-                marks.push(mark.clone());
-                mt.insert(k.as_slice(), encode(&marks))?;
-                mt.insert(dirty.as_slice(), b"".as_slice())?;
-                Ok(())
-            })
+            .transaction(|mt| qa_owner_mark_in(mt, list, thread, &mark))
             .map_err(tx_err)?;
         self.flush()
     }
@@ -337,4 +326,26 @@ impl Store {
 
 fn qa_key(prefix: &[u8], list: &str, thread: u64) -> Vec<u8> {
     [prefix, &list_prefix(list), &thread.to_be_bytes()].concat()
+}
+
+/// Inside a transaction on `meta`: adds an owner's mark to the thread's and notes the
+/// thread for the archive writer.
+pub(super) fn qa_owner_mark_in(
+    mt: &sled::transaction::TransactionalTree,
+    list: &str,
+    thread: u64,
+    mark: &QaOwnerMark,
+) -> std::result::Result<(), ConflictableTransactionError<StoreError>> {
+    let k = qa_key(b"qa\0", list, thread);
+    let mut marks: Vec<QaOwnerMark> = match mt.get(&k)? {
+        Some(v) => decode("meta", &v).map_err(ConflictableTransactionError::Abort)?,
+        None => Vec::new(),
+    };
+    marks.push(mark.clone());
+    mt.insert(k.as_slice(), encode(&marks))?;
+    mt.insert(
+        qa_key(b"qadirty\0", list, thread).as_slice(),
+        b"".as_slice(),
+    )?;
+    Ok(())
 }

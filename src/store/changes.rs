@@ -72,6 +72,12 @@ pub enum Change {
         marker: String,
         mail: OutMail,
     },
+    /// An owner's confirmed solved/reopened mark for a thread (see `add_qa_owner_mark`).
+    QaOwnerMark {
+        list: String,
+        thread: u64,
+        mark: QaOwnerMark,
+    },
     /// How far a clock-driven step has read a list's posts (`similar`: the questions whose
     /// similar earlier questions were looked for), moved with the mail it caused.
     Cursor {
@@ -344,6 +350,9 @@ impl Store {
                         }
                         Change::RequestForget { list, addr } => {
                             meta.insert(forget_key(list, addr), b"".as_slice())?;
+                        }
+                        Change::QaOwnerMark { list, thread, mark } => {
+                            archive::qa_owner_mark_in(meta, list, *thread, mark)?
                         }
                         Change::Cursor { name, list, seq } => {
                             meta.insert(cursor_key(name, list), &seq.to_be_bytes())?;
