@@ -83,10 +83,11 @@ pub const THREADS_PER_FILE: u64 = 2048;
 pub const SPLIT_BYTES: usize = 32 * 1024;
 /// Snippet length, in characters.
 pub const SNIPPET_CHARS: usize = 180;
-/// What `x/` files keep for snippets: of the question, of each answer, in all.
-const QUESTION_CHARS: usize = 1200;
-const ANSWER_CHARS: usize = 400;
-const RECORD_CHARS: usize = 2400;
+/// What `x/` files keep for snippets, in bytes: of the question, of each answer, in all
+/// (20 records a page stay well under 100 KB).
+const QUESTION_BYTES: usize = 1200;
+const ANSWER_BYTES: usize = 400;
+const RECORD_BYTES: usize = 2400;
 /// Longer runs of letters are not words (base64, hashes).
 const MAX_TERM_CHARS: usize = 40;
 const MAX_TF: u32 = (u32::MAX >> 2) - 1;
@@ -200,20 +201,26 @@ pub fn terms(text: &str) -> BTreeSet<String> {
 }
 
 /// Text as the index may hold it: every whitespace-separated chunk with an `@` removed
-/// (scrubbed addresses, `jan.peeters@…`, anything address-like), whitespace collapsed.
+/// (scrubbed addresses, `jan.peeters@…`, anything address-like), control characters
+/// dropped, whitespace collapsed.
 pub fn clean(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for w in text.split_whitespace().filter(|w| !w.contains('@')) {
         if !out.is_empty() {
             out.push(' ');
         }
-        out.push_str(w);
+        out.extend(w.chars().filter(|c| !c.is_control()));
     }
     out
 }
 
-fn truncate_chars(s: &mut String, max: usize) {
-    if let Some((cut, _)) = s.char_indices().nth(max) {
+/// Cuts `s` to at most `max` bytes, at a character boundary.
+fn truncate_bytes(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
         s.truncate(cut);
     }
 }
@@ -483,7 +490,7 @@ impl Batch {
         let mut dl = 0u32;
         let mut changed: HashSet<String> = HashSet::new();
         let mut text = Vec::new();
-        let mut room = RECORD_CHARS;
+        let mut room = RECORD_BYTES;
         for (i, m) in t.messages.iter().enumerate() {
             let own = clean(m.text);
             let mut ts = tokens(&own);
@@ -499,11 +506,11 @@ impl Batch {
             }
             if room > 0 && !own.is_empty() {
                 let mut seg = own;
-                truncate_chars(
+                truncate_bytes(
                     &mut seg,
-                    room.min(if i == 0 { QUESTION_CHARS } else { ANSWER_CHARS }),
+                    room.min(if i == 0 { QUESTION_BYTES } else { ANSWER_BYTES }),
                 );
-                room = room.saturating_sub(seg.chars().count());
+                room = room.saturating_sub(seg.len());
                 text.push(seg);
             }
         }
