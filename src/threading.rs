@@ -140,6 +140,30 @@ fn analyse(subject: &str) -> (String, bool) {
     (base, reply)
 }
 
+/// A subject as a thread list shows it: leading `Re:`, `AW:`, `Antw:`, `Fwd:` ... markers
+/// (and trailing "(fwd)") removed, whitespace collapsed, case and `[...]` tags kept
+/// (`Re: [PATCH v2] x` → `[PATCH v2] x`). The list's own prefix is the caller's to remove.
+pub fn strip_reply_markers(subject: &str) -> String {
+    let mut s = subject.trim();
+    loop {
+        let end = s.trim_end();
+        if let Some(cut) = end.len().checked_sub(5) {
+            if end
+                .get(cut..)
+                .is_some_and(|t| t.eq_ignore_ascii_case("(fwd)"))
+            {
+                s = end[..cut].trim_end();
+                continue;
+            }
+        }
+        match strip_marker(s) {
+            Some((rest, _)) => s = rest,
+            None => break,
+        }
+    }
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// RFC 5256 base subject, lower-cased and whitespace-collapsed, for comparing.
 pub fn base_subject(subject: &str) -> String {
     analyse(subject).0
@@ -792,6 +816,20 @@ mod tests {
             ("", ""),
         ] {
             assert_eq!(base_subject(s), want, "{s:?}");
+        }
+        for (s, want) in [
+            (
+                "Re: RE: Antw: AW: Fwd: Leefloon  voor een cliënt",
+                "Leefloon voor een cliënt",
+            ),
+            (
+                "Re: [PATCH v2] man7/foo.7: fix",
+                "[PATCH v2] man7/foo.7: fix",
+            ),
+            ("Vraag (fwd)", "Vraag"),
+            ("Reactie: x", "Reactie: x"),
+        ] {
+            assert_eq!(strip_reply_markers(s), want, "{s:?}");
         }
         assert!(is_reply_subject("[forum] AW: x"));
         assert!(is_reply_subject("Re[3]: x"));

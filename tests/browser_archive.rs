@@ -473,3 +473,418 @@ async fn members_only(sink: &Sink) {
     let _ = driver.wait();
     drop(d);
 }
+
+// ---- search that answers questions ---------------------------------------------------------
+
+/// A plain-text post, a reply when `parent` is given.
+fn mail(from: &str, subject: &str, id: &str, parent: Option<&str>, body: &str) -> Vec<u8> {
+    let refs = parent
+        .map(|p| format!("In-Reply-To: <{p}>\r\nReferences: <{p}>\r\n"))
+        .unwrap_or_default();
+    let body = body.replace("\r\n", "\n").replace('\n', "\r\n");
+    format!(
+        "From: {from}\r\nTo: {LIST}\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\n{refs}\
+Date: Mon, 02 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n\
+Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
+
+/// What the page's script found: (total, thread ids shown, status line).
+async fn results(client: &fantoccini::Client, url: &str) -> (u64, Vec<u64>, String) {
+    client.goto(url).await.expect("goto search");
+    client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#search-app[data-state=done]"))
+        .await
+        .unwrap_or_else(|e| panic!("{url}: search did not finish: {e}"));
+    let v = client
+        .execute(
+            "return [VB.result.total, VB.result.ids, document.getElementById('search-status').textContent];",
+            vec![],
+        )
+        .await
+        .expect("execute");
+    let ids = v[1]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
+        .unwrap_or_default();
+    (
+        v[0].as_u64().unwrap_or(u64::MAX),
+        ids,
+        v[2].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// The reference implementation's answer for the same query: (total, ids of the page).
+fn reference(site: &Path, q: &str, page: usize) -> (u64, Vec<u64>) {
+    let r = vraagbaak::archive::search::Searcher::open(site).search(q, page);
+    (r.total as u64, r.hits.iter().map(|h| h.id).collect())
+}
+
+#[test]
+fn search_finds_threads_once_ranked_with_snippets_pages_and_from_disk() {
+    if !browser_available("search_finds_threads_once_ranked_with_snippets_pages_and_from_disk") {
+        return;
+    }
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    let sink = Sink::start();
+    runtime().block_on(search_answers_questions(&sink));
+}
+
+async fn search_answers_questions(sink: &Sink) {
+    let mut env = TestEnv::new(
+        sink.port,
+        Opts {
+            http: true,
+            posting: "open",
+            language: "nl",
+            list_extra: "archive = \"public\"\n".into(),
+            ..Opts::default()
+        },
+    );
+    env.add_members(&[member(1), member(2)]);
+    let d = Daemon::start(&mut env);
+    let an = "An Peeters <an.peeters@ocmw-gent.example>";
+    let kris = "Kris Wouters <kris.wouters@caw.example>";
+    let q1 = "Leefloon voor een cliënt in schuldbemiddeling";
+    let mut posts: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "an.peeters@ocmw-gent.example",
+            mail(
+                an,
+                q1,
+                "q1@ocmw-gent.example",
+                None,
+                "Heeft iemand ervaring met een aanvraag leefloon voor een cliënt in collectieve \
+schuldenregeling?\n\nMail me op an.peeters@ocmw-gent.example.\n-- \nAn Peeters\nHandtekeningwoord OCMW Gent",
+            ),
+        ),
+        (
+            "kris.wouters@caw.example",
+            mail(
+                kris,
+                &format!("Re: {q1}"),
+                "r1@caw.example",
+                Some("q1@ocmw-gent.example"),
+                "Ja, de schuldbemiddelaar moet akkoord gaan.\n\nOp 2 nov. 2026 schreef An Peeters \
+<an.peeters@ocmw-gent.example>:\n> Heeft iemand ervaring met citaatwoord?\n",
+            ),
+        ),
+        // Outlook: no References, joins by subject.
+        (
+            "kris.wouters@caw.example",
+            mail(
+                kris,
+                &format!("Antw: {q1}"),
+                "r2@caw.example",
+                None,
+                "Wij vragen eerst een budgetbegeleiding aan.",
+            ),
+        ),
+        (
+            "an.peeters@ocmw-gent.example",
+            mail(
+                an,
+                "Client zonder verblijfsvergunning",
+                "q2@ocmw-gent.example",
+                None,
+                "Mijn client heeft geen papieren en een kind; kan hij dringende medische hulp krijgen?",
+            ),
+        ),
+        (
+            "an.peeters@ocmw-gent.example",
+            mail(
+                an,
+                "Huurwaarborg via het OCMW",
+                "q3@ocmw-gent.example",
+                None,
+                "Wie schiet een huurwaarborg voor?",
+            ),
+        ),
+        (
+            "kris.wouters@caw.example",
+            mail(
+                kris,
+                "RE: Huurwaarborg via het OCMW",
+                "r3@caw.example",
+                Some("q3@ocmw-gent.example"),
+                "Het OCMW, na een sociaal onderzoek.",
+            ),
+        ),
+    ];
+    let fillers: Vec<Vec<u8>> = (1..=22)
+        .map(|i| {
+            mail(
+                kris,
+                &format!("Vraag {i} over de huurwaarborg"),
+                &format!("f{i}@caw.example"),
+                None,
+                &format!("Dit is vraag nummer {i} over een huurwaarborg voor een gezin."),
+            )
+        })
+        .collect();
+    for f in &fillers {
+        posts.push(("kris.wouters@caw.example", f.clone()));
+    }
+    for (from, raw) in &posts {
+        assert_eq!(post(d.port, from, LIST, raw), 250);
+    }
+    let site = env.data_dir.join("archive/forum");
+    let meta = || std::fs::read_to_string(site.join("search/meta.js")).unwrap_or_default();
+    assert!(
+        wait_until(WAIT, || meta().contains("\"n\":25,")),
+        "25 threads indexed: {}",
+        meta()
+    );
+    // Answers counted per thread, whatever order the updates ran in.
+    let q1_id = reference(&site, "schuldenregeling", 1).1[0];
+    let rec = |id: u64| {
+        std::fs::read_to_string(site.join(format!("search/x/{id}.js"))).unwrap_or_default()
+    };
+    assert!(
+        wait_until(WAIT, || rec(q1_id).contains("\"a\":2,")),
+        "{}",
+        rec(q1_id)
+    );
+
+    // No address, no name of an author, nothing quoted and no signature in the index.
+    for f in files(&site.join("search"))
+        .into_iter()
+        .chain(files(&site.join("search/x")))
+    {
+        if f.is_dir() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).expect("read").to_lowercase();
+        for bad in [
+            "@",
+            "peeters",
+            "wouters",
+            "citaatwoord",
+            "handtekeningwoord",
+            "schreef",
+        ] {
+            assert!(!text.contains(bad), "{bad} in {}", f.display());
+        }
+    }
+    for q in ["citaatwoord", "handtekeningwoord", "peeters", "kris"] {
+        assert_eq!(reference(&site, q, 1).0, 0, "{q}");
+    }
+
+    let (mut driver, _profile, client) = browser().await;
+    let base = format!("http://127.0.0.1:{}/archive/forum/", env.http_port);
+
+    // A word of the question: that thread once, its subject without Re:/Antw:, its answer
+    // count, a snippet with the word highlighted, a link to the thread page.
+    let (total, ids, status) =
+        results(&client, &format!("{base}search.html?q=schuldenregeling")).await;
+    assert_eq!((total, ids.clone()), (1, vec![q1_id]), "{status}");
+    assert_eq!(status, "1 resultaat voor 'schuldenregeling'");
+    let li = client
+        .find(Locator::Css("#search-results li"))
+        .await
+        .expect("a result");
+    let a = li.find(Locator::Css("a")).await.expect("link");
+    assert_eq!(a.text().await.expect("text"), q1);
+    let href = a.attr("href").await.expect("href").unwrap_or_default();
+    assert_eq!(href, format!("t/{q1_id}.html"));
+    let answers = li.find(Locator::Css(".answers")).await.expect("answers");
+    assert_eq!(answers.text().await.expect("text"), "2 antwoorden");
+    let marks = li
+        .find_all(Locator::Css(".snippet mark"))
+        .await
+        .expect("marks");
+    assert_eq!(marks.len(), 1);
+    assert_eq!(marks[0].text().await.expect("text"), "schuldenregeling");
+    let snip = li
+        .find(Locator::Css(".snippet"))
+        .await
+        .expect("snippet")
+        .text()
+        .await
+        .expect("text");
+    let want: String = vraagbaak::archive::search::Searcher::open(&site)
+        .search("schuldenregeling", 1)
+        .hits[0]
+        .snippet
+        .iter()
+        .map(|(t, _)| t.as_str())
+        .collect();
+    assert_eq!(snip, want, "the browser's snippet is the reference's");
+    assert!(
+        snip.contains("cliënt in collectieve schuldenregeling?"),
+        "{snip}"
+    );
+    a.click().await.expect("open the thread");
+    client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::XPath(
+            "//*[contains(text(), 'schuldbemiddelaar moet akkoord')]",
+        ))
+        .await
+        .expect("the thread page with the answer");
+
+    // cliënt and client: the same threads in the same order; the open question says so.
+    let with = results(&client, &format!("{base}search.html?q=cli%C3%ABnt")).await;
+    let without = results(&client, &format!("{base}search.html?q=client")).await;
+    assert_eq!((with.0, &with.1), (without.0, &without.1));
+    assert_eq!(with.0, 2, "{}", with.2);
+    assert_eq!(without.2, "2 resultaten voor 'client'");
+    assert_eq!(with.2, "2 resultaten voor 'cliënt'");
+    assert_eq!((with.0, with.1.clone()), reference(&site, "cliënt", 1));
+    let states: Vec<String> = {
+        let mut v = Vec::new();
+        for e in client
+            .find_all(Locator::Css("#search-results .answers"))
+            .await
+            .expect("answers")
+        {
+            v.push(e.text().await.expect("text"));
+        }
+        v
+    };
+    assert!(
+        states.contains(&"Nog geen antwoord".to_string()),
+        "{states:?}"
+    );
+    assert!(states.contains(&"2 antwoorden".to_string()), "{states:?}");
+    let (_, ids, _) = results(&client, &format!("{base}search.html?q=ocmw")).await;
+    assert_eq!(ids.len(), 1);
+    let one = client
+        .find(Locator::Css("#search-results .answers"))
+        .await
+        .expect("answers");
+    assert_eq!(one.text().await.expect("text"), "1 antwoord");
+
+    // één folds to een, a stopword: not every thread, none.
+    let (total, ids, status) =
+        results(&client, &format!("{base}search.html?q=%C3%A9%C3%A9n")).await;
+    assert_eq!((total, ids.len()), (0, 0));
+    assert!(status.starts_with("0 resultaten voor 'één'"), "{status}");
+    assert_eq!(reference(&site, "een", 1).0, 0);
+
+    // Paging: 23 threads on huurwaarborg, 20 and 3, none twice; the same as the reference.
+    let (total, page1, status) =
+        results(&client, &format!("{base}search.html?q=huurwaarborg")).await;
+    assert_eq!(total, 23, "{status}");
+    assert_eq!(status, "23 resultaten voor 'huurwaarborg'");
+    assert_eq!(page1.len(), 20);
+    assert_eq!((total, page1.clone()), reference(&site, "huurwaarborg", 1));
+    // The thread with the word in its subject and an answer first.
+    let q3 = reference(&site, "huurwaarborg ocmw", 1).1;
+    assert_eq!(page1[0], q3[0]);
+    let next = client
+        .find(Locator::Css("#search-pager a[rel=next]"))
+        .await
+        .expect("next");
+    let next_href = next.attr("href").await.expect("href").unwrap_or_default();
+    next.click().await.expect("next page");
+    client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#search-app[data-state=done]"))
+        .await
+        .expect("page 2");
+    let v = client
+        .execute(
+            "return [VB.result.total, VB.result.ids, VB.result.page];",
+            vec![],
+        )
+        .await
+        .expect("execute");
+    let page2: Vec<u64> = v[1]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_u64())
+        .collect();
+    assert_eq!(v[2], 2, "{next_href}");
+    assert_eq!(page2.len(), 3);
+    assert_eq!((23, page2.clone()), reference(&site, "huurwaarborg", 2));
+    let all: std::collections::BTreeSet<u64> = page1.iter().chain(&page2).copied().collect();
+    assert_eq!(all.len(), 23, "a thread shown twice");
+    client
+        .find(Locator::Css("#search-pager a[rel=prev]"))
+        .await
+        .expect("a link back");
+
+    // From disk: the same results, and the links and paging work there too.
+    let file_base = format!("file://{}/", site.display());
+    let from_disk = results(&client, &format!("{file_base}search.html?q=cli%C3%ABnt")).await;
+    assert_eq!(
+        (from_disk.0, &from_disk.1),
+        (with.0, &with.1),
+        "{}",
+        from_disk.2
+    );
+    let (_, disk1, _) = results(&client, &format!("{file_base}search.html?q=huurwaarborg")).await;
+    assert_eq!(disk1, page1);
+    client
+        .find(Locator::Css("#search-pager a[rel=next]"))
+        .await
+        .expect("next")
+        .click()
+        .await
+        .expect("click");
+    client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#search-app[data-state=done]"))
+        .await
+        .expect("page 2 from disk");
+    let v = client
+        .execute("return VB.result.ids;", vec![])
+        .await
+        .expect("execute");
+    let disk2: Vec<u64> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_u64())
+        .collect();
+    assert_eq!(disk2, page2);
+    client
+        .find(Locator::Css("#search-results li a"))
+        .await
+        .expect("a result")
+        .click()
+        .await
+        .expect("open");
+    client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::XPath(
+            "//*[contains(text(), 'huurwaarborg voor een gezin')]",
+        ))
+        .await
+        .expect("a thread page from disk");
+
+    client.close().await.expect("close");
+    let _ = driver.kill();
+    let _ = driver.wait();
+
+    // The index the posts built one by one is the one a rebuild writes.
+    let snapshot = |dir: &Path| -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        files(dir)
+            .into_iter()
+            .chain(files(&dir.join("x")))
+            .filter(|f| f.is_file())
+            .map(|f| {
+                let b = std::fs::read(&f).expect("read");
+                (f, b)
+            })
+            .collect()
+    };
+    let before = snapshot(&site.join("search"));
+    let out = env.cli(&["archive", "rebuild", "forum"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(
+        snapshot(&site.join("search")),
+        before,
+        "incremental and rebuilt index differ"
+    );
+    drop(d);
+}

@@ -139,6 +139,13 @@ fn show_date(ms: i64) -> String {
         .to_string()
 }
 
+fn day(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
 fn iso_date(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
@@ -204,7 +211,9 @@ fn display_subject(list: &ListConfig, s: &str) -> String {
 struct Touched {
     threads: BTreeSet<u64>,
     months: BTreeSet<String>,
-    /// Messages whose search entry must be (re)written: new ones, and those that moved.
+    /// Messages new to the search index (their words' term files are rewritten): new ones,
+    /// and those that moved to another thread. Every touched thread's figures and result
+    /// line are rewritten anyway.
     search: BTreeSet<u64>,
     /// Messages whose downloads (.eml, attachments) must be written.
     assets: BTreeSet<u64>,
@@ -403,8 +412,16 @@ impl Archive {
             return self.rebuild_inner(&site, false);
         }
         let dirty = self.store.qa_dirty(key)?;
-        if upto <= from && dirty.is_empty() && site.dir.join("index.html").exists() {
+        if upto <= from
+            && dirty.is_empty()
+            && site.dir.join("index.html").exists()
+            && search::is_current(&site.dir)
+        {
             return Ok(Stats::default());
+        }
+        // A search index of an older format (or none): everything once, which writes it.
+        if !search::is_current(&site.dir) {
+            return self.rebuild_inner(&site, false);
         }
         let mut touched = Touched::default();
         let mut ix = Index::new(&self.store, key);
@@ -917,7 +934,6 @@ impl Archive {
 
 /// One rendered message of a thread page, and what the search index keeps of it.
 struct MessageView {
-    seq: u64,
     ctx: minijinja::Value,
     text: String,
 }
@@ -1044,6 +1060,7 @@ impl Site<'_> {
         };
         let rel = format!("t/{id}.html");
         if let Some(target) = t.merged_into {
+            batch.remove_thread(id);
             let target_t = self.arc.resolve(key, target)?;
             let (tid, subj) = match &target_t {
                 Some(tt) => (tt.id, display_subject(self.list, &tt.subject)),
@@ -1061,19 +1078,26 @@ impl Site<'_> {
         let accepted = t.solved.as_ref().and_then(|s| s.accepted);
         let mut views = Vec::with_capacity(laid.len());
         let mut json_ld = None;
+        // For the search index: each message's own words, and its subject when it differs
+        // from the question's (searched, not shown), addresses hidden as on the page.
+        let plain = |s: &str| {
+            render::hide_addresses(
+                &threading::strip_reply_markers(&display_subject(self.list, s)),
+                self.mode,
+            )
+            .into_owned()
+        };
+        let question = plain(&t.subject);
+        let mut texts: Vec<(String, String, bool)> = Vec::with_capacity(laid.len());
         for (m, p) in &laid {
             let v =
                 self.render_message(m, p, &anchors, (&thread_subject, accepted), touched, stats)?;
-            if touched.search.contains(&m.seq) {
-                let doc = search::Doc(
-                    format!("t/{id}.html#m{}", m.seq),
-                    display_subject(self.list, &m.subject),
-                    m.author.clone(),
-                    show_date(m.date_ms),
-                );
-                let text = format!("{} {} {}", m.subject, m.author, v.text);
-                batch.add(v.seq, &text, doc);
-            }
+            let own = plain(&m.subject);
+            let extra = if own.to_lowercase() == question.to_lowercase() {
+                String::new()
+            } else {
+                own
+            };
             if self.list.archive == crate::config::ArchiveMode::Public && t.solved.is_some() {
                 json_ld.get_or_insert_with(Vec::new).push((
                     m.seq,
@@ -1082,9 +1106,25 @@ impl Site<'_> {
                     v.text.clone(),
                 ));
             }
+            texts.push((v.text, extra, touched.search.contains(&m.seq)));
             views.push(v.ctx);
         }
         let question_ld = json_ld.map(|msgs| qa_page_json(&thread_subject, t.id, accepted, &msgs));
+        batch.add_thread(search::ThreadInput {
+            id,
+            subject: &question,
+            messages: texts
+                .iter()
+                .map(|(text, extra, new)| search::MessageInput {
+                    text,
+                    extra,
+                    new: *new,
+                })
+                .collect(),
+            state: search::thread_state(&t),
+            date: day(t.first_ms),
+            url: Site::thread_url(id),
+        });
         let month = laid
             .first()
             .map(|(m, _)| m.month.clone())
@@ -1166,7 +1206,7 @@ impl Site<'_> {
             body,
             problems,
         };
-        Ok(MessageView { seq, ctx, text })
+        Ok(MessageView { ctx, text })
     }
 
     fn render_month(&self, month: &str, names: &[&str], stats: &mut Stats) -> anyhow::Result<()> {

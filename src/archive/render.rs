@@ -311,7 +311,7 @@ impl Renderer<'_> {
         html.push_str("<div class=\"html-mail\">");
         html.push_str(&clean);
         html.push_str("</div>");
-        push_text(&mut self.out.text, &html_to_text(&clean));
+        push_text(&mut self.out.text, &html_own_text(&clean, self.labels));
     }
 
     fn cap<'t>(&mut self, text: &'t str) -> &'t str {
@@ -590,29 +590,47 @@ fn is_original_header(lines: &[&str], i: usize) -> bool {
 fn plain(lines: &[&str], level: usize, labels: &Labels, html: &mut String, text: &mut String) {
     let mut i = 0;
     let mut own: Vec<&str> = Vec::new();
-    let flush_own = |own: &mut Vec<&str>, html: &mut String, text: &mut String| {
-        while own.last().is_some_and(|l| l.trim().is_empty()) {
-            own.pop();
-        }
-        let start = own
-            .iter()
-            .position(|l| !l.trim().is_empty())
-            .unwrap_or(own.len());
-        if start < own.len() {
-            html.push_str("<div class=\"body-text\">");
-            let joined = own[start..].join("\n");
-            linkify(&joined, html);
-            html.push_str("</div>");
-            if level == 0 {
-                push_text(text, &joined);
+    // `before_quote`: a quote follows, so an attribution line ("Op ... schreef Jan:") at the
+    // end is shown but not searched (it names the quoted author).
+    let flush_own =
+        |own: &mut Vec<&str>, before_quote: bool, html: &mut String, text: &mut String| {
+            while own.last().is_some_and(|l| l.trim().is_empty()) {
+                own.pop();
             }
-        }
-        own.clear();
-    };
+            let start = own
+                .iter()
+                .position(|l| !l.trim().is_empty())
+                .unwrap_or(own.len());
+            if start < own.len() {
+                html.push_str("<div class=\"body-text\">");
+                let joined = own[start..].join("\n");
+                linkify(&joined, html);
+                html.push_str("</div>");
+                if level == 0 {
+                    let cut = if before_quote {
+                        attribution_lines(&own[start..])
+                    } else {
+                        0
+                    };
+                    if cut == 0 {
+                        push_text(text, &joined);
+                    } else {
+                        let mut kept = &own[start..own.len() - cut];
+                        while kept.last().is_some_and(|l| l.trim().is_empty()) {
+                            kept = &kept[..kept.len() - 1];
+                        }
+                        if !kept.is_empty() {
+                            push_text(text, &kept.join("\n"));
+                        }
+                    }
+                }
+            }
+            own.clear();
+        };
     while i < lines.len() {
         let line = lines[i];
         if quote_level(line).is_some() && level < MAX_DEPTH {
-            flush_own(&mut own, html, text);
+            flush_own(&mut own, true, html, text);
             let mut inner = Vec::new();
             while i < lines.len() {
                 match quote_level(lines[i]) {
@@ -630,7 +648,7 @@ fn plain(lines: &[&str], level: usize, labels: &Labels, html: &mut String, text:
             continue;
         }
         if level == 0 && (line == "-- " || line == "--") && lines.len() - i <= 25 {
-            flush_own(&mut own, html, text);
+            flush_own(&mut own, false, html, text);
             let sig = lines[i + 1..].join("\n");
             if !sig.trim().is_empty() {
                 html.push_str("<div class=\"signature\">");
@@ -640,7 +658,7 @@ fn plain(lines: &[&str], level: usize, labels: &Labels, html: &mut String, text:
             return;
         }
         if level == 0 && is_original_header(lines, i) {
-            flush_own(&mut own, html, text);
+            flush_own(&mut own, false, html, text);
             let rest: Vec<&str> = lines[i..].to_vec();
             quote(&rest, level, true, labels, html, text);
             return;
@@ -648,7 +666,41 @@ fn plain(lines: &[&str], level: usize, labels: &Labels, html: &mut String, text:
         own.push(line);
         i += 1;
     }
-    flush_own(&mut own, html, text);
+    flush_own(&mut own, false, html, text);
+}
+
+/// How many of the last lines of `own` (just above a quote) are an attribution: "On Mon,
+/// 2 Nov 2026, Jan Peeters <…@…> wrote:", "Op 2 nov. 2026 schreef An:", possibly wrapped
+/// over two lines. 0 when the last line is not one.
+fn attribution_lines(own: &[&str]) -> usize {
+    const SAID: &[&str] = &[
+        "wrote",
+        "writes",
+        "schreef",
+        "schrijft",
+        "a écrit",
+        "schrieb",
+        "escribió",
+        "scritto",
+    ];
+    let Some(last) = own.last().map(|l| l.trim().to_lowercase()) else {
+        return 0;
+    };
+    if !last.ends_with(':') || last.chars().count() > 300 || !SAID.iter().any(|w| last.contains(w))
+    {
+        return 0;
+    }
+    let starts_like_one = |l: &str| {
+        let l = l.trim().to_lowercase();
+        ["on ", "op ", "am ", "le ", "el ", "il "]
+            .iter()
+            .any(|p| l.starts_with(p))
+    };
+    if own.len() >= 2 && !starts_like_one(&last) && starts_like_one(own[own.len() - 2]) {
+        2
+    } else {
+        1
+    }
 }
 
 fn quote(
@@ -797,26 +849,112 @@ pub fn sanitize(html: &str) -> String {
 }
 
 /// The text of sanitized HTML, for the search index.
-fn html_to_text(html: &str) -> String {
+/// The author's own text of a sanitized HTML part, for the search index: what is inside
+/// `<blockquote>` left out (a `>` line stands in for it, so that the attribution above is
+/// recognised), block elements and `<br>` as line ends, entities decoded, then the same
+/// rules as plain text (quotes, signature after `-- `, Outlook's original below a reply).
+fn html_own_text(html: &str, labels: &Labels) -> String {
+    const BLOCK: &[&str] = &[
+        "br", "p", "div", "li", "tr", "td", "th", "pre", "table", "ul", "ol", "hr", "h1", "h2",
+        "h3", "h4", "h5", "h6", "dd", "dt", "section", "article",
+    ];
+    const INLINE: &[&str] = &[
+        "a", "b", "i", "u", "s", "em", "strong", "span", "font", "code", "small", "big", "sub",
+        "sup", "mark", "abbr", "tt",
+    ];
     let mut out = String::with_capacity(html.len() / 2);
-    let mut in_tag = false;
-    for c in html.chars() {
-        match c {
-            '<' => {
-                in_tag = true;
+    let mut quoted = 0usize;
+    let mut rest = html;
+    while let Some(lt) = rest.find('<') {
+        if quoted == 0 {
+            out.push_str(&rest[..lt]);
+        }
+        let after = &rest[lt + 1..];
+        let Some(gt) = after.find('>') else {
+            rest = "";
+            break;
+        };
+        let tag = &after[..gt];
+        let closing = tag.starts_with('/');
+        let name = tag
+            .trim_start_matches('/')
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if name == "blockquote" {
+            if closing {
+                quoted = quoted.saturating_sub(1);
+            } else {
+                if quoted == 0 {
+                    out.push_str("\n>\n");
+                }
+                quoted += 1;
+            }
+        } else if quoted == 0 {
+            if BLOCK.contains(&name.as_str()) {
+                out.push('\n');
+            } else if !INLINE.contains(&name.as_str()) {
                 out.push(' ');
             }
-            '>' => in_tag = false,
-            c if !in_tag => out.push(c),
-            _ => {}
+        }
+        rest = &after[gt + 1..];
+    }
+    if quoted == 0 {
+        out.push_str(rest);
+    }
+    let decoded = decode_entities(&out);
+    let lines: Vec<&str> = decoded.lines().map(str::trim).collect();
+    let mut text = String::new();
+    let mut scratch = String::new();
+    plain(&lines, 0, labels, &mut scratch, &mut text);
+    text
+}
+
+/// The entities ammonia writes (and numeric ones), decoded.
+fn decode_entities(s: &str) -> String {
+    if !s.contains('&') {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        let after = &rest[amp + 1..];
+        let end = after.find(';').filter(|e| *e <= 10);
+        let decoded = end.and_then(|e| {
+            let name = &after[..e];
+            let c = match name {
+                "nbsp" => ' ',
+                "lt" => '<',
+                "gt" => '>',
+                "quot" => '"',
+                "apos" => '\'',
+                "amp" => '&',
+                _ => {
+                    let n = name.strip_prefix('#')?;
+                    let code = match n.strip_prefix(['x', 'X']) {
+                        Some(h) => u32::from_str_radix(h, 16).ok()?,
+                        None => n.parse().ok()?,
+                    };
+                    char::from_u32(code)?
+                }
+            };
+            Some((c, e))
+        });
+        match decoded {
+            Some((c, e)) => {
+                out.push(c);
+                rest = &after[e + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = after;
+            }
         }
     }
-    out.replace("&nbsp;", " ")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
+    out.push_str(rest);
+    out
 }
 
 /// The author as shown: the display name, or the local part when there is none.
@@ -1188,6 +1326,52 @@ mod tests {
         );
         assert!(!r.html.contains("jan@"));
         assert!(r.text.contains("Mijn antwoord") && !r.text.contains("kort citaat"));
+    }
+
+    #[test]
+    fn search_text_is_the_authors_own_words() {
+        // Plain text: the attribution above a quote, the quote and the signature are shown
+        // but not searched.
+        let r = html_of(
+            "Subject: s\r\n\r\nEigen woorden hier.\r\n\r\nOp 2 nov. 2026 schreef Jan Peeters <jan@x.example>:\r\n> citaatwoord\r\n\r\nNog eigen tekst.\r\n-- \r\nhandtekeningwoord\r\n",
+        );
+        assert!(r.html.contains("schreef Jan Peeters"), "{}", r.html);
+        for w in [
+            "citaatwoord",
+            "handtekeningwoord",
+            "schreef",
+            "Peeters",
+            "@",
+        ] {
+            assert!(!r.text.contains(w), "{w} in {:?}", r.text);
+        }
+        assert!(r.text.contains("Eigen woorden") && r.text.contains("Nog eigen tekst"));
+        // Wrapped over two lines, Gmail style.
+        let r = html_of(
+            "Subject: s\r\n\r\nJa.\r\n\r\nOn Mon, 2 Nov 2026 at 10:00, Jan Peeters <\r\njan@x.example> wrote:\r\n> x\r\n",
+        );
+        assert_eq!(r.text, "Ja.");
+        // HTML: blockquotes (Gmail, Apple Mail), the attribution, the signature and
+        // Outlook's original are left out too; entities decoded; line breaks kept.
+        let r = html_of(
+            "Subject: s\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<div>Mijn <b>cli&euml;nt</b> &amp; ik<br>tweede&nbsp;regel</div><div class=\"gmail_quote\"><div class=\"gmail_attr\">Op ma 2 nov. 2026 schreef Jan &lt;jan@x.example&gt;:</div><blockquote class=\"gmail_quote\">citaatwoord<blockquote>dieper</blockquote>nog citaat</blockquote></div><div>-- </div><div>handtekeningwoord</div>",
+        );
+        assert!(r.text.contains("Mijn cli"), "{:?}", r.text);
+        assert!(r.text.contains("& ik\ntweede regel"), "{:?}", r.text);
+        for w in [
+            "citaatwoord",
+            "dieper",
+            "nog citaat",
+            "handtekeningwoord",
+            "schreef",
+            "@",
+        ] {
+            assert!(!r.text.contains(w), "{w} in {:?}", r.text);
+        }
+        let r = html_of(
+            "Subject: s\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Antwoord boven.</p><hr><p>Van: X<br>Verzonden: maandag<br>Aan: forum<br>Onderwerp: y</p><p>oude vraagwoord</p>",
+        );
+        assert_eq!(r.text, "Antwoord boven.");
     }
 
     #[test]
