@@ -894,6 +894,30 @@ impl<'a> Plan<'a> {
         requester: &str,
         hint: Option<Language>,
     ) -> crate::store::Result<()> {
+        let keeps = self.list.forget_posts == crate::config::ForgetPosts::Keep;
+        let vars = minijinja::context! { address => requester, keeps_posts => keeps };
+        self.confirm_own(
+            requester,
+            hint,
+            Kind::Forget,
+            "forget",
+            "confirm-forget",
+            vars,
+        )
+    }
+
+    /// Asks `requester` to confirm `action` at their own address (rate-limited like every
+    /// confirmation): the pending request, and the mail `template` with `vars` and the
+    /// token, confirmation address and link.
+    fn confirm_own(
+        &mut self,
+        requester: &str,
+        hint: Option<Language>,
+        kind: Kind,
+        action: &str,
+        template: &str,
+        vars: minijinja::Value,
+    ) -> crate::store::Result<()> {
         if !self.within(
             CONFIRM,
             requester,
@@ -906,22 +930,22 @@ impl<'a> Plan<'a> {
         }
         let lang = self.lang_for(requester, hint);
         let expires_ms = self.now + self.ctx.cfg.commands.confirm_expiry.as_millis() as i64;
-        let token = self.pending_token(Kind::Forget, "forget", requester, expires_ms, hint)?;
+        let token = self.pending_token(kind, action, requester, expires_ms, hint)?;
         let confirm_address = self.list.sub_address(&format!("confirm+{token}"));
         let confirm_url = self
             .ctx
             .cfg
             .base_url()
             .map(|b| format!("{b}/confirm/{token}"));
-        let keeps = self.list.forget_posts == crate::config::ForgetPosts::Keep;
-        let vars = minijinja::context! {
-            address => requester, token, confirm_address => confirm_address.clone(),
-            confirm_url, expires => date_text(expires_ms), keeps_posts => keeps,
+        let base = minijinja::context! {
+            token, confirm_address => confirm_address.clone(),
+            confirm_url, expires => date_text(expires_ms),
         };
+        let vars = minijinja::value::merge_maps([vars, base]);
         if self.send(
             requester,
             lang,
-            "confirm-forget",
+            template,
             vars,
             "auto-replied",
             Some(confirm_address),
@@ -978,51 +1002,23 @@ impl<'a> Plan<'a> {
             Some(a) if a != root => a,
             _ => 0,
         };
-        if !self.within(
-            CONFIRM,
-            requester,
-            self.ctx.cfg.commands.max_confirmations_per_address,
-        )? {
-            let mut r = Res::new("rate-limited").addr(requester);
-            r.silent = true;
-            self.results.push(r);
-            return Ok(());
-        }
         let action = format!(
             "qa:{}:{}:{answer}",
             if solved { "solved" } else { "reopen" },
             t.id
         );
-        let lang = self.lang_for(requester, hint);
-        let expires_ms = self.now + self.ctx.cfg.commands.confirm_expiry.as_millis() as i64;
-        let token = self.pending_token(Kind::OwnerAction, &action, requester, expires_ms, hint)?;
-        let confirm_address = self.list.sub_address(&format!("confirm+{token}"));
-        let confirm_url = self
-            .ctx
-            .cfg
-            .base_url()
-            .map(|b| format!("{b}/confirm/{token}"));
         let vars = minijinja::context! {
-            token, confirm_address => confirm_address.clone(), confirm_url,
-            expires => date_text(expires_ms), solved, subject => t.subject.clone(),
-            thread => t.id, answer => (answer != 0).then_some(answer),
+            solved, subject => t.subject.clone(), thread => t.id,
+            answer => (answer != 0).then_some(answer),
         };
-        if self.send(
+        self.confirm_own(
             requester,
-            lang,
+            hint,
+            Kind::OwnerAction,
+            &action,
             "confirm-owner",
             vars,
-            "auto-replied",
-            Some(confirm_address),
-            None,
-            None,
-        ) {
-            self.hit(CONFIRM, requester);
-            let mut r = Res::new("confirm-sent").addr(requester);
-            r.silent = true;
-            self.results.push(r);
-        }
-        Ok(())
+        )
     }
 
     /// Checks a confirmation token; on success returns the pending request and its id.

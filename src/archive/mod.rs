@@ -1228,21 +1228,12 @@ impl Site<'_> {
             threads.push((t, *n));
         }
         threads.sort_by_key(|(t, _)| std::cmp::Reverse((t.last_ms, t.id)));
-        let author_of = |t: &ArchThread| -> anyhow::Result<String> {
-            let first = t.seqs.iter().copied().min().unwrap_or(t.id);
-            Ok(self
-                .arc
-                .store
-                .arch_msg(key, first)?
-                .map(|m| m.author)
-                .unwrap_or_default())
-        };
         let mut list = Vec::new();
         for (t, n) in &threads {
             list.push(context! {
                 url => format!("../{}", Site::thread_url(t.id)),
                 subject => display_subject(self.list, &t.subject),
-                author => author_of(t)?,
+                author => self.question_author(t)?,
                 count => t.seqs.len(),
                 state => qa::state(t),
                 answers => qa::answers(t),
@@ -1322,14 +1313,7 @@ impl Site<'_> {
         threads.truncate(FRONT_THREADS);
         let mut list = Vec::new();
         for t in &threads {
-            let first = t.seqs.iter().copied().min().unwrap_or(t.id);
-            let author = self
-                .arc
-                .store
-                .arch_msg(key, first)?
-                .map(|m| m.author)
-                .unwrap_or_default();
-            list.push(self.front_entry(t, author));
+            list.push(self.front_entry(t, self.question_author(t)?));
         }
         // Questions nobody answered yet (older than a day: a new one may just be waiting),
         // and the recently solved, from the latest months' threads.
@@ -1361,16 +1345,7 @@ impl Site<'_> {
         solved.truncate(FRONT_QA);
         let entries = |ts: Vec<ArchThread>| -> anyhow::Result<Vec<minijinja::Value>> {
             ts.iter()
-                .map(|t| {
-                    let first = t.seqs.iter().copied().min().unwrap_or(t.id);
-                    let author = self
-                        .arc
-                        .store
-                        .arch_msg(key, first)?
-                        .map(|m| m.author)
-                        .unwrap_or_default();
-                    Ok(self.front_entry(t, author))
-                })
+                .map(|t| Ok(self.front_entry(t, self.question_author(t)?)))
                 .collect()
         };
         let open = entries(open)?;
@@ -1423,15 +1398,6 @@ impl Site<'_> {
         } else {
             by_tag.keys().copied().collect()
         };
-        let author_of = |t: &ArchThread| -> anyhow::Result<String> {
-            let first = t.seqs.iter().copied().min().unwrap_or(t.id);
-            Ok(self
-                .arc
-                .store
-                .arch_msg(key, first)?
-                .map(|m| m.author)
-                .unwrap_or_default())
-        };
         for tag in wanted {
             let Some(ts) = by_tag.get(tag) else {
                 continue;
@@ -1441,7 +1407,7 @@ impl Site<'_> {
                 list.push(context! {
                     url => format!("../{}", Site::thread_url(t.id)),
                     subject => display_subject(self.list, &t.subject),
-                    author => author_of(t)?,
+                    author => self.question_author(t)?,
                     count => t.seqs.len(),
                     state => qa::state(t),
                     answers => qa::answers(t),
@@ -1487,6 +1453,17 @@ impl Site<'_> {
             context! { months => figures },
             stats,
         )
+    }
+
+    /// The name of who asked a thread's question (its first message's author).
+    fn question_author(&self, t: &ArchThread) -> anyhow::Result<String> {
+        let first = t.seqs.iter().copied().min().unwrap_or(t.id);
+        Ok(self
+            .arc
+            .store
+            .arch_msg(self.key(), first)?
+            .map(|m| m.author)
+            .unwrap_or_default())
     }
 
     fn front_entry(&self, t: &ArchThread, author: String) -> minijinja::Value {
