@@ -1,8 +1,9 @@
 //! Finding a forgotten member's address and name in stored bytes: the address only as a
 //! whole address, the name only as a whole name and only where a name stands.
 //!
-//! An address matches (in any ASCII case) when the byte before it is not RFC 5322 atext
-//! (letters, digits, ``!#$%&'*+-/=?^_`{|}~``) nor `.`, and the byte after it is not a
+//! An address matches (in any ASCII case) when the byte before it does not continue a local
+//! part (a letter, digit, `.`, `-`, `_`, `+` or `'`; the rest of RFC 5322's atext, such as
+//! `|`, `/` or `=`, is a table rule, a URL or markup in practice), and the byte after it is not a
 //! letter, digit, `-` or `_`, nor a `.` followed by a letter or digit; non-ASCII letters
 //! (UTF-8, RFC 6532) on either side count as letters. So forgetting `an@ocmw.be` leaves
 //! `jan@ocmw.be` and `an@ocmw.be.nl` alone and replaces `mail an@ocmw.be.` at the end of a
@@ -67,10 +68,6 @@ const ID_FIELDS: &[&str] = &[
 const SEP70: &str = "----------------------------------------------------------------------";
 const SEP30: &str = "------------------------------";
 
-fn atext(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b)
-}
-
 /// The UTF-8 character that ends at `i`, when the bytes there are valid UTF-8.
 pub(super) fn char_before(h: &[u8], i: usize) -> Option<char> {
     let start = i.saturating_sub(4);
@@ -118,16 +115,29 @@ fn git_send_email_prefix(p: &[u8]) -> bool {
     }
 }
 
+/// Bytes that, written before an address, make it part of a longer local part: letters,
+/// digits and the atext that real addresses use inside them (`jan`, `j.an`, `jo-an`,
+/// `j_an`, `x+an`, `o'an`). The other atext (``|/={}~^?!#$%&*` ``) is taken as a boundary:
+/// in practice it is a table rule (`CC| an@...`), a URL (`?email=an@...`) or markup, and
+/// a forgotten address must not survive behind it.
+fn joins_local_part(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b".-_+'".contains(&b)
+}
+
 fn addr_left_ok(h: &[u8], i: usize) -> bool {
     let Some(&c) = i.checked_sub(1).and_then(|k| h.get(k)) else {
         return true;
     };
-    if atext(c) || c == b'.' {
+    if joins_local_part(c) {
+        // Only git send-email's own prefix may stand there (`<stamp.pid-serial-ADDR>`,
+        // also inside a URL such as `lore.kernel.org/r/<id>`): the run of letters, digits,
+        // `.` and `-` before the address, after a boundary.
         let mut k = i;
-        while k > 0 && (atext(h[k - 1]) || h[k - 1] == b'.') {
+        while k > 0 && (h[k - 1].is_ascii_alphanumeric() || b".-".contains(&h[k - 1])) {
             k -= 1;
         }
-        return (k == 0 || h[k - 1] != b'@') && git_send_email_prefix(&h[k..i]);
+        let boundary = k == 0 || !(joins_local_part(h[k - 1]) || h[k - 1] == b'@');
+        return boundary && git_send_email_prefix(&h[k..i]);
     }
     c < 0x80 || !alnum(char_before(h, i))
 }
@@ -820,6 +830,19 @@ mod tests {
         // git send-email's Message-IDs carry the address after their own prefix.
         assert_eq!(addrs("<20240101120000.1234-1-an@ocmw.be>", a), vec![23]);
         assert_eq!(addrs("<1234-56-git-send-email-an@ocmw.be>", a), vec![24]);
+        // Inside a URL, and after a table rule or a query parameter.
+        assert_eq!(
+            addrs(
+                "Link: https://lore.kernel.org/r/20210813220120.502058-1-an@ocmw.be",
+                a
+            ),
+            vec![56]
+        );
+        assert_eq!(addrs("  CC|     |an@ocmw.be\r\n", a), vec![11]);
+        assert_eq!(addrs("mailto:x?email=an@ocmw.be", a), vec![15]);
+        // Still other addresses: a longer local part, a subaddress, an apostrophe.
+        assert!(addrs("j.an@ocmw.be x+an@ocmw.be o'an@ocmw.be jo_an@ocmw.be", a).is_empty());
+        assert!(addrs("1.2-3-jan@ocmw.be x1.2-3-an@ocmw.be", a).is_empty());
         assert!(addrs("<20240101120000.1234-1-jan@ocmw.be>", a).is_empty());
         assert!(addrs("<x.an@ocmw.be>", a).is_empty());
     }
