@@ -1313,7 +1313,7 @@ impl Site<'_> {
         threads.truncate(FRONT_THREADS);
         let mut list = Vec::new();
         for t in &threads {
-            list.push(self.front_entry(t, self.question_author(t)?));
+            list.push(self.thread_entry(t, "")?);
         }
         // Questions nobody answered yet (older than a day: a new one may just be waiting),
         // and the recently solved, from the latest months' threads.
@@ -1344,9 +1344,7 @@ impl Site<'_> {
         solved.sort_by_key(|t| std::cmp::Reverse(t.solved.as_ref().map_or(0, |s| s.at_ms)));
         solved.truncate(FRONT_QA);
         let entries = |ts: Vec<ArchThread>| -> anyhow::Result<Vec<minijinja::Value>> {
-            ts.iter()
-                .map(|t| Ok(self.front_entry(t, self.question_author(t)?)))
-                .collect()
+            ts.iter().map(|t| self.thread_entry(t, "")).collect()
         };
         let open = entries(open)?;
         let solved = entries(solved)?;
@@ -1404,17 +1402,7 @@ impl Site<'_> {
             };
             let mut list = Vec::with_capacity(ts.len());
             for t in ts {
-                list.push(context! {
-                    url => format!("../{}", Site::thread_url(t.id)),
-                    subject => display_subject(self.list, &t.subject),
-                    author => self.question_author(t)?,
-                    count => t.seqs.len(),
-                    state => qa::state(t),
-                    answers => qa::answers(t),
-                    tags => t.tags.clone(),
-                    last => show_date(t.last_ms),
-                    last_iso => iso_date(t.last_ms),
-                });
+                list.push(self.thread_entry(t, "../")?);
             }
             let extra = context! { tag => tag, threads => list };
             self.page(&format!("tags/{tag}.html"), "tag.html", "../", extra, stats)?;
@@ -1466,18 +1454,20 @@ impl Site<'_> {
             .unwrap_or_default())
     }
 
-    fn front_entry(&self, t: &ArchThread, author: String) -> minijinja::Value {
-        context! {
-            url => Site::thread_url(t.id),
+    /// A thread as the front and tag pages list it; `root` leads from the page to the
+    /// list's folder.
+    fn thread_entry(&self, t: &ArchThread, root: &str) -> anyhow::Result<minijinja::Value> {
+        Ok(context! {
+            url => format!("{root}{}", Site::thread_url(t.id)),
             subject => display_subject(self.list, &t.subject),
-            author,
+            author => self.question_author(t)?,
             count => t.seqs.len(),
             state => qa::state(t),
             answers => qa::answers(t),
             tags => t.tags.clone(),
             last => show_date(t.last_ms),
             last_iso => iso_date(t.last_ms),
-        }
+        })
     }
 
     fn render_feed(&self, stats: &mut Stats) -> anyhow::Result<()> {
