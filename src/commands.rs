@@ -970,38 +970,16 @@ impl<'a> Plan<'a> {
         thread: &str,
         hint: Option<Language>,
     ) -> crate::store::Result<()> {
-        let key = self.key().to_string();
-        let Some((id, from_url)) = crate::archive::qa::parse_thread_ref(thread) else {
-            let mut r = Res::new("invalid").reason("not a thread number or archive URL");
-            r.line = Some(thread.to_string());
-            self.results.push(r);
-            return Ok(());
-        };
-        // The thread a chain of merges ends in.
-        let mut t = self.ctx.store.arch_thread(&key, id)?;
-        for _ in 0..64 {
-            match t.as_ref().and_then(|t| t.merged_into) {
-                Some(next) => t = self.ctx.store.arch_thread(&key, next)?,
-                None => break,
-            }
-        }
-        let Some(t) = t else {
-            let mut r = Res::new("invalid").reason("the archive has no such thread");
-            r.line = Some(thread.to_string());
-            self.results.push(r);
-            return Ok(());
-        };
-        let root = t.seqs.iter().copied().min().unwrap_or(t.id);
-        let answer = match from_url {
-            Some(a) if !t.seqs.contains(&a) => {
-                let mut r = Res::new("invalid").reason("that message is not in the thread");
-                r.line = Some(thread.to_string());
-                self.results.push(r);
-                return Ok(());
-            }
-            Some(a) if a != root => a,
-            _ => 0,
-        };
+        let (t, answer) =
+            match crate::archive::qa::owner_target(self.ctx.store, self.key(), thread, None)? {
+                Ok((t, accepted)) => (t, accepted.unwrap_or(0)),
+                Err(why) => {
+                    let mut r = Res::new("invalid").reason(why);
+                    r.line = Some(thread.to_string());
+                    self.results.push(r);
+                    return Ok(());
+                }
+            };
         let action = format!(
             "qa:{}:{}:{answer}",
             if solved { "solved" } else { "reopen" },

@@ -98,6 +98,15 @@ fn strip_blob(s: &str) -> Option<&str> {
     Some(r[end + 1..].trim_start())
 }
 
+/// The subject without a trailing "(fwd)" marker, when it has one.
+fn strip_fwd_suffix(s: &str) -> Option<&str> {
+    let end = s.trim_end();
+    let cut = end.len().checked_sub(5)?;
+    end.get(cut..)
+        .is_some_and(|t| t.eq_ignore_ascii_case("(fwd)"))
+        .then(|| end[..cut].trim_end())
+}
+
 /// Base subject and whether a reply marker was seen.
 fn analyse(subject: &str) -> (String, bool) {
     let mut s = subject.trim();
@@ -105,15 +114,9 @@ fn analyse(subject: &str) -> (String, bool) {
     let mut first_marker = true;
     loop {
         // Trailing "(fwd)" markers.
-        let end = s.trim_end();
-        if let Some(cut) = end.len().checked_sub(5) {
-            if end
-                .get(cut..)
-                .is_some_and(|t| t.eq_ignore_ascii_case("(fwd)"))
-            {
-                s = end[..cut].trim_end();
-                continue;
-            }
+        if let Some(rest) = strip_fwd_suffix(s) {
+            s = rest;
+            continue;
         }
         if let Some(r) = strip_marker(s) {
             if first_marker {
@@ -146,15 +149,9 @@ fn analyse(subject: &str) -> (String, bool) {
 pub fn strip_reply_markers(subject: &str) -> String {
     let mut s = subject.trim();
     loop {
-        let end = s.trim_end();
-        if let Some(cut) = end.len().checked_sub(5) {
-            if end
-                .get(cut..)
-                .is_some_and(|t| t.eq_ignore_ascii_case("(fwd)"))
-            {
-                s = end[..cut].trim_end();
-                continue;
-            }
+        if let Some(rest) = strip_fwd_suffix(s) {
+            s = rest;
+            continue;
         }
         match strip_marker(s) {
             Some((rest, _)) => s = rest,

@@ -821,19 +821,8 @@ impl Archive {
         solved: bool,
     ) -> anyhow::Result<String> {
         let key = list.key();
-        let (id, from_url) = qa::parse_thread_ref(thread)
-            .ok_or_else(|| anyhow::anyhow!("not a thread number or thread URL: {thread}"))?;
-        let t = self
-            .resolve(key, id)?
-            .ok_or_else(|| anyhow::anyhow!("{} has no thread {id}", list.address))?;
-        let root = t.seqs.iter().copied().min().unwrap_or(t.id);
-        let accepted = match answer.or(from_url) {
-            Some(a) if !t.seqs.contains(&a) => {
-                anyhow::bail!("message {a} is not in thread {}", t.id)
-            }
-            Some(a) if a == root => None,
-            a => a,
-        };
+        let (t, accepted) = qa::owner_target(&self.store, key, thread, answer)?
+            .map_err(|why| anyhow::anyhow!("{}: {why}: {thread}", list.address))?;
         let mark = crate::store::QaOwnerMark {
             at_ms: crate::clock::now_ms(),
             solved,
@@ -1230,18 +1219,15 @@ impl Site<'_> {
         threads.sort_by_key(|(t, _)| std::cmp::Reverse((t.last_ms, t.id)));
         let mut list = Vec::new();
         for (t, n) in &threads {
-            list.push(context! {
-                url => format!("../{}", Site::thread_url(t.id)),
-                subject => display_subject(self.list, &t.subject),
-                author => self.question_author(t)?,
-                count => t.seqs.len(),
-                state => qa::state(t),
-                answers => qa::answers(t),
-                tags => t.tags.clone(),
+            let month = context! {
                 in_month => n,
                 first => show_date(t.first_ms),
                 first_iso => iso_date(t.first_ms),
-            });
+            };
+            list.push(minijinja::value::merge_maps([
+                month,
+                self.thread_entry(t, "../")?,
+            ]));
         }
         let pos = names.iter().position(|m| *m == month);
         let near = |i: Option<usize>| {
@@ -1454,8 +1440,8 @@ impl Site<'_> {
             .unwrap_or_default())
     }
 
-    /// A thread as the front and tag pages list it; `root` leads from the page to the
-    /// list's folder.
+    /// A thread as the front, month and tag pages list it; `root` leads from the page to
+    /// the list's folder.
     fn thread_entry(&self, t: &ArchThread, root: &str) -> anyhow::Result<minijinja::Value> {
         Ok(context! {
             url => format!("{root}{}", Site::thread_url(t.id)),

@@ -117,6 +117,38 @@ pub fn parse_thread_ref(s: &str) -> Option<(u64, Option<u64>)> {
     Some((id, msg))
 }
 
+/// The thread an owner names (`12`, `t/12.html`, `t/12.html#m15`; merges followed) and the
+/// answer to accept: the message the URL or `answer` names, none for the question itself.
+/// `Ok(Err(why))` when the reference names no thread, or a message outside it.
+pub fn owner_target(
+    store: &Store,
+    key: &str,
+    thread: &str,
+    answer: Option<u64>,
+) -> crate::store::Result<Result<(ArchThread, Option<u64>), &'static str>> {
+    let Some((id, from_url)) = parse_thread_ref(thread) else {
+        return Ok(Err("not a thread number or archive URL"));
+    };
+    // The index's reads are the store's: its errors are store errors.
+    let resolved = super::Index::new(store, key).resolve(id).map_err(|e| {
+        e.downcast::<crate::store::StoreError>()
+            .unwrap_or_else(|e| crate::store::StoreError::Corrupt {
+                tree: "arch_thread",
+                msg: e.to_string(),
+            })
+    })?;
+    let Some(t) = resolved else {
+        return Ok(Err("the archive has no such thread"));
+    };
+    let root = t.seqs.iter().copied().min().unwrap_or(t.id);
+    let accepted = match answer.or(from_url) {
+        Some(a) if !t.seqs.contains(&a) => return Ok(Err("that message is not in the thread")),
+        Some(a) if a == root => None,
+        a => a,
+    };
+    Ok(Ok((t, accepted)))
+}
+
 /// What a thread list shows of a thread: solved, or how many answers it has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

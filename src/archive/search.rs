@@ -225,15 +225,12 @@ fn truncate_bytes(s: &mut String, max: usize) {
     }
 }
 
-/// A thread's state as the index knows it now: answered when it has a reply. The solved
-/// state (a field of `ArchThread` to come) plugs in here, returning [`SOLVED`].
+/// A thread's state as the index stores it: the one thread lists show ([`super::qa::state`]).
 pub fn thread_state(t: &crate::store::ArchThread) -> u8 {
-    if t.solved.is_some() {
-        SOLVED
-    } else if t.seqs.len() > 1 {
-        ANSWERED
-    } else {
-        OPEN
+    match super::qa::state(t) {
+        super::qa::State::Solved => SOLVED,
+        super::qa::State::Answered => ANSWERED,
+        super::qa::State::Open => OPEN,
     }
 }
 

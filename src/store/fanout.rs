@@ -72,6 +72,29 @@ fn row_for(first_ms: i64, next_ms: i64) -> Vec<u8> {
     })
 }
 
+/// Inside a transaction: one queue row for `addr`, with its entry in the due index. The
+/// address as the member gave it: a local part may be case-sensitive (RFC 5321 2.4);
+/// members are unique ignoring case.
+fn insert_row(
+    queue: &TransactionalTree,
+    due: &TransactionalTree,
+    list: &str,
+    seq: u64,
+    addr: &str,
+    now: i64,
+    row: &[u8],
+) -> std::result::Result<(), UnabortableTransactionError> {
+    let k = QueueKey {
+        list: list.to_string(),
+        seq,
+        addr: addr.to_string(),
+    }
+    .encode();
+    due.insert(due_key(now, &k), b"".as_slice())?;
+    queue.insert(k, row)?;
+    Ok(())
+}
+
 /// Inside a transaction: queues `addrs` for `(list, seq)` due at `now`, the first
 /// [`CHUNK`] as rows and the rest as plan chunks.
 pub(super) fn queue_recipients(
@@ -86,16 +109,7 @@ pub(super) fn queue_recipients(
     let row = row_for(now, now);
     let (first, rest) = addrs.split_at(addrs.len().min(CHUNK));
     for addr in first {
-        // The address as the member gave it: a local part may be case-sensitive
-        // (RFC 5321 2.4); members are unique ignoring case.
-        let k = QueueKey {
-            list: list.to_string(),
-            seq,
-            addr: addr.clone(),
-        }
-        .encode();
-        due.insert(due_key(now, &k), b"".as_slice())?;
-        queue.insert(k, row.as_slice())?;
+        insert_row(queue, due, list, seq, addr, now, &row)?;
     }
     for (n, chunk) in rest.chunks(CHUNK).enumerate() {
         plan.insert(
@@ -132,14 +146,7 @@ impl Store {
                     let now = now_ms();
                     let row = row_for(first_ms, now);
                     for addr in &addrs {
-                        let qk = QueueKey {
-                            list: list.clone(),
-                            seq,
-                            addr: addr.clone(),
-                        }
-                        .encode();
-                        due.insert(due_key(now, &qk), b"".as_slice())?;
-                        queue.insert(qk, row.as_slice())?;
+                        insert_row(queue, due, &list, seq, addr, now, &row)?;
                     }
                     plan.remove(&k)?;
                     Ok(addrs.len())
