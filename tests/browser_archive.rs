@@ -624,7 +624,11 @@ schuldenregeling?\n\nMail me op an.peeters@ocmw-gent.example.\n-- \nAn Peeters\n
         .map(|i| {
             mail(
                 kris,
-                &format!("Vraag {i} over de huurwaarborg"),
+                &if i <= 3 {
+                    format!("Vraag {i} over de huurwaarborg #gezin")
+                } else {
+                    format!("Vraag {i} over de huurwaarborg")
+                },
                 &format!("f{i}@caw.example"),
                 None,
                 &format!("Dit is vraag nummer {i} over een huurwaarborg voor een gezin."),
@@ -771,6 +775,52 @@ schuldenregeling?\n\nMail me op an.peeters@ocmw-gent.example.\n-- \nAn Peeters\n
     assert_eq!((total, ids.len()), (0, 0));
     assert!(status.starts_with("0 resultaten voor 'één'"), "{status}");
     assert_eq!(reference(&site, "een", 1).0, 0);
+
+    // A tag filters: `#gezin` alone lists its three questions; with a word, only those of
+    // them with it; the tag page's form searches within its tag.
+    let (total, ids, status) = results(&client, &format!("{base}search.html?q=%23gezin")).await;
+    assert_eq!(total, 3, "{status}");
+    assert_eq!((total, ids), reference(&site, "#gezin", 1));
+    assert_eq!(reference(&site, "gezin", 1).0, 22, "the word is in every filler");
+    let (total, ids, status) =
+        results(&client, &format!("{base}search.html?q=gezin&tag=gezin")).await;
+    assert_eq!(total, 3, "{status}");
+    assert_eq!((total, ids), reference(&site, "#gezin gezin", 1));
+    assert_eq!(
+        results(&client, &format!("{base}search.html?q=%23onbekend+gezin"))
+            .await
+            .0,
+        0
+    );
+    client
+        .goto(&format!("{base}tags/gezin.html"))
+        .await
+        .expect("the tag page");
+    client
+        .find(Locator::Css("#q-tag"))
+        .await
+        .expect("the tag page's search field")
+        .send_keys("vraag")
+        .await
+        .expect("type");
+    client
+        .find(Locator::Css("form.in-tag button[type=submit]"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("search within the tag");
+    client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#search-app[data-state=done]"))
+        .await
+        .expect("results within the tag");
+    let v = client
+        .execute("return VB.result.total;", vec![])
+        .await
+        .expect("execute");
+    assert_eq!(v.as_u64(), Some(3), "within #gezin");
 
     // Paging: 23 threads on huurwaarborg, 20 and 3, none twice; the same as the reference.
     let (total, page1, status) =

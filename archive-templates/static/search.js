@@ -65,9 +65,19 @@
     });
     return out;
   }
+  function queryTags(q) {
+    var out = [];
+    q.split(/\s+/).forEach(function (w) {
+      if (w.charAt(0) !== '#') { return; }
+      var tag = fold(w.slice(1).replace(/[,.;:!?)]+$/, ''));
+      if (tag !== '' && out.indexOf(tag) < 0) { out.push(tag); }
+    });
+    return out;
+  }
   function queryTerms(q, meta) {
     var seen = {}, out = [];
-    tokens(q).forEach(function (t) {
+    var words = q.split(/\s+/).filter(function (w) { return w.charAt(0) !== '#'; }).join(' ');
+    tokens(words).forEach(function (t) {
       if (!seen[t]) { seen[t] = true; out.push({ term: t, prefix: false }); }
     });
     if (out.length > 0) {
@@ -101,18 +111,24 @@
   }
 
   // ---- ranking: as rank() ----
-  function rank(meta, words, figures) {
-    var nf = Math.max(meta.n, 1), avgdl = Math.max(meta.dl / nf, 1);
-    function ids(w) {
-      var s = new Set();
-      w.forEach(function (e) { e.p.forEach(function (_, id) { s.add(id); }); });
-      return s;
-    }
-    var cands = Array.from(ids(words[0]));
-    words.slice(1).forEach(function (w) {
-      var has = ids(w);
-      cands = cands.filter(function (id) { return has.has(id); });
+  function ids(w) {
+    var s = new Set();
+    w.forEach(function (e) { e.p.forEach(function (_, id) { s.add(id); }); });
+    return s;
+  }
+  // as candidates(): the threads with every word and every tag (tags: sets of ids)
+  function candidates(words, tags) {
+    var sets = words.map(ids).concat(tags);
+    if (sets.length === 0) { return []; }
+    var out = Array.from(sets[0]);
+    sets.slice(1).forEach(function (has) {
+      out = out.filter(function (id) { return has.has(id); });
     });
+    return out;
+  }
+  function rank(meta, words, tags, figures) {
+    var nf = Math.max(meta.n, 1), avgdl = Math.max(meta.dl / nf, 1);
+    var cands = candidates(words, tags);
     var out = [];
     cands.forEach(function (id) {
       var f = figures.get(id);
@@ -131,6 +147,7 @@
         });
         score += best;
       });
+      if (words.length === 0) { score = 1; }
       out.push([id, score * (1 + meta.boost * f[1])]);
     });
     out.sort(function (a, b) {
@@ -276,47 +293,57 @@
       var split = {};
       meta.split.forEach(function (p) { split[p] = true; });
       var terms = queryTerms(q, meta);
-      if (terms.length === 0) {
+      var tags = queryTags(q);
+      if (terms.length === 0 && tags.length === 0) {
         say(fill(text('results'), { n: 0, q: q }) + ' ' + text('common'));
         finish(0, [], page);
         return null;
       }
-      return Promise.all(terms.map(function (t) {
-        var key = shardOf(t.term, split);
-        return load('t-' + filePart(key)).then(function (file) {
+      var tagged = Promise.all(tags.map(function (tag) {
+        var term = '#' + tag;
+        return load('t-' + filePart(shardOf(term, split))).then(function (file) {
           file = file || {};
-          var w = [];
-          if (Object.prototype.hasOwnProperty.call(file, t.term)) { w.push({ w: 1, p: postings(file[t.term]) }); }
-          if (t.prefix && key.slice(-1) !== '$') {
-            Object.keys(file).filter(function (k) {
-              return k.length > t.term.length && k.lastIndexOf(t.term, 0) === 0;
-            }).sort(function (a, b) {
-              return (file[b].length - file[a].length) || (a < b ? -1 : a > b ? 1 : 0);
-            }).slice(0, meta.px).forEach(function (k) { w.push({ w: meta.pw, p: postings(file[k]) }); });
+          return Object.prototype.hasOwnProperty.call(file, term) ? ids([{ p: postings(file[term]) }]) : null;
+        });
+      }));
+      return tagged.then(function (tagSets) {
+        if (tagSets.some(function (t) { return t === null; })) { return show(meta, q, page, terms, []); }
+        return byWords(meta, q, page, terms, tagSets, split);
+      });
+    });
+  }
+  // The postings of every word, then the figures of the threads that have every word and tag.
+  function byWords(meta, q, page, terms, tagSets, split) {
+    return Promise.all(terms.map(function (t) {
+      var key = shardOf(t.term, split);
+      return load('t-' + filePart(key)).then(function (file) {
+        file = file || {};
+        var w = [];
+        if (Object.prototype.hasOwnProperty.call(file, t.term)) { w.push({ w: 1, p: postings(file[t.term]) }); }
+        if (t.prefix && key.slice(-1) !== '$') {
+          Object.keys(file).filter(function (k) {
+            return k.length > t.term.length && k.lastIndexOf(t.term, 0) === 0;
+          }).sort(function (a, b) {
+            return (file[b].length - file[a].length) || (a < b ? -1 : a > b ? 1 : 0);
+          }).slice(0, meta.px).forEach(function (k) { w.push({ w: meta.pw, p: postings(file[k]) }); });
+        }
+        return w;
+      });
+    })).then(function (words) {
+      if (words.some(function (w) { return w.length === 0; })) { return show(meta, q, page, terms, []); }
+      var has = candidates(words, tagSets);
+      var range = Math.max(meta.range, 1);
+      var ks = Array.from(new Set(has.map(function (id) { return Math.floor(id / range); })));
+      return Promise.all(ks.map(function (k) { return load('n-' + k); })).then(function (all) {
+        var figures = new Map();
+        all.forEach(function (flat, i) {
+          var id = ks[i] * range;
+          for (var j = 0; flat && j + 2 < flat.length; j += 3) {
+            id += flat[j];
+            figures.set(id, [flat[j + 1], flat[j + 2]]);
           }
-          return w;
         });
-      })).then(function (words) {
-        if (words.some(function (w) { return w.length === 0; })) { return show(meta, q, page, terms, []); }
-        var has = null;
-        words.forEach(function (w) {
-          var s = new Set();
-          w.forEach(function (e) { e.p.forEach(function (_, id) { s.add(id); }); });
-          has = has === null ? s : new Set(Array.from(has).filter(function (id) { return s.has(id); }));
-        });
-        var range = Math.max(meta.range, 1);
-        var ks = Array.from(new Set(Array.from(has).map(function (id) { return Math.floor(id / range); })));
-        return Promise.all(ks.map(function (k) { return load('n-' + k); })).then(function (all) {
-          var figures = new Map();
-          all.forEach(function (flat, i) {
-            var id = ks[i] * range;
-            for (var j = 0; flat && j + 2 < flat.length; j += 3) {
-              id += flat[j];
-              figures.set(id, [flat[j + 1], flat[j + 2]]);
-            }
-          });
-          return show(meta, q, page, terms, rank(meta, words, figures));
-        });
+        return show(meta, q, page, terms, rank(meta, words, tagSets, figures));
       });
     });
   }
@@ -342,6 +369,9 @@
   }
   var params = new URLSearchParams(window.location.search);
   var q = params.get('q') || '';
+  // A tag page's search form sends its tag apart: search within it.
+  var tagParam = params.get('tag') || '';
+  if (tagParam !== '' && queryTags(q).indexOf(fold(tagParam)) < 0) { q = ('#' + tagParam + ' ' + q).trim(); }
   var page = parseInt(params.get('p') || '1', 10);
   var input = document.getElementById('q');
   if (input) { input.value = q; }

@@ -1113,6 +1113,7 @@ impl Site<'_> {
             state: search::thread_state(&t),
             date: day(t.first_ms),
             url: Site::thread_url(id),
+            tags: &t.tags,
         });
         let month = laid
             .first()

@@ -446,6 +446,9 @@ pub struct ThreadInput<'a> {
     pub state: u8,
     pub date: String,
     pub url: String,
+    /// The question's tags (`super::qa::tags_of`): indexed as the terms `#tag`, which a
+    /// query's `#tag` words filter on.
+    pub tags: &'a [String],
 }
 
 /// One message of a thread for the index.
@@ -513,8 +516,14 @@ impl Batch {
                 text.push(seg);
             }
         }
+        // Tags: a term no word can be (words never hold `#`), in no length or score.
+        let tag_terms: Vec<String> = t.tags.iter().map(|t| tag_term(t)).collect();
+        for term in &tag_terms {
+            codes.insert(term.clone(), (0, 1));
+        }
         if !changed.is_empty() {
             changed.extend(subject_terms);
+            changed.extend(tag_terms);
         }
         let record = Record {
             subject,
@@ -790,11 +799,34 @@ pub struct QueryTerm {
     pub prefix: bool,
 }
 
+/// A tag's term in the index: `#` and the tag (tags are `[a-z0-9-]`, see `qa::tags_of`).
+pub fn tag_term(tag: &str) -> String {
+    format!("#{tag}")
+}
+
+/// The tags a query filters on: its words `#tag`, folded, trailing punctuation removed,
+/// each once (as `queryTags()` in search.js). A `#word` that cannot be a tag filters on
+/// nothing and finds nothing.
+pub fn query_tags(q: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for w in q.split_whitespace() {
+        if let Some(tag) = w.strip_prefix('#') {
+            let tag = fold(tag.trim_end_matches([',', '.', ';', ':', '!', '?', ')']));
+            if !tag.is_empty() && !out.contains(&tag) {
+                out.push(tag);
+            }
+        }
+    }
+    out
+}
+
 /// The searchable words of a query: folded, stopwords dropped, each once; the last one
-/// (of at least [`PREFIX_MIN_CHARS`]) also as a prefix.
+/// (of at least [`PREFIX_MIN_CHARS`]) also as a prefix. `#tag` words are filters
+/// ([`query_tags`]), not words.
 pub fn query_terms(q: &str) -> Vec<QueryTerm> {
     let mut seen = HashSet::new();
-    let mut out: Vec<QueryTerm> = tokens(q)
+    let words: Vec<&str> = q.split_whitespace().filter(|w| !w.starts_with('#')).collect();
+    let mut out: Vec<QueryTerm> = tokens(&words.join(" "))
         .into_iter()
         .filter(|t| seen.insert(t.clone()))
         .map(|term| QueryTerm {
@@ -812,24 +844,36 @@ pub fn query_terms(q: &str) -> Vec<QueryTerm> {
 /// and weight (1, or [`PREFIX_WEIGHT`] for a longer word), and thread → code.
 pub type WordPostings = Vec<(f64, BTreeMap<u64, u32>)>;
 
-/// BM25F ranks of the threads that match every word, best first (see the module docs):
-/// (thread, rank). `figures`: thread → (body length, state).
+/// The threads that have every word and every tag (`tags`: each tag's threads). `None`
+/// when there is neither a word nor a tag.
+pub fn candidates(words: &[WordPostings], tags: &[BTreeSet<u64>]) -> Option<BTreeSet<u64>> {
+    let mut sets = words
+        .iter()
+        .map(|w| w.iter().flat_map(|(_, p)| p.keys()).copied().collect::<BTreeSet<u64>>())
+        .chain(tags.iter().cloned());
+    let mut out = sets.next()?;
+    for has in sets {
+        out.retain(|id| has.contains(id));
+    }
+    Some(out)
+}
+
+/// BM25F ranks of the threads that match every word and every tag, best first (see the
+/// module docs): (thread, rank). `figures`: thread → (body length, state). Tags filter
+/// and do not score: with tags and no words, every thread of those tags ranks by its
+/// state, then the newest first.
 pub fn rank(
     n: u64,
     total_dl: u64,
     words: &[WordPostings],
+    tags: &[BTreeSet<u64>],
     figures: &HashMap<u64, (u32, u8)>,
 ) -> Vec<(u64, f64)> {
-    let Some(first) = words.first() else {
+    let Some(candidates) = candidates(words, tags) else {
         return Vec::new();
     };
     let nf = n.max(1) as f64;
     let avgdl = (total_dl as f64 / nf).max(1.0);
-    let mut candidates: BTreeSet<u64> = first.iter().flat_map(|(_, p)| p.keys()).copied().collect();
-    for w in &words[1..] {
-        let has: BTreeSet<u64> = w.iter().flat_map(|(_, p)| p.keys()).copied().collect();
-        candidates.retain(|id| has.contains(id));
-    }
     let mut out = Vec::new();
     for id in candidates {
         let Some((dl, state)) = figures.get(&id) else {
@@ -849,6 +893,9 @@ pub fn rank(
                 best = best.max(weight * idf * tf * (K1 + 1.0) / (tf + K1));
             }
             score += best;
+        }
+        if words.is_empty() {
+            score = 1.0;
         }
         out.push((id, score * (1.0 + STATE_BOOST * f64::from(*state))));
     }
@@ -1033,12 +1080,23 @@ impl<F: FnMut(&str) -> Option<String>> Searcher<F> {
     /// Page `page` (from 1) of the results for `q`.
     pub fn search(&mut self, q: &str, page: usize) -> Results {
         let terms = query_terms(q);
-        if terms.is_empty() {
+        let tags = query_tags(q);
+        if terms.is_empty() && tags.is_empty() {
             return Results::default();
         }
         let Some(meta) = self.data::<Meta>("meta") else {
             return Results::default();
         };
+        let mut tagged: Vec<BTreeSet<u64>> = Vec::new();
+        for tag in &tags {
+            let term = tag_term(tag);
+            let name = format!("t-{}", shard_file_part(&shard_of(&term, &meta.split)));
+            let file: BTreeMap<String, Vec<u64>> = self.data(&name).unwrap_or_default();
+            match file.get(&term) {
+                Some(flat) => tagged.push(decode_postings(flat).into_keys().collect()),
+                None => return Results::default(),
+            }
+        }
         let mut words: Vec<WordPostings> = Vec::new();
         for qt in &terms {
             let key = shard_of(&qt.term, &meta.split);
@@ -1065,16 +1123,8 @@ impl<F: FnMut(&str) -> Option<String>> Searcher<F> {
             }
             words.push(w);
         }
-        // The figures of the threads that have every word.
-        let mut candidates: BTreeSet<u64> = words[0]
-            .iter()
-            .flat_map(|(_, p)| p.keys())
-            .copied()
-            .collect();
-        for w in &words[1..] {
-            let has: BTreeSet<u64> = w.iter().flat_map(|(_, p)| p.keys()).copied().collect();
-            candidates.retain(|id| has.contains(id));
-        }
+        // The figures of the threads that have every word and tag.
+        let candidates = candidates(&words, &tagged).unwrap_or_default();
         let ranges: BTreeSet<u64> = candidates.iter().map(|id| id / meta.range.max(1)).collect();
         let mut figures = HashMap::new();
         for k in ranges {
@@ -1085,7 +1135,7 @@ impl<F: FnMut(&str) -> Option<String>> Searcher<F> {
                 figures.insert(id, (f[1].min(u64::from(u32::MAX)) as u32, f[2] as u8));
             }
         }
-        let ranked = rank(meta.n, meta.dl, &words, &figures);
+        let ranked = rank(meta.n, meta.dl, &words, &tagged, &figures);
         let total = ranked.len();
         let from = page.max(1).saturating_sub(1) * meta.page.max(1);
         let mut hits = Vec::new();
@@ -1201,19 +1251,19 @@ mod tests {
     fn ranking_subject_above_body_rare_above_common() {
         // Thread 1 has the word in its subject, 2 twice in its body, 3 once.
         let f = figures(&[(1, 50, 0), (2, 50, 0), (3, 50, 0), (4, 50, 0)]);
-        let r = rank(4, 200, &[word(&[(1, 0, 1), (2, 2, 0), (3, 1, 0)])], &f);
+        let r = rank(4, 200, &[word(&[(1, 0, 1), (2, 2, 0), (3, 1, 0)])], &[], &f);
         assert_eq!(r.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 2, 3]);
         // A long thread mentioning it once ranks below a short one.
         let f = figures(&[(1, 1000, 0), (2, 20, 0)]);
-        let r = rank(10, 1020, &[word(&[(1, 1, 0), (2, 1, 0)])], &f);
+        let r = rank(10, 1020, &[word(&[(1, 1, 0), (2, 1, 0)])], &[], &f);
         assert_eq!(r[0].0, 2);
         // Every word must match; the rarer word weighs more.
         let f = figures(&[(1, 50, 0), (2, 50, 0), (3, 50, 0)]);
         let common = word(&[(1, 3, 0), (2, 1, 0), (3, 1, 0)]);
         let rare = word(&[(2, 1, 0), (3, 1, 0)]);
-        let r = rank(100, 150, &[common, rare], &f);
+        let r = rank(100, 150, &[common, rare], &[], &f);
         assert_eq!(r.iter().map(|x| x.0).collect::<Vec<_>>(), [3, 2]);
-        assert!(rank(3, 150, &[word(&[(1, 1, 0)]), word(&[(2, 1, 0)])], &f).is_empty());
+        assert!(rank(3, 150, &[word(&[(1, 1, 0)]), word(&[(2, 1, 0)])], &[], &f).is_empty());
     }
 
     #[test]
@@ -1221,11 +1271,11 @@ mod tests {
         // Equal relevance: solved, then answered, then open; among equals the newest.
         let f = figures(&[(1, 30, 2), (2, 30, 0), (3, 30, 1), (4, 30, 0), (5, 30, 1)]);
         let p = word(&[(1, 1, 0), (2, 1, 0), (3, 1, 0), (4, 1, 0), (5, 1, 0)]);
-        let r = rank(5, 150, &[p], &f);
+        let r = rank(5, 150, &[p], &[], &f);
         assert_eq!(r.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 5, 3, 4, 2]);
         // A clearly more relevant open thread beats a solved one.
         let f = figures(&[(1, 30, 2), (2, 30, 0)]);
-        let r = rank(20, 600, &[word(&[(1, 1, 0), (2, 0, 1)])], &f);
+        let r = rank(20, 600, &[word(&[(1, 1, 0), (2, 0, 1)])], &[], &f);
         assert_eq!(r[0].0, 2);
         // A prefix match counts less than the word itself.
         let f = figures(&[(1, 30, 0), (2, 30, 0)]);
@@ -1233,7 +1283,7 @@ mod tests {
             (1.0, BTreeMap::from([(1, posting_code(1, 0))])),
             (PREFIX_WEIGHT, BTreeMap::from([(2, posting_code(1, 0))])),
         ];
-        let r = rank(10, 300, &[w], &f);
+        let r = rank(10, 300, &[w], &[], &f);
         assert_eq!(r.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 2]);
     }
 
@@ -1298,6 +1348,7 @@ mod tests {
                     }
                 })
                 .collect(),
+            tags: &[],
             state: if msgs.len() > 1 { ANSWERED } else { OPEN },
             date: "2026-11-02".into(),
             url: format!("t/{id}.html"),
@@ -1438,6 +1489,35 @@ mod tests {
         assert_eq!(s.search("qz2999", 1).total, 1);
         assert_eq!(s.search("qz", 1).total, 0);
         assert_eq!(meta.n, 401);
+    }
+
+    #[test]
+    fn tags_filter_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = |p: &Path, b: &[u8]| super::super::write_if_changed(p, b);
+        let leefloon = vec!["leefloon".to_string()];
+        let both = vec!["huurwaarborg".to_string(), "leefloon".to_string()];
+        let mut b = Batch::default();
+        let mut add = |id: u64, subject: &str, text: &str, tags: &[String]| {
+            let mut t = input(id, subject, &[(text, true)]);
+            t.tags = tags;
+            b.add_thread(t);
+        };
+        add(1, "Leefloon en studie #leefloon", "Een student vraagt leefloon.", &leefloon);
+        add(2, "Waarborg #huurwaarborg #leefloon", "Huur en leefloon samen.", &both);
+        add(3, "Leefloon zonder tag", "Ook over leefloon, geen tag.", &[]);
+        b.write(dir.path(), false, &w).unwrap();
+        let mut s = Searcher::open(dir.path());
+        assert_eq!(s.search("leefloon", 1).total, 3);
+        let only = s.search("leefloon #leefloon", 1);
+        assert_eq!(only.hits.iter().map(|h| h.id).collect::<Vec<_>>(), [2, 1]);
+        assert_eq!(s.search("#Leefloon", 1).total, 2, "a tag alone lists its threads");
+        let r = s.search("#leefloon #huurwaarborg", 1);
+        assert_eq!(r.hits.iter().map(|h| h.id).collect::<Vec<_>>(), [2]);
+        assert_eq!(s.search("student #huurwaarborg", 1).total, 0);
+        assert_eq!(s.search("#onbekend leefloon", 1).total, 0);
+        // The tag is not a word: the subject's `#leefloon` counts as the word leefloon.
+        assert_eq!(query_terms("#leefloon studie").len(), 1);
     }
 
     #[test]
