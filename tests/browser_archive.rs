@@ -781,7 +781,11 @@ schuldenregeling?\n\nMail me op an.peeters@ocmw-gent.example.\n-- \nAn Peeters\n
     let (total, ids, status) = results(&client, &format!("{base}search.html?q=%23gezin")).await;
     assert_eq!(total, 3, "{status}");
     assert_eq!((total, ids), reference(&site, "#gezin", 1));
-    assert_eq!(reference(&site, "gezin", 1).0, 22, "the word is in every filler");
+    assert_eq!(
+        reference(&site, "gezin", 1).0,
+        22,
+        "the word is in every filler"
+    );
     let (total, ids, status) =
         results(&client, &format!("{base}search.html?q=gezin&tag=gezin")).await;
     assert_eq!(total, 3, "{status}");

