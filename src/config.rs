@@ -398,6 +398,13 @@ pub enum Language {
     En,
 }
 
+impl ListConfig {
+    /// What this list's archive masks.
+    pub fn redaction(&self) -> crate::redact::Redact {
+        crate::redact::Redact::from_kinds(&self.redact)
+    }
+}
+
 impl Language {
     pub fn code(self) -> &'static str {
         match self {
@@ -449,6 +456,16 @@ pub struct ListConfig {
     /// earlier questions like it (solved first), when any is similar enough.
     #[serde(default)]
     pub suggest_similar: bool,
+    /// Clients' identifiers masked in everything the archive publishes (pages, downloads,
+    /// mbox, Atom, search index): "rijksregisternummer", "rekeningnummer" (IBAN and the old
+    /// Belgian form), "telefoonnummer". All three by default; `[]` masks none.
+    #[serde(default = "default_redact")]
+    pub redact: Vec<crate::redact::Kind>,
+    /// A post that carries a valid national number or account: "mask" (it goes out, the
+    /// archive masks it, and the poster alone is told so) or "hold" (it waits until the
+    /// poster confirms it by reply; the owners are not shown it).
+    #[serde(default)]
+    pub pii_posts: PiiPosts,
     /// The archive's public URL, for List-Archive; omitted when absent.
     #[serde(default)]
     pub archive_url: Option<String>,
@@ -556,6 +573,20 @@ fn default_digest_time() -> chrono::NaiveTime {
 fn default_digest_day() -> chrono::Weekday {
     chrono::Weekday::Mon
 }
+fn default_redact() -> Vec<crate::redact::Kind> {
+    use crate::redact::Kind;
+    vec![Kind::National, Kind::Account, Kind::Phone]
+}
+
+/// What happens to a post that carries a client's national number or bank account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PiiPosts {
+    #[default]
+    Mask,
+    Hold,
+}
+
 fn default_timezone() -> chrono_tz::Tz {
     chrono_tz::Europe::Brussels
 }

@@ -25,6 +25,7 @@ pub mod inbound;
 pub mod maintenance;
 pub mod outbound;
 pub mod pipeline;
+pub mod redact;
 pub mod router;
 pub mod store;
 pub mod texts;
@@ -54,7 +55,7 @@ impl Services {
             .with_context(|| format!("cannot read or create {}", cfg.secret_path().display()))?;
         let texts = texts::Texts::load(&cfg).map_err(anyhow::Error::msg)?;
         let archive =
-            archive::Archive::new(cfg.clone(), store.clone()).map_err(anyhow::Error::msg)?;
+            archive::Archive::new(cfg.clone(), store.clone(), secret.derive(b"archive message-id")).map_err(anyhow::Error::msg)?;
         let dns = dns::from_config(&cfg.dns).map_err(anyhow::Error::msg)?;
         Ok(Services {
             dns: std::sync::Arc::new(dns),

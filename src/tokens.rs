@@ -162,6 +162,16 @@ impl Secret {
         }
     }
 
+    /// A key for another purpose (`label` names it), derived from this one.
+    pub fn derive(&self, label: &[u8]) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        if let Ok(mut m) = <Hmac<Sha256> as Mac>::new_from_slice(&self.0) {
+            m.update(label);
+            out.copy_from_slice(&m.finalize().into_bytes());
+        }
+        out
+    }
+
     /// A fixed key, for tests.
     pub fn from_bytes(key: [u8; 32]) -> Secret {
         Secret(key)

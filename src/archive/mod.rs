@@ -32,7 +32,6 @@ use crate::threading::{self, Placed};
 use anyhow::Context as _;
 use mail_parser::MessageParser;
 use minijinja::context;
-use render::AddressMode;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -109,6 +108,7 @@ pub struct Archive {
     /// One writer at a time: the daemon's archive task, `archive rebuild` through the
     /// control socket and `members forget` all write the same folder and index.
     writing: std::sync::Mutex<()>,
+    id_key: [u8; 32],
 }
 
 /// A message date for the archive: the Date header unless it is missing or absurd (in the
@@ -356,19 +356,32 @@ struct Site<'a> {
     list: &'a ListConfig,
     dir: PathBuf,
     lang: Language,
-    mode: AddressMode,
+    privacy: render::Privacy,
     labels: render::Labels,
 }
 
 impl Archive {
-    pub fn new(cfg: Arc<Config>, store: Store) -> Result<Archive, String> {
+    /// `id_key`: the key of the opaque Message-IDs in downloads (from the installation's
+    /// secret, so that they stay the same across rebuilds).
+    pub fn new(cfg: Arc<Config>, store: Store, id_key: [u8; 32]) -> Result<Archive, String> {
         let tpl = Templates::load(&cfg)?;
         Ok(Archive {
             cfg,
             store,
             tpl: Arc::new(tpl),
             writing: std::sync::Mutex::new(()),
+            id_key,
         })
+    }
+
+    /// What this list's archive takes out of what it publishes.
+    fn privacy(&self, list: &ListConfig) -> render::Privacy {
+        render::Privacy {
+            mode: self.cfg.archive.addresses,
+            redact: list.redaction(),
+            lang: list.language,
+            id_key: self.id_key,
+        }
     }
 
     fn site<'a>(&'a self, list: &'a ListConfig) -> Option<Site<'a>> {
@@ -377,7 +390,7 @@ impl Archive {
             list,
             dir: self.cfg.list_archive_dir(list)?,
             lang: list.language,
-            mode: self.cfg.archive.addresses,
+            privacy: self.privacy(list),
             labels: self.tpl.labels(list.language),
         })
     }
@@ -547,16 +560,23 @@ impl Archive {
     }
 
     fn prepare_one(&self, key: &str, seq: u64) -> anyhow::Result<Option<Prepared>> {
-        let Some(meta) = self.store.post(key, seq)? else {
+        let Some(mut meta) = self.store.post(key, seq)? else {
             return Ok(None);
         };
+        // Everything the index keeps of a post is published somewhere (pages, Atom, search,
+        // similar-questions mails): its subject without addresses and clients' numbers.
+        let privacy = match self.cfg.lists.iter().find(|l| l.key() == key) {
+            Some(list) => self.privacy(list),
+            None => render::Privacy::hidden(),
+        };
+        meta.subject = privacy.text(&meta.subject).into_owned();
         let raw = self.store.raw(key, seq)?.unwrap_or_default();
         let raw = render::without_trace(&raw);
         let parsed = MessageParser::default().parse_headers(&raw[..]);
         let (refs, author) = match &parsed {
             Some(m) => (
                 threading::references(m),
-                render::author_name(m, self.cfg.archive.addresses).unwrap_or_default(),
+                render::author_name(m, privacy).unwrap_or_default(),
             ),
             None => (Vec::new(), String::new()),
         };
@@ -574,7 +594,7 @@ impl Archive {
         let mark =
             qa::subject_mark(&meta.subject).or_else(|| body.as_deref().and_then(qa::body_mark));
         let terms = match (&body, question) {
-            (Some(b), true) => qa::terms_of_question(&meta.subject, b),
+            (Some(b), true) => qa::terms_of_question(&meta.subject, &privacy.text(b)),
             _ => (Vec::new(), Vec::new()),
         };
         let msg = ArchMsg {
@@ -1070,11 +1090,9 @@ impl Site<'_> {
         // For the search index: each message's own words, and its subject when it differs
         // from the question's (searched, not shown), addresses hidden as on the page.
         let plain = |s: &str| {
-            render::hide_addresses(
-                &threading::strip_reply_markers(&display_subject(self.list, s)),
-                self.mode,
-            )
-            .into_owned()
+            self.privacy
+                .text(&threading::strip_reply_markers(&display_subject(self.list, s)))
+                .into_owned()
         };
         let question = plain(&t.subject);
         let mut texts: Vec<(String, String, bool)> = Vec::with_capacity(laid.len());
@@ -1155,7 +1173,7 @@ impl Site<'_> {
         let parsed = MessageParser::default().parse(&lean[..]);
         let (body, text, problems, attachments) = match &parsed {
             Some(msg) => {
-                let r = render::render(msg, self.mode, &self.labels, &href);
+                let r = render::render(msg, self.privacy, &self.labels, &href);
                 (r.html, r.text, r.problems, r.attachments)
             }
             None => (
@@ -1166,7 +1184,7 @@ impl Site<'_> {
             ),
         };
         if touched.assets.contains(&seq) {
-            let scrubbed = render::scrub_parsed(&lean, parsed.as_ref(), self.mode);
+            let scrubbed = render::scrub_parsed(&lean, parsed.as_ref(), self.privacy);
             self.write(&format!("m/{seq}.eml"), &scrubbed, stats)?;
             for a in &attachments {
                 self.write(
@@ -1267,7 +1285,7 @@ impl Site<'_> {
                 Ok(b) => b,
                 Err(_) => {
                     let raw = self.arc.store.raw(key, seq)?.unwrap_or_default();
-                    render::scrub_raw(&raw, self.mode)
+                    render::scrub_raw(&raw, self.privacy)
                 }
             };
             mbox::append(&mut out, &bytes, date);
@@ -1474,7 +1492,7 @@ impl Site<'_> {
             let summary = MessageParser::default()
                 .parse(&raw[..])
                 .map(|msg| {
-                    render::render(&msg, self.mode, &self.labels, &|_, _| String::new()).text
+                    render::render(&msg, self.privacy, &self.labels, &|_, _| String::new()).text
                 })
                 .unwrap_or_default();
             let summary: String = summary.split_whitespace().collect::<Vec<_>>().join(" ");

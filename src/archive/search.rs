@@ -202,8 +202,20 @@ pub fn terms(text: &str) -> BTreeSet<String> {
 
 /// Text as the index may hold it: every whitespace-separated chunk with an `@` removed
 /// (scrubbed addresses, `jan.peeters@…`, anything address-like), control characters
-/// dropped, whitespace collapsed.
+/// dropped, the labels of masked identifiers (`[telefoonnummer]`) left out, whitespace
+/// collapsed.
 pub fn clean(text: &str) -> String {
+    let unlabelled;
+    let text = if text.contains('[') {
+        let mut t = text.to_string();
+        for l in crate::redact::LABELS {
+            t = t.replace(l, " ");
+        }
+        unlabelled = t;
+        unlabelled.as_str()
+    } else {
+        text
+    };
     let mut out = String::with_capacity(text.len());
     for w in text.split_whitespace().filter(|w| !w.contains('@')) {
         if !out.is_empty() {
