@@ -54,8 +54,12 @@ impl Services {
         let secret = tokens::Secret::load_or_create(&cfg.secret_path())
             .with_context(|| format!("cannot read or create {}", cfg.secret_path().display()))?;
         let texts = texts::Texts::load(&cfg).map_err(anyhow::Error::msg)?;
-        let archive =
-            archive::Archive::new(cfg.clone(), store.clone(), secret.derive(b"archive message-id")).map_err(anyhow::Error::msg)?;
+        let archive = archive::Archive::new(
+            cfg.clone(),
+            store.clone(),
+            secret.derive(b"archive message-id"),
+        )
+        .map_err(anyhow::Error::msg)?;
         let dns = dns::from_config(&cfg.dns).map_err(anyhow::Error::msg)?;
         Ok(Services {
             dns: std::sync::Arc::new(dns),

@@ -215,7 +215,7 @@ fn ends_word(b: &[u8], e: usize) -> bool {
     match b.get(e) {
         None => true,
         Some(c) if c.is_ascii_alphanumeric() => false,
-        Some(c) if matches!(c, b'.' | b'-' | b'/') => !b.get(e + 1).is_some_and(u8::is_ascii_digit),
+        Some(b'.' | b'-' | b'/') => !b.get(e + 1).is_some_and(u8::is_ascii_digit),
         Some(_) => true,
     }
 }
@@ -471,8 +471,7 @@ fn iban_shaped(b: &[u8], i: usize) -> Option<usize> {
                 p += 1;
             }
             Some(b' ')
-                if b
-                    .get(p + 1)
+                if b.get(p + 1)
                     .is_some_and(|c| c.is_ascii_digit() || c.is_ascii_uppercase()) =>
             {
                 p += 1
@@ -503,7 +502,8 @@ fn iban(b: &[u8], i: usize) -> Option<usize> {
                 p += 1;
             }
             Some(b' ')
-                if p > i && b[p - 1].is_ascii_alphanumeric()
+                if p > i
+                    && b[p - 1].is_ascii_alphanumeric()
                     && b.get(p + 1).is_some_and(u8::is_ascii_alphanumeric) =>
             {
                 p += 1
@@ -543,7 +543,11 @@ mod tests {
     /// (false) or from (true) 2000.
     fn rrn(yymmdd: &str, sss: &str, from_2000: bool) -> String {
         let first: u64 = format!("{yymmdd}{sss}").parse().unwrap();
-        let base = if from_2000 { 2_000_000_000 + first } else { first };
+        let base = if from_2000 {
+            2_000_000_000 + first
+        } else {
+            first
+        };
         format!("{yymmdd}{sss}{:02}", 97 - base % 97)
     }
 
@@ -569,7 +573,10 @@ mod tests {
         }
         // Born in 2004: the check digits are over 2 and the nine digits.
         let young = rrn("040512", "123", true);
-        assert_eq!(masked(&format!("INSZ: {young}")), "INSZ: [rijksregisternummer]");
+        assert_eq!(
+            masked(&format!("INSZ: {young}")),
+            "INSZ: [rijksregisternummer]"
+        );
         // A bis number (month + 40).
         let bis = rrn("854730", "033", false);
         assert_eq!(masked(&bis), "[rijksregisternummer]");
@@ -604,7 +611,10 @@ mod tests {
                 "{s}"
             );
         }
-        assert_eq!(masked("rekening 539-0075470-34."), "rekening [rekeningnummer].");
+        assert_eq!(
+            masked("rekening 539-0075470-34."),
+            "rekening [rekeningnummer]."
+        );
         for s in [
             "BE68 5390 0754 7035",
             "BE68 5390 0754 703",

@@ -19,6 +19,7 @@
 //! web server never serves half a page). [`Archive::rebuild`] renders everything again (and, asked to, recomputes the
 //! thread index first).
 
+mod closing;
 pub mod import;
 pub mod mbox;
 pub mod qa;
@@ -1091,7 +1092,9 @@ impl Site<'_> {
         // from the question's (searched, not shown), addresses hidden as on the page.
         let plain = |s: &str| {
             self.privacy
-                .text(&threading::strip_reply_markers(&display_subject(self.list, s)))
+                .text(&threading::strip_reply_markers(&display_subject(
+                    self.list, s,
+                )))
                 .into_owned()
         };
         let question = plain(&t.subject);

@@ -19,6 +19,9 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use unicode_normalization::UnicodeNormalization;
 
+use super::closing::{
+    self, is_closing, is_disclaimer, is_rule, signature_block, MAX_DISCLAIMER_LINES,
+};
 use crate::config::Language;
 use crate::redact::{self, Redact};
 
@@ -150,8 +153,29 @@ impl Privacy {
 /// decoded (every byte of a decoded character maps to the whole entity).
 fn project_html(html: &str) -> (String, Vec<(usize, usize)>) {
     const BLOCK: &[&str] = &[
-        "br", "p", "div", "li", "tr", "td", "th", "pre", "table", "ul", "ol", "hr", "h1", "h2",
-        "h3", "h4", "h5", "h6", "dd", "dt", "blockquote", "section", "article",
+        "br",
+        "p",
+        "div",
+        "li",
+        "tr",
+        "td",
+        "th",
+        "pre",
+        "table",
+        "ul",
+        "ol",
+        "hr",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "dd",
+        "dt",
+        "blockquote",
+        "section",
+        "article",
     ];
     let b = html.as_bytes();
     let mut text = String::with_capacity(html.len());
@@ -240,6 +264,8 @@ pub struct Labels {
     pub problem_too_many_parts: String,
     pub problem_unreadable: String,
     pub signature_omitted: String,
+    /// The one line a confidentiality disclaimer folds into.
+    pub disclaimer: String,
 }
 
 impl Default for Labels {
@@ -254,6 +280,7 @@ impl Default for Labels {
             problem_too_many_parts: "This message has more than 500 parts; the rest is in the download.".into(),
             problem_unreadable: "This message could not be read as mail; the original is kept for download.".into(),
             signature_omitted: "This message was digitally signed; the signature is not published because it carries the sender's address.".into(),
+            disclaimer: "Confidentiality notice".into(),
         }
     }
 }
@@ -503,8 +530,9 @@ impl Renderer<'_> {
             return;
         }
         let text = self.cap(text);
-        let clean = sanitize(text);
+        let clean = sanitize(&closing::mark_html_signatures(text));
         let clean = self.privacy.html(&clean);
+        let clean = closing::html(&clean, &self.labels.disclaimer);
         html.push_str("<div class=\"html-mail\">");
         html.push_str(&clean);
         html.push_str("</div>");
@@ -742,7 +770,7 @@ fn quote_level(line: &str) -> Option<&str> {
 }
 
 /// Where Outlook (and others) put the whole previous message under the reply without `>`.
-fn is_original_header(lines: &[&str], i: usize) -> bool {
+pub(super) fn is_original_header(lines: &[&str], i: usize) -> bool {
     let l = lines[i].trim();
     let lower = l.to_lowercase();
     if lower.starts_with("-----") && lower.ends_with("-----") {
@@ -803,7 +831,7 @@ fn plain(lines: &[&str], level: usize, labels: &Labels, html: &mut String, text:
             if start < own.len() {
                 html.push_str("<div class=\"body-text\">");
                 let joined = own[start..].join("\n");
-                linkify(&joined, html);
+                paragraphs(&own[start..], html);
                 html.push_str("</div>");
                 if level == 0 {
                     let cut = if before_quote {
@@ -846,15 +874,38 @@ fn plain(lines: &[&str], level: usize, labels: &Labels, html: &mut String, text:
             quote(&inner, level, false, labels, html, text);
             continue;
         }
-        if level == 0 && (line == "-- " || line == "--") && lines.len() - i <= 25 {
-            flush_own(&mut own, false, html, text);
-            let sig = lines[i + 1..].join("\n");
-            if !sig.trim().is_empty() {
-                html.push_str("<div class=\"signature\">");
-                linkify(sig.trim_end(), html);
-                html.push_str("</div>");
+        if level == 0 {
+            let tail = own_tail_end(lines, i);
+            let sig = if line == "-- " || line == "--" {
+                Some(i + 1)
+            } else if is_closing(line) {
+                Some(i)
+            } else {
+                None
+            };
+            if let Some(from) = sig {
+                let end = (from..tail)
+                    .find(|&j| is_disclaimer(lines, j))
+                    .unwrap_or(tail);
+                if signature_block(&lines[from..end], from == i) {
+                    flush_own(&mut own, false, html, text);
+                    let block = lines[from..end].join("\n");
+                    if !block.trim().is_empty() {
+                        html.push_str("<div class=\"signature\">");
+                        linkify(block.trim_matches('\n').trim_end(), html);
+                        html.push_str("</div>");
+                    }
+                    disclaimer(&lines[end..tail], labels, html);
+                    i = tail;
+                    continue;
+                }
             }
-            return;
+            if is_disclaimer(lines, i) && tail - i <= MAX_DISCLAIMER_LINES {
+                flush_own(&mut own, false, html, text);
+                disclaimer(&lines[i..tail], labels, html);
+                i = tail;
+                continue;
+            }
         }
         if level == 0 && is_original_header(lines, i) {
             flush_own(&mut own, false, html, text);
@@ -866,6 +917,101 @@ fn plain(lines: &[&str], level: usize, labels: &Labels, html: &mut String, text:
         i += 1;
     }
     flush_own(&mut own, false, html, text);
+}
+
+/// A line this long or longer was wrapped by the sender's mail program (at 72-76
+/// columns), so the line break after it is not the author's.
+const WRAPPED_LINE: usize = 50;
+
+/// The author's text as paragraphs for any screen width: hard-wrapped lines are joined
+/// into one paragraph (a short line ends a line of its own: "Hallo,"); a paragraph with
+/// a line that looks like code, a patch, a table or a list keeps every line break.
+fn paragraphs(lines: &[&str], html: &mut String) {
+    let mut rest = lines;
+    while !rest.is_empty() {
+        let n = rest
+            .iter()
+            .position(|l| l.trim().is_empty())
+            .unwrap_or(rest.len());
+        let para = &rest[..n];
+        rest = &rest[n..];
+        while rest.first().is_some_and(|l| l.trim().is_empty()) {
+            rest = &rest[1..];
+        }
+        if para.is_empty() {
+            continue;
+        }
+        if para.iter().any(|l| is_structured(l)) {
+            html.push_str("<p class=\"lines\">");
+            linkify(&para.join("\n"), html);
+            html.push_str("</p>");
+            continue;
+        }
+        html.push_str("<p>");
+        for (k, line) in para.iter().enumerate() {
+            linkify(line.trim_end(), html);
+            if k + 1 < para.len() {
+                if line.trim_end().chars().count() >= WRAPPED_LINE {
+                    html.push(' ');
+                } else {
+                    html.push_str("<br>");
+                }
+            }
+        }
+        html.push_str("</p>");
+    }
+}
+
+/// A line whose breaks matter: indented (code, a wrapped list item), a list item, a
+/// table row, a patch line, a line of code, a rule, or spaced into columns.
+fn is_structured(line: &str) -> bool {
+    let t = line.trim_end();
+    if t.starts_with("  ") || t.starts_with('\t') || t.contains('\t') || t.contains("   ") {
+        return true;
+    }
+    let s = t.trim_start();
+    let b = s.as_bytes();
+    let digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
+    let numbered = (1..=3).contains(&digits)
+        && matches!(b.get(digits), Some(b'.' | b')'))
+        && b.get(digits + 1) == Some(&b' ');
+    let lettered = b.len() > 3 && b[0].is_ascii_lowercase() && b[1] == b')' && b[2] == b' ';
+    let list = ["- ", "* ", "• ", "+ ", "– "]
+        .iter()
+        .any(|p| s.starts_with(p))
+        || numbered
+        || lettered;
+    list || s.matches('|').count() >= 2
+        || s.starts_with("@@")
+        || s.starts_with("diff ")
+        || s.starts_with("+++")
+        || s.starts_with("---")
+        || s.ends_with(';')
+        || s.ends_with('{')
+        || s == "}"
+        || is_rule(s)
+}
+
+/// Where the author's own text below line `from` ends: at a quote or at Outlook's
+/// original below the reply, else at the end.
+fn own_tail_end(lines: &[&str], from: usize) -> usize {
+    (from..lines.len())
+        .find(|&j| quote_level(lines[j]).is_some() || is_original_header(lines, j))
+        .unwrap_or(lines.len())
+}
+
+/// A disclaimer, folded into one line; never searched.
+fn disclaimer(block: &[&str], labels: &Labels, html: &mut String) {
+    let body = block.join("\n");
+    let body = body.trim();
+    if body.is_empty() {
+        return;
+    }
+    html.push_str("<details class=\"disclaimer\"><summary>");
+    html.push_str(&escape(&labels.disclaimer));
+    html.push_str("</summary><div class=\"disclaimer-text\">");
+    linkify(body, html);
+    html.push_str("</div></details>");
 }
 
 /// How many of the last lines of `own` (just above a quote) are an attribution: "On Mon,
@@ -1063,9 +1209,11 @@ fn html_own_text(html: &str, labels: &Labels) -> String {
     ];
     let mut out = String::with_capacity(html.len() / 2);
     let mut quoted = 0usize;
+    // Inside our own signature or disclaimer wrapper: (its tag, nesting).
+    let mut skipped: Option<(String, usize)> = None;
     let mut rest = html;
     while let Some(lt) = rest.find('<') {
-        if quoted == 0 {
+        if quoted == 0 && skipped.is_none() {
             out.push_str(&rest[..lt]);
         }
         let after = &rest[lt + 1..];
@@ -1081,7 +1229,23 @@ fn html_own_text(html: &str, labels: &Labels) -> String {
             .next()
             .unwrap_or("")
             .to_ascii_lowercase();
-        if name == "blockquote" {
+        if let Some((tag, depth)) = &mut skipped {
+            if *tag == name {
+                if closing {
+                    *depth -= 1;
+                } else {
+                    *depth += 1;
+                }
+            }
+            if *depth == 0 {
+                skipped = None;
+            }
+        } else if !closing
+            && (tag.starts_with("div class=\"signature\"")
+                || tag.starts_with("details class=\"disclaimer\""))
+        {
+            skipped = Some((name, 1));
+        } else if name == "blockquote" {
             if closing {
                 quoted = quoted.saturating_sub(1);
             } else {
@@ -1099,7 +1263,7 @@ fn html_own_text(html: &str, labels: &Labels) -> String {
         }
         rest = &after[gt + 1..];
     }
-    if quoted == 0 {
+    if quoted == 0 && skipped.is_none() {
         out.push_str(rest);
     }
     let decoded = decode_entities(&out);
@@ -1111,7 +1275,7 @@ fn html_own_text(html: &str, labels: &Labels) -> String {
 }
 
 /// The entities ammonia writes (and numeric ones), decoded.
-fn decode_entities(s: &str) -> String {
+pub(super) fn decode_entities(s: &str) -> String {
     if !s.contains('&') {
         return s.to_string();
     }
@@ -1120,27 +1284,10 @@ fn decode_entities(s: &str) -> String {
     while let Some(amp) = rest.find('&') {
         out.push_str(&rest[..amp]);
         let after = &rest[amp + 1..];
-        let end = after.find(';').filter(|e| *e <= 10);
-        let decoded = end.and_then(|e| {
-            let name = &after[..e];
-            let c = match name {
-                "nbsp" => ' ',
-                "lt" => '<',
-                "gt" => '>',
-                "quot" => '"',
-                "apos" => '\'',
-                "amp" => '&',
-                _ => {
-                    let n = name.strip_prefix('#')?;
-                    let code = match n.strip_prefix(['x', 'X']) {
-                        Some(h) => u32::from_str_radix(h, 16).ok()?,
-                        None => n.parse().ok()?,
-                    };
-                    char::from_u32(code)?
-                }
-            };
-            Some((c, e))
-        });
+        let decoded = after
+            .find(';')
+            .filter(|e| *e <= 10)
+            .and_then(|e| Some((decode_entity(&after[..e])?, e)));
         match decoded {
             Some((c, e)) => {
                 out.push(c);
@@ -1309,7 +1456,12 @@ const DROPPED_HEADERS: &[&str] = &[
 
 /// Header fields of Message-IDs: each ID becomes an opaque one ([`opaque_ids`]), the same
 /// wherever it occurs, so that a downloaded mbox still threads.
-const ID_HEADERS: &[&str] = &["message-id", "in-reply-to", "references", "resent-message-id"];
+const ID_HEADERS: &[&str] = &[
+    "message-id",
+    "in-reply-to",
+    "references",
+    "resent-message-id",
+];
 
 /// The raw message for download, with every address replaced and every identifier
 /// masked: in header fields (encoded words decoded first), in bodies, also inside base64
@@ -1500,14 +1652,20 @@ pub fn opaque_ids(field: &[u8], key: &[u8; 32]) -> Vec<u8> {
 /// One Message-ID (without angle brackets) as its opaque form, with angle brackets.
 pub fn opaque_id(id: &[u8], key: &[u8; 32]) -> String {
     use hmac::{Hmac, Mac};
-    let trimmed: Vec<u8> = id.iter().copied().filter(|c| !c.is_ascii_whitespace()).collect();
+    let trimmed: Vec<u8> = id
+        .iter()
+        .copied()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
     let mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).map(|mut m| {
         m.update(b"message-id\0");
         m.update(&trimmed);
         m.finalize().into_bytes()
     });
     let code = match mac {
-        Ok(d) => data_encoding::BASE32_NOPAD.encode(&d[..16]).to_ascii_lowercase(),
+        Ok(d) => data_encoding::BASE32_NOPAD
+            .encode(&d[..16])
+            .to_ascii_lowercase(),
         Err(_) => String::from("0"),
     };
     format!("<{}@archive.invalid>", &code[..code.len().min(26)])
@@ -1683,6 +1841,182 @@ mod tests {
         );
         assert!(!r.html.contains("jan@"));
         assert!(r.text.contains("Mijn antwoord") && !r.text.contains("kort citaat"));
+    }
+
+    #[test]
+    fn outlook_signatures_and_disclaimers_are_dimmed_folded_and_not_searched() {
+        let body = "Hallo collega's,\r\n\r\n\
+Ik heb een cliënt die een huurwaarborg vraagt maar nog geen\r\n\
+leefloon ontvangt. Kan het OCMW de waarborg voorschieten als de\r\n\
+beslissing over het leefloon nog loopt?\r\n\r\n\
+- eerste punt\r\n- tweede punt\r\n\r\n\
+Met vriendelijke groeten,\r\n\r\n\
+Jan Peeters\r\nMaatschappelijk werker\r\nOCMW Gent | Sociale dienst\r\n\
+Tel. 09 266 12 34\r\nGSM 0486 12 34 56\r\nOnderbergen 86, 9000 Gent\r\n\r\n\
+Dit bericht is vertrouwelijk en uitsluitend bestemd voor de\r\n\
+geadresseerde. Indien u dit bericht per vergissing ontving,\r\n\
+verwijder het dan.\r\n\r\n\
+Van: An <an@x.example>\r\nVerzonden: dinsdag 6 oktober 2026 09:12\r\n\
+Aan: forum@lists.example\r\nOnderwerp: vraag\r\n\r\noude tekst\r\n";
+        let r = html_of(&format!(
+            "From: Jan <jan@x.example>\r\nSubject: s\r\n\r\n{body}"
+        ));
+        let h = &r.html;
+        // Hard-wrapped lines joined, a short line keeps its break, a list keeps its lines.
+        assert!(
+            h.contains("<p>Hallo collega&#39;s,</p>") || h.contains("<p>Hallo collega's,</p>"),
+            "{h}"
+        );
+        assert!(h.contains("nog geen leefloon ontvangt. Kan het OCMW de waarborg voorschieten als de beslissing"), "{h}");
+        assert!(
+            h.contains("<p class=\"lines\">- eerste punt\n- tweede punt</p>"),
+            "{h}"
+        );
+        // The signature from the greeting on, with its line breaks, phone numbers masked.
+        assert!(h.contains("<div class=\"signature\">Met vriendelijke groeten,\n\nJan Peeters\nMaatschappelijk werker"), "{h}");
+        assert!(
+            h.contains("GSM [telefoonnummer]") && !h.contains("0486") && !h.contains("266 12"),
+            "{h}"
+        );
+        // The disclaimer in one line, Outlook's original folded below.
+        assert!(
+            h.contains("<details class=\"disclaimer\"><summary>Confidentiality notice</summary>"),
+            "{h}"
+        );
+        assert!(h.contains("<details class=\"quote\">"), "{h}");
+        let disclaimer_at = h.find("class=\"disclaimer\"").unwrap_or(0);
+        assert!(h.find("class=\"signature\"").unwrap_or(usize::MAX) < disclaimer_at);
+        // Searched: the question only.
+        assert!(
+            r.text.contains("huurwaarborg") && r.text.contains("eerste punt"),
+            "{}",
+            r.text
+        );
+        for not in [
+            "Peeters",
+            "Maatschappelijk",
+            "Onderbergen",
+            "vertrouwelijk",
+            "groeten",
+            "oude tekst",
+        ] {
+            assert!(!r.text.contains(not), "{not} in {}", r.text);
+        }
+        // A `-- ` signature ends where Outlook's original starts; the original is folded.
+        let r = html_of("Subject: s\r\n\r\nJa.\r\n-- \r\nAn\r\n\r\nVan: B\r\nVerzonden: nu\r\nAan: C\r\n\r\noud\r\n");
+        assert!(
+            r.html
+                .contains("<div class=\"signature\">An</div><details class=\"quote\">"),
+            "{}",
+            r.html
+        );
+        // A greeting followed by more than a short block, or a greeting in a sentence,
+        // is the author's text.
+        let long: String = (0..14)
+            .map(|k| format!("regel {k} van een lang verhaal\r\n"))
+            .collect();
+        let r = html_of(&format!("Subject: s\r\n\r\nGroeten\r\n{long}"));
+        assert!(
+            !r.html.contains("signature") && r.text.contains("regel 13"),
+            "{}",
+            r.html
+        );
+        let r = html_of("Subject: s\r\n\r\nGroeten uit Gent aan iedereen\r\nen tot snel\r\n");
+        assert!(
+            !r.html.contains("signature") && r.text.contains("Gent"),
+            "{}",
+            r.html
+        );
+        for closing in [
+            "Mvg",
+            "mvg,",
+            "Groetjes, An",
+            "Kind regards",
+            "Met vriendelijke groet.",
+            "Vriendelijke groeten Jan Peeters",
+        ] {
+            assert!(is_closing(closing), "{closing}");
+        }
+        for not in [
+            "Groeten uit Gent",
+            "Regards to all of you",
+            "mvg van harte bedankt voor alles wat jullie",
+        ] {
+            assert!(!is_closing(not), "{not}");
+        }
+        // A disclaimer alone (no signature) folds too; English.
+        let r = html_of("Subject: s\r\n\r\nVraag.\r\n\r\nThis e-mail and any attachments are confidential.\r\nIf you are not the intended recipient, delete it.\r\n");
+        assert!(
+            r.html.contains("class=\"disclaimer\"") && !r.text.contains("intended"),
+            "{}",
+            r.html
+        );
+        // Code keeps its lines.
+        let r = html_of("Subject: s\r\n\r\nZo:\r\n\r\n    if (x) {\r\n        y();\r\n    }\r\n");
+        assert!(
+            r.html.contains("<p class=\"lines\">    if (x) {"),
+            "{}",
+            r.html
+        );
+    }
+
+    #[test]
+    fn html_signatures_and_disclaimers_are_dimmed_folded_and_not_searched() {
+        let html_mail = |body: &str| {
+            html_of(&format!(
+                "From: Jan <jan@x.example>\r\nSubject: s\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{body}"
+            ))
+        };
+        // Outlook without a label: a greeting paragraph, then short paragraphs, a
+        // disclaimer, then the original.
+        let r = html_mail(
+            "<div class=WordSection1><p class=MsoNormal>Heeft iemand ervaring met een huurwaarborg?</p>\
+<p class=MsoNormal>Met vriendelijke groeten,</p><p class=MsoNormal><b>Jan Peeters</b></p>\
+<p class=MsoNormal>Maatschappelijk werker | OCMW Gent</p><p class=MsoNormal>T 09 266 12 34</p>\
+<p class=MsoNormal>Dit bericht is vertrouwelijk en uitsluitend bestemd voor de geadresseerde.</p>\
+<div style='border-top:solid #E1E1E1 1.0pt'><p class=MsoNormal><b>Van:</b> An<br><b>Verzonden:</b> dinsdag<br><b>Aan:</b> forum<br><b>Onderwerp:</b> vraag</p></div>\
+<p>oude tekst</p></div>",
+        );
+        let h = &r.html;
+        assert!(h.contains("<div class=\"signature\"><p>Met vriendelijke groeten,</p><p><b>Jan Peeters</b></p>"), "{h}");
+        assert!(h.contains("<details class=\"disclaimer\"><summary>Confidentiality notice</summary><div class=\"disclaimer-text\"><p>Dit bericht"), "{h}");
+        assert!(!h.contains("266 12"), "{h}");
+        assert!(r.text.contains("huurwaarborg"), "{}", r.text);
+        for not in ["Peeters", "Maatschappelijk", "vertrouwelijk", "oude tekst"] {
+            assert!(!r.text.contains(not), "{not} in {}", r.text);
+        }
+        // Labelled by the mail program (Gmail, Outlook on the web), no greeting needed.
+        for label in [
+            "class=\"gmail_signature\"",
+            "id=\"Signature\"",
+            "id=x_Signature",
+        ] {
+            let r = html_mail(&format!(
+                "<div>Vraag over leefloon.</div><div {label}><div>An Jansen</div><div>OCMW Brugge</div></div>"
+            ));
+            assert!(
+                r.html
+                    .contains("<div class=\"signature\"><div><div>An Jansen</div>"),
+                "{label}: {}",
+                r.html
+            );
+            assert!(
+                r.text.contains("leefloon") && !r.text.contains("Jansen"),
+                "{}",
+                r.text
+            );
+            assert!(!r.html.contains('\u{E000}'));
+        }
+        // A greeting in a quote, or with a long text below it, is left alone.
+        let r = html_mail("<p>Vraag</p><blockquote><p>Groeten</p><p>An</p></blockquote>");
+        assert!(!r.html.contains("signature"), "{}", r.html);
+        let long: String = (0..14).map(|k| format!("<p>alinea {k}</p>")).collect();
+        let r = html_mail(&format!("<p>Groeten</p>{long}"));
+        assert!(
+            !r.html.contains("signature") && r.text.contains("alinea 13"),
+            "{}",
+            r.html
+        );
     }
 
     #[test]
@@ -1928,10 +2262,19 @@ Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--z--\r\n",
         let id = opaque_id(b"20261006.1-1-lid40@ocmw-40.example", &key);
         assert_eq!(s.matches(id.as_str()).count(), 2, "{s}");
         assert_eq!(m.message_id(), Some(&id[1..id.len() - 1]));
-        assert_eq!(s.matches(opaque_id(b"a1@x.example", &key).as_str()).count(), 2);
-        assert_ne!(opaque_id(b"a1@x.example", &[8; 32]), opaque_id(b"a1@x.example", &key));
+        assert_eq!(
+            s.matches(opaque_id(b"a1@x.example", &key).as_str()).count(),
+            2
+        );
+        assert_ne!(
+            opaque_id(b"a1@x.example", &[8; 32]),
+            opaque_id(b"a1@x.example", &key)
+        );
         // The split address is gone, the elements stay.
-        assert!(html_out.contains("<span>…@…</span>@<span></span>") || html_out.contains("…@…"), "{html_out}");
+        assert!(
+            html_out.contains("<span>…@…</span>@<span></span>") || html_out.contains("…@…"),
+            "{html_out}"
+        );
         assert!(html_out.contains("<a href="), "{html_out}");
     }
 
@@ -1959,10 +2302,17 @@ Content-Type: multipart/alternative; boundary=z\r\n\r\n\
             assert!(!all.contains(bad), "{bad} in {all}");
         }
         assert_eq!(m.subject(), Some("rrn [rijksregisternummer]"));
-        assert!(m.body_text(0).unwrap().contains("IBAN [rekeningnummer] en rrn [rijksregisternummer]."));
+        assert!(m
+            .body_text(0)
+            .unwrap()
+            .contains("IBAN [rekeningnummer] en rrn [rijksregisternummer]."));
         let page = html_of(&raw);
         for bad in [n.as_str(), "5390", "0486"] {
-            assert!(!page.html.contains(bad) && !page.text.contains(bad), "{bad}: {}", page.html);
+            assert!(
+                !page.html.contains(bad) && !page.text.contains(bad),
+                "{bad}: {}",
+                page.html
+            );
         }
         assert!(page.html.contains("[rekeningnummer]"), "{}", page.html);
         // English labels; a list that masks nothing.
@@ -2016,7 +2366,14 @@ Content-Type: multipart/alternative; boundary=z\r\n\r\n\
             Some("jan.peeters")
         );
         assert_eq!(
-            author_name(&m, Privacy { mode: AddressMode::Local, ..Privacy::hidden() }).as_deref(),
+            author_name(
+                &m,
+                Privacy {
+                    mode: AddressMode::Local,
+                    ..Privacy::hidden()
+                }
+            )
+            .as_deref(),
             Some("jan.peeters@…")
         );
         let m = parse("From: \"jan@x.example\" <jan@x.example>\r\n\r\nx");

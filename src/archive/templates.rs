@@ -172,6 +172,7 @@ impl Templates {
             problem_too_many_parts: get("problem_too_many_parts", d.problem_too_many_parts),
             problem_unreadable: get("problem_unreadable", d.problem_unreadable),
             signature_omitted: get("signature_omitted", d.signature_omitted),
+            disclaimer: get("disclaimer", d.disclaimer),
         }
     }
 

@@ -366,20 +366,7 @@ fn fsync_tree(dir: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::forget::Forget;
-
-    /// Opens a store that was just closed in this process: sled's flusher thread may hold
-    /// the file lock for a moment after the last handle is dropped.
-    fn reopen(p: &Path) -> Store {
-        for _ in 0..100 {
-            match Store::open(p) {
-                Err(StoreError::Locked { .. }) => {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
-                }
-                r => return r.unwrap(),
-            }
-        }
-        Store::open(p).unwrap()
-    }
+    use crate::store::tests::reopen;
 
     /// A compaction cut short between its two renames leaves only the old copy: opening
     /// the store puts it back, and a compaction after that finds the data.

@@ -330,7 +330,7 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn env() -> Envelope {
@@ -447,6 +447,20 @@ mod tests {
         assert_eq!(s.member_count("forum@x.org").unwrap(), 0);
     }
 
+    /// Opens a store that was just closed in this process: sled's flusher thread may hold
+    /// the file lock for a moment after the last handle is dropped.
+    pub(crate) fn reopen(p: &Path) -> Store {
+        for _ in 0..100 {
+            match Store::open(p) {
+                Err(StoreError::Locked { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                r => return r.unwrap(),
+            }
+        }
+        Store::open(p).unwrap()
+    }
+
     #[test]
     fn survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -456,7 +470,7 @@ mod tests {
             s.spool(env(), b"hello").unwrap();
             s.flush().unwrap();
         }
-        let s = Store::open(&p).unwrap();
+        let s = reopen(&p);
         let ids = s.spooled_ids().unwrap();
         assert_eq!(ids.len(), 1);
         assert_eq!(s.spooled(ids[0]).unwrap().unwrap().raw, b"hello");
