@@ -967,6 +967,7 @@ fn record(
                 source: "relay".into(),
                 received_ms: now_ms(),
                 approved: false,
+                poster_confirmed: false,
             };
             let raw = bounce::relay_report(list, &cfg.smtp.hostname, &k.addr, &f.error);
             reports.push((envelope, raw));
@@ -1078,6 +1079,7 @@ mod tests {
             source: "test".into(),
             received_ms: 1,
             approved: false,
+            poster_confirmed: false,
         };
         let id = s.spool(env, b"raw").unwrap();
         let rcpts: Vec<String> = (0..6).map(|i| format!("m{i}@example.net")).collect();
@@ -1099,6 +1101,7 @@ mod tests {
                 raw: b"raw".to_vec(),
                 recipients: rcpts.clone(),
                 notices: vec![],
+                changes: vec![],
                 thread: None,
             },
         )

@@ -18,6 +18,9 @@ use tokio::sync::{watch, Notify};
 /// Subject beginnings of out-of-office replies (Dutch, French, English, German), compared
 /// case-insensitively after an optional `[list]` tag. Single words count only with a colon
 /// after them, so that "Absence of ..." or "Afwezigheid van een cliënt" stay questions.
+/// The reason a post waits for its poster (`pii_posts = "hold"`); the texts know it.
+pub const POSTER_CONFIRMS: &str = "it contains a national number or an account number";
+
 const OOF_PHRASES: &[&str] = &[
     "automatisch antwoord",
     "automatische antwoord",
@@ -451,6 +454,40 @@ fn decide_post(
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     let key = list.key();
+    // A national number or an account number: masked in the archive, and the poster is
+    // told; with `pii_posts = "hold"` the post waits for the poster's confirmation.
+    let identifiers = crate::redact::told_in(msg, list.redaction());
+    let answerable = unanswerable(&item.envelope.mail_from, &from_addr).is_none();
+    if !identifiers.is_empty()
+        && list.pii_posts == crate::config::PiiPosts::Hold
+        && !item.envelope.approved
+        && !item.envelope.poster_confirmed
+    {
+        let id = store.new_id()?;
+        let held = Held {
+            list: key.to_string(),
+            id,
+            reason: POSTER_CONFIRMS.into(),
+            message_id,
+            from_addr,
+            // Owners see held posts' subjects; this one they see masked.
+            subject: crate::redact::mask_str(&subject, list.redaction(), list.language)
+                .into_owned(),
+            envelope: item.envelope.clone(),
+            poster_confirms: true,
+            raw,
+        };
+        let mut plan = commands::Plan::new(svc.ctx(), list);
+        if answerable {
+            plan.ask_poster_to_confirm(&held, &identifiers)?;
+        }
+        tracing::info!(list = %list.local(), held_id = id, "post with an identifier waits for its poster");
+        return Ok(Outcome::Hold {
+            held,
+            notices: plan.mail,
+            changes: plan.changes,
+        });
+    }
     let policy_hold = match list.posting {
         _ if item.envelope.approved => None,
         Posting::Open => None,
@@ -470,6 +507,7 @@ fn decide_post(
             from_addr,
             subject,
             envelope: item.envelope.clone(),
+            poster_confirms: false,
             raw,
         };
         let (notices, changes) = held_notices(svc, list, &held);
@@ -521,6 +559,16 @@ fn decide_post(
             "author domain's DMARC policy"
         );
     }
+    // The poster hears once that the archive masks what they wrote (not again after they
+    // confirmed a held post: they were told then).
+    let mut notices = Vec::new();
+    let mut changes_for_note = Vec::new();
+    if !identifiers.is_empty() && answerable && !item.envelope.poster_confirmed {
+        let mut plan = commands::Plan::new(svc.ctx(), list);
+        plan.tell_poster_masked(&from_addr, &subject, &identifiers, &message_id);
+        notices = plan.mail;
+        changes_for_note = plan.changes;
+    }
     Ok(Outcome::Accept {
         meta: PostMeta {
             list: key.to_string(),
@@ -536,7 +584,8 @@ fn decide_post(
         },
         raw,
         recipients,
-        notices: Vec::new(),
+        notices,
+        changes: changes_for_note,
         thread: Some(place),
     })
 }

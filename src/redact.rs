@@ -111,6 +111,36 @@ pub struct Found {
     pub kind: Kind,
 }
 
+/// The national numbers and account numbers (`r` permitting) a message holds in its
+/// subject or its text and HTML parts: what its poster is told of (phone numbers are
+/// masked in the archive without a word, as they are mostly the poster's own).
+pub fn told_in(msg: &mail_parser::Message, r: Redact) -> Vec<Kind> {
+    fn note(text: &str, r: Redact, kinds: &mut Vec<Kind>) {
+        for f in find(text.as_bytes(), r) {
+            if !kinds.contains(&f.kind) {
+                kinds.push(f.kind);
+            }
+        }
+    }
+    fn walk(msg: &mail_parser::Message, r: Redact, depth: usize, kinds: &mut Vec<Kind>) {
+        note(msg.subject().unwrap_or(""), r, kinds);
+        for part in &msg.parts {
+            match &part.body {
+                mail_parser::PartType::Text(t) | mail_parser::PartType::Html(t) => {
+                    note(t, r, kinds)
+                }
+                // A forwarded message is published too.
+                mail_parser::PartType::Message(m) if depth < 8 => walk(m, r, depth + 1, kinds),
+                _ => {}
+            }
+        }
+    }
+    let mut kinds = Vec::new();
+    walk(msg, Redact { phone: false, ..r }, 0, &mut kinds);
+    kinds.sort_by_key(|k| *k as u8);
+    kinds
+}
+
 /// Finds the identifiers `r` asks for, left to right, not overlapping.
 pub fn find(b: &[u8], r: Redact) -> Vec<Found> {
     let mut out = Vec::new();

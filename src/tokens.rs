@@ -45,6 +45,9 @@ pub enum Kind {
     Session,
     /// Confirms an owner's command by mail (a pending record): marking a question solved.
     OwnerAction,
+    /// A poster's confirmation that their held post may go to the list (`pii_posts =
+    /// "hold"`: it holds a national number or an account number; a pending record).
+    PosterRelease,
 }
 
 impl Kind {
@@ -59,6 +62,7 @@ impl Kind {
             Kind::Login => 7,
             Kind::Session => 8,
             Kind::OwnerAction => 9,
+            Kind::PosterRelease => 10,
         }
     }
     fn from_byte(b: u8) -> Option<Kind> {
@@ -72,6 +76,7 @@ impl Kind {
             7 => Kind::Login,
             8 => Kind::Session,
             9 => Kind::OwnerAction,
+            10 => Kind::PosterRelease,
             _ => return None,
         })
     }

@@ -48,7 +48,8 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 
 /// The e-mail addresses in a text: `local@domain.tld` with an alphanumeric on each side of
 /// the `@` and a dot in the domain. Header lines that carry Message-IDs (which look like
-/// addresses but name messages) are skipped in .eml and .mbox files.
+/// addresses but name messages; the archive makes them opaque) are skipped in .eml and
+/// .mbox files.
 fn addresses(text: &str, mail_file: bool) -> Vec<String> {
     let mut out = Vec::new();
     let mut in_ids = false;
@@ -56,6 +57,7 @@ fn addresses(text: &str, mail_file: bool) -> Vec<String> {
         if mail_file {
             let lower = line.to_ascii_lowercase();
             if lower.starts_with("message-id:")
+                || lower.starts_with("resent-message-id:")
                 || lower.starts_with("in-reply-to:")
                 || lower.starts_with("references:")
             {

@@ -150,6 +150,7 @@ impl Inbound {
             source: source.to_string(),
             received_ms,
             approved: false,
+            poster_confirmed: false,
         };
         let insane = sanity_check(raw).err();
         if let Some(reason) = &insane {
@@ -270,6 +271,7 @@ impl Inbound {
             source: format!("imap:{}", mark.account),
             received_ms: now_ms(),
             approved: false,
+            poster_confirmed: false,
         };
         let reason = match (sanity_check(raw), rcpt) {
             (Err(r), _) => Some(r),

@@ -50,6 +50,11 @@ pub enum Change {
         since_ms: i64,
     },
     /// Moves a held post to the spool, approved.
+    /// A held post its poster confirmed (`pii_posts = "hold"`): back to the spool, where
+    /// the list's posting policy still applies.
+    PosterReleaseHeld {
+        id: u64,
+    },
     ReleaseHeld {
         id: u64,
     },
@@ -220,7 +225,12 @@ impl Store {
         // Ids for released posts and events, drawn before the transaction (which may rerun).
         let mut ids = Vec::new();
         for c in &changes {
-            if matches!(c, Change::ReleaseHeld { .. } | Change::Event { .. }) {
+            if matches!(
+                c,
+                Change::ReleaseHeld { .. }
+                    | Change::PosterReleaseHeld { .. }
+                    | Change::Event { .. }
+            ) {
                 ids.push(self.next_id()?);
             }
         }
@@ -313,7 +323,7 @@ impl Store {
                             hits.push(*at_ms);
                             rate.insert(k.as_slice(), encode(&hits))?;
                         }
-                        Change::ReleaseHeld { id } => {
+                        Change::ReleaseHeld { id } | Change::PosterReleaseHeld { id } => {
                             let new_spool = ids.next().copied().unwrap_or(0);
                             let Some(v) = held.remove(&id.to_be_bytes())? else {
                                 continue;
@@ -321,7 +331,11 @@ impl Store {
                             let (h, raw): (Held, &[u8]) = decode_head("held", &v)
                                 .map_err(ConflictableTransactionError::Abort)?;
                             let mut env = h.envelope.clone();
-                            env.approved = true;
+                            if matches!(c, Change::ReleaseHeld { .. }) {
+                                env.approved = true;
+                            } else {
+                                env.poster_confirmed = true;
+                            }
                             msgid.remove(msgid_key(&h.list, &h.message_id))?;
                             spool.insert(&new_spool.to_be_bytes(), encode_with_raw(&env, raw))?;
                         }

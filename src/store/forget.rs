@@ -417,6 +417,7 @@ mod tests {
             source: "smtp".into(),
             received_ms: 1,
             approved: false,
+            poster_confirmed: false,
         };
         let rec = encode_with_raw(
             &env,
@@ -449,6 +450,7 @@ mod tests {
             source: "smtp".into(),
             received_ms: 1,
             approved: false,
+            poster_confirmed: false,
         }
     }
 
@@ -480,6 +482,7 @@ mod tests {
             raw: raw.into_bytes(),
             recipients: vec![AN.into(), JAN.into()],
             notices: vec![],
+            changes: vec![],
             thread: Some(ThreadPlace {
                 message_id: format!("j.{local}@x"),
                 thread: 42,
@@ -505,6 +508,7 @@ mod tests {
                 list: list.into(),
                 id: s.new_id().unwrap(),
                 reason: "the list is moderated".into(),
+                poster_confirms: false,
                 message_id: format!("h{n}.{local}@x"),
                 from_addr: a.into(),
                 subject: "vast".into(),

@@ -340,6 +340,7 @@ pub(crate) mod tests {
             source: "test".into(),
             received_ms: 1,
             approved: false,
+            poster_confirmed: false,
         }
     }
 
@@ -372,6 +373,7 @@ pub(crate) mod tests {
                     raw: b"raw1".to_vec(),
                     recipients: vec!["B@Example.org".into(), "c@example.org".into()],
                     notices: vec![],
+                    changes: vec![],
                     thread: None,
                 },
             )
@@ -390,6 +392,7 @@ pub(crate) mod tests {
                     raw: b"raw1".to_vec(),
                     recipients: vec!["b@example.org".into()],
                     notices: vec![],
+                    changes: vec![],
                     thread: None,
                 },
             )

@@ -75,6 +75,10 @@ pub struct Held {
     pub from_addr: String,
     pub subject: String,
     pub envelope: Envelope,
+    /// Waits for its poster, not for a moderator (`pii_posts = "hold"`): the owners are
+    /// not shown its content.
+    #[serde(default)]
+    pub poster_confirms: bool,
     #[serde(skip)]
     pub raw: Vec<u8>,
 }

@@ -15,6 +15,10 @@ pub struct Envelope {
     /// Approved by a moderator: the posting policy is not applied again.
     #[serde(default)]
     pub approved: bool,
+    /// The poster confirmed the post after hearing that it holds a national number or an
+    /// account number (`pii_posts = "hold"`): it is not held for that again.
+    #[serde(default)]
+    pub poster_confirmed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,6 +45,8 @@ pub enum Outcome {
         raw: Vec<u8>,
         recipients: Vec<String>,
         notices: Vec<OutMail>,
+        /// Rate-limit counts for the notices (committed after the post).
+        changes: Vec<Change>,
         /// The thread the post goes into (see `mutes.rs`); written with it.
         thread: Option<ThreadPlace>,
     },
@@ -218,6 +224,7 @@ impl Store {
                 raw,
                 recipients,
                 notices,
+                changes,
                 thread,
             } => {
                 let recs = self.outmail_records(notices)?;
@@ -266,7 +273,14 @@ impl Store {
                     },
                 );
                 match r.map_err(tx_err)? {
-                    Some(seq) => Ok(Applied::Posted { seq }),
+                    Some(seq) => {
+                        if !changes.is_empty() {
+                            // Only rate-limit counts: losing them in a crash costs one extra
+                            // notice.
+                            self.commit_inner(None, changes, Vec::new())?;
+                        }
+                        Ok(Applied::Posted { seq })
+                    }
                     None => Ok(Applied::Duplicate),
                 }
             }
