@@ -2272,9 +2272,10 @@ Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--z--\r\n",
         );
         // The split address is gone, the elements stay.
         assert!(
-            html_out.contains("<span>…@…</span>@<span></span>") || html_out.contains("…@…"),
+            html_out.contains("Mail <span>…@…</span><span></span> of …@…,"),
             "{html_out}"
         );
+        assert!(html_out.contains("?…@…\">link</a>"), "{html_out}");
         assert!(html_out.contains("<a href="), "{html_out}");
     }
 
