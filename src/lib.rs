@@ -23,6 +23,7 @@ pub mod forget;
 pub mod http;
 pub mod inbound;
 pub mod maintenance;
+pub mod mta;
 pub mod outbound;
 pub mod pipeline;
 pub mod redact;

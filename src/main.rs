@@ -56,6 +56,20 @@ enum Cmd {
     /// The owner's view of LIST: members, digest/nomail counts, bounces, held posts, posts
     /// per month.
     Stats { list: String },
+    /// The MTA configuration that puts vraagbaak behind an MTA.
+    #[command(subcommand)]
+    Mta(MtaCmd),
+}
+
+#[derive(Subcommand)]
+enum MtaCmd {
+    /// Prints the main.cf and master.cf lines, the transport map and the recipient map
+    /// (exactly the addresses vraagbaak handles) for the configured lists.
+    Postfix {
+        /// Where the two map files go.
+        #[arg(long, default_value = "/etc/postfix")]
+        dir: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -300,6 +314,18 @@ async fn run(cmd: Cmd, cfg: Config) -> i32 {
                 Err(e) => {
                     eprintln!("error: {e}");
                     73 // EX_CANTCREAT
+                }
+            };
+        }
+        Cmd::Mta(MtaCmd::Postfix { dir }) => {
+            return match vraagbaak::mta::postfix(&cfg, &vraagbaak::mta::PostfixOpts { dir }) {
+                Ok(text) => {
+                    print!("{text}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    78
                 }
             };
         }
