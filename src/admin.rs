@@ -28,6 +28,7 @@ pub const EX_NOUSER: i32 = 67;
 pub const EX_NOINPUT: i32 = 66;
 pub const EX_SOFTWARE: i32 = 70;
 pub const EX_TEMPFAIL: i32 = 75;
+pub const EX_NOPERM: i32 = 77;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case")]
@@ -72,9 +73,16 @@ pub enum Command {
         #[serde(default)]
         all: bool,
     },
+    /// One message for a list address: `list` is a list's name or address (a post), or
+    /// `rcpt` any address of a list (`-request`, `-join`, a VERP bounce address, ...);
+    /// `sender` is the envelope sender (empty for a bounce).
     Inject {
         list: String,
         raw_len: usize,
+        #[serde(default)]
+        sender: String,
+        #[serde(default)]
+        rcpt: Option<String>,
     },
     QueueList,
     QueueRetry,
@@ -411,12 +419,23 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
                 err,
             }
         }
-        Command::Inject { list, .. } => {
-            let Some(l) = ctx.svc.cfg.list(&list) else {
-                return Ok(unknown(&list));
+        Command::Inject {
+            list, sender, rcpt, ..
+        } => {
+            // Routed exactly like an SMTP recipient: a post, a request, a confirmation or
+            // a bounce, by the address it was sent to.
+            let rcpt = match rcpt.filter(|r| !r.is_empty()) {
+                Some(r) => r,
+                None if list.contains('@') => list.clone(),
+                None => match ctx.svc.cfg.list(&list) {
+                    Some(l) => l.address.clone(),
+                    None => return Ok(unknown(&list)),
+                },
             };
-            let rcpt = l.address.clone();
-            let v = ctx.inbound.accept("inject", "", &[rcpt], &raw).await;
+            if crate::router::route(&ctx.svc.cfg, &rcpt).is_none() {
+                return Ok(Reply::fail(EX_NOUSER, format!("no list handles {rcpt}")));
+            }
+            let v = ctx.inbound.accept("inject", &sender, &[rcpt], &raw).await;
             match v.first() {
                 Some(Verdict::Stored) => Reply::ok(String::new()),
                 Some(Verdict::Refused { reason, .. }) => Reply::fail(EX_DATAERR, reason.clone()),
@@ -728,18 +747,38 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// Serves commands on the control socket until `shutdown`.
+/// Who may use a socket and what it takes.
+#[derive(Debug, Clone, Copy)]
+pub enum Access {
+    /// The control socket: every command, for the daemon's own user (mode 0600).
+    Control,
+    /// The inject socket: messages only; for a group (mode 0660) or every local user
+    /// (mode 0666), as the SMTP listener on the loopback is.
+    Inject { gid: Option<u32> },
+}
+
+/// Serves commands on a Unix socket until `shutdown`.
 pub async fn serve_socket(
     path: &Path,
     ctx: Arc<Ctx>,
+    access: Access,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = tokio::net::UnixListener::bind(path)?;
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let mode = match access {
+            Access::Control => 0o600,
+            Access::Inject { gid: Some(gid) } => {
+                std::os::unix::fs::chown(path, None, Some(gid))?;
+                0o660
+            }
+            Access::Inject { gid: None } => 0o666,
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     }
+    let inject_only = matches!(access, Access::Inject { .. });
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => r?,
@@ -747,7 +786,7 @@ pub async fn serve_socket(
         };
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, ctx).await {
+            if let Err(e) = handle(stream, ctx, inject_only).await {
                 tracing::debug!(error = %e, "control connection ended with an error");
             }
         });
@@ -758,12 +797,26 @@ pub async fn serve_socket(
 
 const MAX_COMMAND_LINE: u64 = 64 * 1024 * 1024;
 
-async fn handle(stream: tokio::net::UnixStream, ctx: Arc<Ctx>) -> std::io::Result<()> {
+async fn handle(
+    stream: tokio::net::UnixStream,
+    ctx: Arc<Ctx>,
+    inject_only: bool,
+) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut line = String::new();
-    (&mut r).take(MAX_COMMAND_LINE).read_line(&mut line).await?;
+    // The inject socket is open to other users: its command line is small.
+    let max_line = if inject_only {
+        64 * 1024
+    } else {
+        MAX_COMMAND_LINE
+    };
+    (&mut r).take(max_line).read_line(&mut line).await?;
     let reply = match serde_json::from_str::<Command>(&line) {
+        Ok(cmd) if inject_only && !matches!(cmd, Command::Inject { .. }) => Reply::fail(
+            EX_NOPERM,
+            "this socket takes messages only; administrative commands use the control socket",
+        ),
         Ok(cmd) => {
             let mut raw = Vec::new();
             if let Command::Inject { raw_len, .. } = &cmd {

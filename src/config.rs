@@ -64,6 +64,62 @@ pub struct Config {
     pub archive: ArchiveConfig,
     #[serde(default)]
     pub dns: DnsConfig,
+    #[serde(default)]
+    pub inject: InjectConfig,
+}
+
+/// Pipe mode (`vraagbaak inject`): the socket through which an MTA's pipe command, running
+/// as another user than the daemon, hands a message to the daemon. It takes only messages
+/// (never an administrative command), so opening it gives no more than connecting to the
+/// SMTP listener on the loopback does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InjectConfig {
+    /// The socket; default `<data_dir>/inject.sock`. Every directory above it must be
+    /// searchable by the pipe's user.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// A group (name or number) that may use the socket (mode 0660); without one, every
+    /// local user may (mode 0666), as every local user may connect to the SMTP listener.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// How long `inject` waits for the daemon before it gives up with exit 75 (the MTA
+    /// keeps the message and tries again); well below Postfix's `command_time_limit`.
+    #[serde(default = "default_inject_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+}
+
+impl Default for InjectConfig {
+    fn default() -> Self {
+        InjectConfig {
+            socket: None,
+            group: None,
+            timeout: default_inject_timeout(),
+        }
+    }
+}
+
+fn default_inject_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// The id of a group named in `/etc/group` (or given as a number). Read by hand: it is one
+/// line format, and the crates that wrap getgrnam(3) need `unsafe` or libc bindings for it.
+pub fn group_id(group: &str) -> Result<u32, String> {
+    if let Ok(n) = group.parse::<u32>() {
+        return Ok(n);
+    }
+    let text = std::fs::read_to_string("/etc/group")
+        .map_err(|e| format!("cannot read /etc/group: {e}"))?;
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let gid = f.nth(1)?.parse::<u32>().ok()?;
+            (name == group).then_some(gid)
+        })
+        .next()
+        .ok_or_else(|| format!("no group {group:?} in /etc/group"))
 }
 
 /// DNS lookups (DMARC policies of authors' domains).
@@ -892,6 +948,20 @@ impl Config {
         if let Some(l) = &self.lmtp {
             check_listen("lmtp.listen", &l.listen)?;
         }
+        if let Some(g) = &self.inject.group {
+            group_id(g).map_err(|e| {
+                err(
+                    "inject.group".into(),
+                    format!("{e}; expected a group name or number"),
+                )
+            })?;
+        }
+        if self.inject.timeout.is_zero() {
+            return Err(err(
+                "inject.timeout".into(),
+                "expected a duration above zero, such as \"60s\"".into(),
+            ));
+        }
         if self.smtp.hostname.is_empty() || self.smtp.hostname.contains(char::is_whitespace) {
             return Err(err(
                 "smtp.hostname".into(),
@@ -1148,6 +1218,13 @@ impl Config {
     }
     pub fn control_socket(&self) -> PathBuf {
         self.data_dir.join("control.sock")
+    }
+    /// The socket `inject` uses (`[inject] socket`).
+    pub fn inject_socket(&self) -> PathBuf {
+        self.inject
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("inject.sock"))
     }
     /// The HMAC key for tokens, created on first use.
     pub fn secret_path(&self) -> PathBuf {

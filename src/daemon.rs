@@ -121,9 +121,22 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     });
     let sock = cfg.control_socket();
     let rx = stop_rx.clone();
+    let control_ctx = ctx.clone();
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = admin::serve_socket(&sock, ctx, rx).await {
+        if let Err(e) = admin::serve_socket(&sock, control_ctx, admin::Access::Control, rx).await {
             tracing::error!(error = %e, path = %sock.display(), "control socket stopped");
+        }
+    }));
+    // Pipe mode: messages only, for the MTA's pipe user (`[inject]`).
+    let gid = match &cfg.inject.group {
+        Some(g) => Some(crate::config::group_id(g).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let sock = cfg.inject_socket();
+    let rx = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = admin::serve_socket(&sock, ctx, admin::Access::Inject { gid }, rx).await {
+            tracing::error!(error = %e, path = %sock.display(), "inject socket stopped");
         }
     }));
     tracing::info!(

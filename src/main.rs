@@ -30,8 +30,21 @@ enum Cmd {
     /// Manage members.
     #[command(subcommand)]
     Members(MembersCmd),
-    /// Read one message on standard input and post it to LIST (for an MTA pipe).
-    Inject { list: String },
+    /// Read one message on standard input and hand it to the daemon, routed like an SMTP
+    /// recipient (for an MTA's pipe: an alias or a pipe(8) transport). Exit codes follow
+    /// sysexits: 0 stored, 65 refused, 67 no such address, 75 try again later.
+    Inject {
+        /// A list's name or any of its addresses; default: `--recipient`, or the
+        /// `ORIGINAL_RECIPIENT`/`RECIPIENT` that Postfix's local(8) sets.
+        target: Option<String>,
+        /// The envelope sender (Postfix pipe: `${sender}`); default: `SENDER` from the
+        /// environment; empty for a bounce.
+        #[arg(long)]
+        sender: Option<String>,
+        /// The envelope recipient (Postfix pipe: `${original_recipient}`).
+        #[arg(long)]
+        recipient: Option<String>,
+    },
     /// Inspect the delivery queue.
     #[command(subcommand)]
     Queue(QueueCmd),
@@ -69,6 +82,12 @@ enum MtaCmd {
         /// Where the two map files go.
         #[arg(long, default_value = "/etc/postfix")]
         dir: String,
+        /// Pipe mode: a pipe(8) transport running `vraagbaak inject` instead of LMTP.
+        #[arg(long)]
+        pipe: bool,
+        /// The user the pipe command runs as (pipe mode).
+        #[arg(long, default_value = "vraagbaak")]
+        pipe_user: String,
     },
 }
 
@@ -281,11 +300,11 @@ fn main() -> ExitCode {
             return ExitCode::from(70);
         }
     };
-    let code = rt.block_on(run(cli.cmd, cfg));
+    let code = rt.block_on(run(cli.cmd, cfg, cli.config));
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
-async fn run(cmd: Cmd, cfg: Config) -> i32 {
+async fn run(cmd: Cmd, cfg: Config, config_path: Option<PathBuf>) -> i32 {
     let (command, raw) = match cmd {
         Cmd::Serve => {
             return match vraagbaak::daemon::serve(cfg).await {
@@ -317,8 +336,23 @@ async fn run(cmd: Cmd, cfg: Config) -> i32 {
                 }
             };
         }
-        Cmd::Mta(MtaCmd::Postfix { dir }) => {
-            return match vraagbaak::mta::postfix(&cfg, &vraagbaak::mta::PostfixOpts { dir }) {
+        Cmd::Mta(MtaCmd::Postfix {
+            dir,
+            pipe,
+            pipe_user,
+        }) => {
+            let pipe = pipe.then(|| vraagbaak::mta::PipeOpts {
+                exe: std::env::current_exe()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "/usr/local/bin/vraagbaak".into()),
+                config: config_path
+                    .as_ref()
+                    .and_then(|p| std::fs::canonicalize(p).ok())
+                    .map_or_else(|| DEFAULT_CONFIG.to_string(), |p| p.display().to_string()),
+                user: pipe_user,
+            });
+            let opts = vraagbaak::mta::PostfixOpts { dir, pipe };
+            return match vraagbaak::mta::postfix(&cfg, &opts) {
                 Ok(text) => {
                     print!("{text}");
                     0
@@ -470,20 +504,51 @@ async fn run(cmd: Cmd, cfg: Config) -> i32 {
                 Vec::new(),
             )
         }
-        Cmd::Inject { list } => {
-            match vraagbaak::inbound::inject::read_stdin(cfg.smtp.max_message_size).await {
-                Ok(raw) => (
-                    Command::Inject {
-                        list,
-                        raw_len: raw.len(),
-                    },
-                    raw,
-                ),
-                Err((code, why)) => {
+        Cmd::Inject {
+            target,
+            sender,
+            recipient,
+        } => {
+            let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+            let rcpt = recipient
+                .or_else(|| target.clone().filter(|t| t.contains('@')))
+                .or_else(|| {
+                    target
+                        .is_none()
+                        .then(|| env("ORIGINAL_RECIPIENT").or_else(|| env("RECIPIENT")))
+                        .flatten()
+                });
+            let list = match (target, &rcpt) {
+                (Some(t), _) => t,
+                (None, Some(r)) => r.clone(),
+                (None, None) => {
+                    eprintln!(
+                        "error: name a list or an address (inject forum, or --recipient ADDR)"
+                    );
+                    return admin::EX_USAGE;
+                }
+            };
+            let sender = sender.or_else(|| env("SENDER")).unwrap_or_default();
+            let limit = cfg.inject.timeout;
+            let read = vraagbaak::inbound::inject::read_stdin(cfg.smtp.max_message_size);
+            let raw = match tokio::time::timeout(limit, read).await {
+                Ok(Ok(raw)) => raw,
+                Ok(Err((code, why))) => {
                     eprintln!("error: {why}");
                     return code;
                 }
-            }
+                Err(_) => {
+                    eprintln!("error: standard input not read within {limit:?}");
+                    return admin::EX_TEMPFAIL;
+                }
+            };
+            let cmd = Command::Inject {
+                list,
+                raw_len: raw.len(),
+                sender,
+                rcpt,
+            };
+            (cmd, raw)
         }
         Cmd::Archive(ArchiveCmd::Rebuild { list, reindex }) => {
             (Command::ArchiveRebuild { list, reindex }, Vec::new())
@@ -535,7 +600,11 @@ async fn run(cmd: Cmd, cfg: Config) -> i32 {
             (Command::ModerateReject { id, reason }, Vec::new())
         }
     };
-    let reply = dispatch(cfg, command, raw).await;
+    let reply = if matches!(command, Command::Inject { .. }) {
+        inject(cfg, command, raw).await
+    } else {
+        dispatch(cfg, command, raw).await
+    };
     print!("{}", reply.out);
     if !reply.err.is_empty() {
         eprint!("error: {}", reply.err);
@@ -544,6 +613,43 @@ async fn run(cmd: Cmd, cfg: Config) -> i32 {
         }
     }
     reply.code
+}
+
+/// A message from an MTA's pipe: through the inject socket (which the pipe's user may
+/// open, unlike the control socket), else as any command; given up after
+/// `[inject] timeout` with 75, so that the MTA keeps the message and tries again.
+async fn inject(cfg: Config, cmd: Command, raw: Vec<u8>) -> Reply {
+    let limit = cfg.inject.timeout;
+    let sock = cfg.inject_socket();
+    let attempt = async {
+        if sock.exists() {
+            match admin::call(&sock, &cmd, &raw).await {
+                Ok(r) => return r,
+                // No daemon behind the socket: as any command (the store, if we may).
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused
+                        || e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Reply::fail(
+                        EX_TEMPFAIL,
+                        format!(
+                            "cannot hand the message to the daemon through {}: {e} \
+                             (see [inject] in the README)",
+                            sock.display()
+                        ),
+                    )
+                }
+            }
+        }
+        dispatch(cfg, cmd, raw).await
+    };
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(r) => r,
+        Err(_) => Reply::fail(
+            EX_TEMPFAIL,
+            format!("the daemon did not take the message within {limit:?}; try again later"),
+        ),
+    }
 }
 
 /// Runs a command in the daemon when one is running, else against the store directly.

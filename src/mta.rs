@@ -22,9 +22,20 @@ pub const RETURN_FACTOR: usize = 2;
 /// The return door's port when `[delivery] relay` does not name one on this host.
 pub const DEFAULT_RETURN_PORT: u16 = 10026;
 
-/// Where the map files are written (`--dir`, default `/etc/postfix`).
+/// Where the map files are written (`--dir`, default `/etc/postfix`), and pipe mode.
 pub struct PostfixOpts {
     pub dir: String,
+    /// Hand the lists' mail to `vraagbaak inject` through a pipe(8) transport instead of
+    /// LMTP or SMTP.
+    pub pipe: Option<PipeOpts>,
+}
+
+/// The pipe(8) transport's command: this program, its configuration, and the user the
+/// command runs as (never root; it needs only the inject socket, see `[inject]`).
+pub struct PipeOpts {
+    pub exe: String,
+    pub config: String,
+    pub user: String,
 }
 
 /// A POSIX ERE (Postfix `regexp:` table) for a literal string.
@@ -122,7 +133,10 @@ pub fn postfix(cfg: &Config, opts: &PostfixOpts) -> Result<String, String> {
     if cfg.lists.is_empty() {
         return Err("no [[list]] in the configuration".into());
     }
-    let hop = next_hop(cfg)?;
+    let hop = match &opts.pipe {
+        Some(_) => "vraagbaak:".to_string(),
+        None => next_hop(cfg)?,
+    };
     let ours = cfg.smtp.max_message_size;
     let front = front_limit(ours);
     let back = ours.saturating_mul(RETURN_FACTOR);
@@ -182,6 +196,30 @@ pub fn postfix(cfg: &Config, opts: &PostfixOpts) -> Result<String, String> {
          vraagbaak-cleanup unix n - n - 0 cleanup\n\
          \x20 -o message_size_limit={back}\n"
     );
+    if let Some(p) = &opts.pipe {
+        if p.user == "root" || p.user.is_empty() {
+            return Err(
+                "--pipe-user: Postfix runs no pipe command as root; name the daemon's \
+                        user or one in [inject] group"
+                    .into(),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# ==> master.cf (pipe) <==\n\
+             # (append) Pipe mode: one `vraagbaak inject` per recipient, as {user}, which must\n\
+             # be allowed to open the inject socket ({sock}; see [inject] group).\n\
+             vraagbaak unix - n n - - pipe\n\
+             \x20 flags=q user={user} argv={exe} --config {config} inject --sender ${{sender}} --recipient ${{original_recipient}}\n\n\
+             # ==> main.cf (pipe) <==\n\
+             # (append) pipe(8) hands over one recipient at a time.\n\
+             vraagbaak_destination_recipient_limit = 1\n",
+            user = p.user,
+            exe = p.exe,
+            config = p.config,
+            sock = cfg.inject_socket().display(),
+        );
+    }
     let _ = writeln!(out, "# ==> {transport} <==");
     for d in &domains {
         let _ = writeln!(out, "{d} {hop}");
@@ -230,6 +268,7 @@ mod tests {
             &c,
             &PostfixOpts {
                 dir: "/etc/postfix/".into(),
+                pipe: None,
             },
         )
         .unwrap();
@@ -265,6 +304,7 @@ mod tests {
             &c,
             &PostfixOpts {
                 dir: "/etc/postfix".into(),
+                pipe: None,
             },
         )
         .unwrap();

@@ -97,6 +97,13 @@ impl Postfix {
         run("chown", &["postfix", data.to_str().unwrap()]);
         let log = dir.join("maillog");
         let sections = vraagbaak::mta::sections(mta);
+        let optional = |name: &str| -> String {
+            sections
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.clone())
+                .unwrap_or_default()
+        };
         let section = |name: &str| -> String {
             sections
                 .iter()
@@ -115,17 +122,19 @@ smtp_tls_security_level = none\nsmtpd_tls_security_level = none\n\
 smtpd_relay_restrictions = reject_unauth_destination\n\
 # Retry a deferred delivery quickly in a test.\n\
 queue_run_delay = 2s\nminimal_backoff_time = 2s\nmaximal_backoff_time = 4s\n\
-# --- from vraagbaak mta postfix ---\n{ours}",
+# --- from vraagbaak mta postfix ---\n{ours}{pipe}",
             q = queue.display(),
             d = data.display(),
             log = log.display(),
             dir = dir.display(),
             ours = section("main.cf"),
+            pipe = optional("main.cf (pipe)"),
         );
         std::fs::write(etc.join("main.cf"), main).expect("main.cf");
         let master = format!(
-            "127.0.0.1:{front} inet n - n - - smtpd\n{SERVICES}\n# --- from vraagbaak mta postfix ---\n{}",
-            section("master.cf")
+            "127.0.0.1:{front} inet n - n - - smtpd\n{SERVICES}\n# --- from vraagbaak mta postfix ---\n{}{}",
+            section("master.cf"),
+            optional("master.cf (pipe)")
         );
         std::fs::write(etc.join("master.cf"), master).expect("master.cf");
         let transport = etc.join("vraagbaak_transport");
@@ -402,4 +411,160 @@ in {:.2} s: {:.0} copies/s",
     assert_eq!(pf.queued(), 0);
     drop(d);
     drop(pf);
+}
+
+/// Whether every directory above `p` may be searched by any user.
+fn reachable_by_all(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.ancestors().skip(1).all(|d| {
+        d.as_os_str().is_empty()
+            || std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
+    })
+}
+
+/// This test's vraagbaak binary where the unprivileged pipe user can run it.
+fn binary_for_others(dir: &Path) -> PathBuf {
+    let bin = PathBuf::from(BIN);
+    if reachable_by_all(&bin) {
+        return bin;
+    }
+    let copy = dir.join("vraagbaak");
+    std::fs::copy(&bin, &copy).expect("copy the binary");
+    copy
+}
+
+#[test]
+fn pipe_mode_through_a_real_postfix_as_an_unprivileged_user() {
+    const TEST: &str = "pipe_mode_through_a_real_postfix_as_an_unprivileged_user";
+    if !postfix_available(TEST) {
+        return;
+    }
+    let dead = "dead@gone.example".to_string();
+    let sink = Sink::with(SinkBehaviour {
+        reject: Some(std::sync::Arc::new(|a: &str| a.contains("@gone."))),
+        ..SinkBehaviour::default()
+    });
+    let front = free_port();
+    let back = free_port();
+    let mut env = TestEnv::new(back, Opts::default());
+    // The pipe runs as `nobody`: the temporary directory (config, socket) must be
+    // reachable; the inject socket lives there, open to local users like the SMTP port.
+    chmod_755(env.path());
+    let sock = env.path().join("inject.sock");
+    env.opts.posting = "open";
+    env.opts.extra = format!(
+        "[inject]\nsocket = {:?}\ntimeout = \"20s\"\n",
+        sock.display()
+    );
+    env.write_config();
+    let pfdir = env.path().join("postfix");
+    let etc = pfdir.join("etc");
+    std::fs::create_dir_all(&pfdir).unwrap();
+    let bin = binary_for_others(&pfdir);
+    chmod_755(&pfdir);
+    // `mta postfix --pipe`, run as the pipe will run it (its own path in argv).
+    let out = Command::new(&bin)
+        .args(["--config", env.config.to_str().unwrap()])
+        .args(["mta", "postfix", "--pipe", "--pipe-user", "nobody"])
+        .args(["--dir", etc.to_str().unwrap()])
+        .output()
+        .expect("mta postfix --pipe");
+    assert!(out.status.success(), "{out:?}");
+    let mta = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(mta.contains("lists.example.org vraagbaak:"), "{mta}");
+    assert!(mta.contains("user=nobody argv="), "{mta}");
+    let members: Vec<String> = vec![member(1), member(2), dead.clone()];
+    env.add_members(&members);
+    let pf = Postfix::start(&pfdir, front, &mta, sink.port);
+    let d = Daemon::start(&mut env);
+    assert!(wait_until(Duration::from_secs(10), || sock.exists()));
+
+    // A post, through Postfix and the pipe, as nobody.
+    let body = message(
+        "An Peeters <an@ocmw-gent.be>",
+        "Vraag via pipe",
+        "pipe1@ocmw-gent.be",
+        "Werkt dit?",
+    );
+    assert_eq!(post(front, "an@ocmw-gent.be", LIST, &body), 250);
+    assert!(
+        wait_until(Duration::from_secs(60), || sink.count_for(&member(1)) == 1
+            && sink.count_for(&member(2)) == 1),
+        "the post did not arrive through the pipe\n{}\n{}",
+        pf.maillog(),
+        d.stderr()
+    );
+    assert!(
+        pf.maillog().contains("relay=vraagbaak") && pf.maillog().contains("status=sent"),
+        "not delivered through the pipe transport:\n{}",
+        pf.maillog()
+    );
+
+    // A -request command: its answer comes back to the requester.
+    let help = format!(
+        "From: Jan <jan@ocmw-leuven.be>\r\nTo: forum-request@{LIST_DOMAIN}\r\nSubject: help\r\n\
+Message-ID: <pipe2@ocmw-leuven.be>\r\n\r\nhelp\r\n"
+    );
+    assert_eq!(
+        post(
+            front,
+            "jan@ocmw-leuven.be",
+            &format!("forum-request@{LIST_DOMAIN}"),
+            help.as_bytes()
+        ),
+        250
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || sink
+            .count_for("jan@ocmw-leuven.be")
+            == 1),
+        "no answer to the -request mail\n{}",
+        pf.maillog()
+    );
+
+    // A bounce: the member the sink refuses gets Postfix's DSN, which comes back through
+    // the pipe (null sender, the VERP recipient) and scores that member only.
+    let ok = wait_until(Duration::from_secs(60), || {
+        scored(&env) == vec![dead.clone()]
+    });
+    assert!(ok, "scored {:?}\n{}", scored(&env), pf.maillog());
+    assert!(wait_until(Duration::from_secs(30), || pf.queued() == 0));
+    drop(d);
+    drop(pf);
+}
+
+#[test]
+fn inject_gives_up_with_75_when_the_daemon_hangs() {
+    let mut env = TestEnv::new(free_port(), Opts::default());
+    let sock = env.path().join("inject.sock");
+    env.opts.extra = format!(
+        "[inject]\nsocket = {:?}\ntimeout = \"2s\"\n",
+        sock.display()
+    );
+    env.write_config();
+    // A daemon that takes the connection and never answers.
+    let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+    let holder = std::thread::spawn(move || {
+        let conn = listener.accept();
+        std::thread::sleep(Duration::from_secs(15));
+        drop(conn);
+    });
+    let t0 = Instant::now();
+    let out = env.cli_stdin(
+        &["inject", "forum"],
+        &message("a@x.example", "s", "hang@x.example", "b"),
+    );
+    let took = t0.elapsed();
+    assert_eq!(out.code, Some(75), "{out:?}");
+    assert!(out.stderr.contains("within"), "{out:?}");
+    // Given up long before the daemon would have let go (not a performance limit).
+    assert!(took < Duration::from_secs(12), "took {took:?}");
+    let _ = holder.join();
+    // Without any daemon and with a recipient that no list has: 67, not a hang.
+    std::fs::remove_file(&sock).unwrap();
+    let out = env.cli_stdin(
+        &["inject", "--recipient", "nobody@lists.example.org"],
+        &message("a@x.example", "s", "n@x.example", "b"),
+    );
+    assert_eq!(out.code, Some(67), "{out:?}");
 }
