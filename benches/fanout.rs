@@ -218,16 +218,26 @@ owners = ["beheer@example.org"]
     let wake_in = Arc::new(Notify::new());
     let wake_out = Arc::new(Notify::new());
     let svc = vraagbaak::Services::new(cfg.clone(), store.clone())?;
+    let limits = Arc::new(vraagbaak::outbound::RelayLimits::default());
+    let inbound = Arc::new(Inbound {
+        cfg: cfg.clone(),
+        store: store.clone(),
+        wake: wake_in.clone(),
+        relay: limits.clone(),
+    });
+    let live = vraagbaak::Live::new(vraagbaak::Generation {
+        svc: svc.clone(),
+        dkim: Arc::new(vraagbaak::dkim::Keys::load(&cfg).map_err(anyhow::Error::msg)?),
+        inbound,
+    });
     tokio::spawn(vraagbaak::pipeline::run(
-        svc.clone(),
+        live.clone(),
         wake_in.clone(),
         wake_out.clone(),
         stop_rx.clone(),
     ));
-    let limits = Arc::new(vraagbaak::outbound::RelayLimits::default());
     tokio::spawn(vraagbaak::outbound::run(
-        svc.clone(),
-        Arc::new(vraagbaak::dkim::Keys::load(&cfg).map_err(anyhow::Error::msg)?),
+        live,
         limits.clone(),
         wake_out,
         stop_rx,

@@ -760,7 +760,7 @@ pub enum Access {
 /// Serves commands on a Unix socket until `shutdown`.
 pub async fn serve_socket(
     path: &Path,
-    ctx: Arc<Ctx>,
+    live: crate::Live,
     access: Access,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -784,7 +784,13 @@ pub async fn serve_socket(
             r = listener.accept() => r?,
             _ = shutdown.changed() => break,
         };
-        let ctx = ctx.clone();
+        // Each connection on the configuration current when it connects (SIGHUP).
+        let g = live.now();
+        let ctx = Arc::new(Ctx {
+            svc: g.svc.clone(),
+            inbound: g.inbound.clone(),
+            local: false,
+        });
         tokio::spawn(async move {
             if let Err(e) = handle(stream, ctx, inject_only).await {
                 tracing::debug!(error = %e, "control connection ended with an error");

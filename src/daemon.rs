@@ -1,6 +1,6 @@
 //! `vraagbaak serve`: every part in one tokio process, sharing one store.
 
-use crate::admin::{self, Ctx};
+use crate::admin;
 use crate::config::Config;
 use crate::inbound::{self, Inbound};
 use crate::store::Store;
@@ -17,7 +17,9 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Store> {
 }
 
 /// Runs until SIGINT or SIGTERM.
-pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+/// Runs the daemon on `cfg`, read from `path` (`None`: the embedded default), until SIGTERM
+/// or Ctrl-C; SIGHUP reads `path` again (see [`reload`]).
+pub async fn serve(cfg: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     let store = open_store(&cfg)?;
     let svc = Services::new(cfg.clone(), store.clone())?;
@@ -47,6 +49,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         relay: limits.clone(),
     });
 
+    let live = crate::Live::new(crate::Generation {
+        svc: svc.clone(),
+        dkim: dkim.clone(),
+        inbound: inbound.clone(),
+    });
+
     let mut tasks = Vec::new();
     let mut listen = |addr: &str, lmtp: bool| -> anyhow::Result<()> {
         if addr.is_empty() {
@@ -61,7 +69,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             protocol = if lmtp { "lmtp" } else { "smtp" },
             "listening"
         );
-        let (ib, rx) = (inbound.clone(), stop_rx.clone());
+        let (ib, rx) = (live.clone(), stop_rx.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = inbound::smtp::serve(l, ib, lmtp, rx).await {
                 tracing::error!(error = %e, "listener stopped");
@@ -80,7 +88,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         std_listener.set_nonblocking(true)?;
         let l = tokio::net::TcpListener::from_std(std_listener)?;
         tracing::info!(addr = %h.listen, protocol = "http", "listening");
-        let (s, w, rx) = (svc.clone(), wake_out.clone(), stop_rx.clone());
+        let (s, w, rx) = (live.clone(), wake_out.clone(), stop_rx.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = http::serve(l, s, w, rx).await {
                 tracing::error!(error = %e, "web endpoint stopped");
@@ -96,34 +104,28 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         )));
     }
     tasks.push(tokio::spawn(crate::maintenance::run(
-        svc.clone(),
+        live.clone(),
         wake_out.clone(),
         stop_rx.clone(),
     )));
     tasks.push(tokio::spawn(pipeline::run(
-        svc.clone(),
+        live.clone(),
         wake_in.clone(),
         wake_out.clone(),
         stop_rx.clone(),
     )));
     tasks.push(tokio::spawn(outbound::run(
-        svc.clone(),
-        dkim,
+        live.clone(),
         limits.clone(),
         wake_out.clone(),
         stop_rx.clone(),
     )));
-    tasks.push(tokio::spawn(archive_writer(svc.clone(), stop_rx.clone())));
-    let ctx = Arc::new(Ctx {
-        svc: svc.clone(),
-        inbound: inbound.clone(),
-        local: false,
-    });
+    tasks.push(tokio::spawn(archive_writer(live.clone(), stop_rx.clone())));
     let sock = cfg.control_socket();
     let rx = stop_rx.clone();
-    let control_ctx = ctx.clone();
+    let l = live.clone();
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = admin::serve_socket(&sock, control_ctx, admin::Access::Control, rx).await {
+        if let Err(e) = admin::serve_socket(&sock, l, admin::Access::Control, rx).await {
             tracing::error!(error = %e, path = %sock.display(), "control socket stopped");
         }
     }));
@@ -134,8 +136,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     let sock = cfg.inject_socket();
     let rx = stop_rx.clone();
+    let l = live.clone();
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = admin::serve_socket(&sock, ctx, admin::Access::Inject { gid }, rx).await {
+        if let Err(e) = admin::serve_socket(&sock, l, admin::Access::Inject { gid }, rx).await {
             tracing::error!(error = %e, path = %sock.display(), "inject socket stopped");
         }
     }));
@@ -147,9 +150,18 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     );
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => {
+                reload(&live, path.as_deref()).await;
+                // New lists may have mail waiting; new texts apply to the next mail.
+                wake_in.notify_one();
+                wake_out.notify_one();
+            }
+        }
     }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
@@ -166,9 +178,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 
 /// Keeps the archives up to date: woken when posts are stored, and once a minute in case a
 /// bell was missed. A failed pass is logged and tried again; the posts stay in the store.
-async fn archive_writer(svc: Services, mut shutdown: watch::Receiver<bool>) {
+async fn archive_writer(live: crate::Live, mut shutdown: watch::Receiver<bool>) {
+    let svc = live.svc();
     loop {
-        let s = svc.clone();
+        let s = live.svc();
         let t = std::time::Instant::now();
         match tokio::task::spawn_blocking(move || s.archive.update_all()).await {
             Ok(Ok(st)) if st.messages > 0 => tracing::info!(
@@ -189,6 +202,76 @@ async fn archive_writer(svc: Services, mut shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+/// SIGHUP: reads the configuration file again and, when it is valid, makes it current for
+/// every task from its next unit of work (lists added, changed or removed; texts and
+/// archive templates; DKIM keys; the DNS table). What is bound at start stays until a
+/// restart, and is said in the log when it differs: the data directory, the listeners'
+/// addresses, the relay and its connections, IMAP accounts. A bad file changes nothing;
+/// the error is logged with the file, the key and what was expected. Queued copies of a
+/// removed list stay queued (delivered if it comes back), nothing is dropped.
+pub async fn reload(live: &crate::Live, path: Option<&std::path::Path>) {
+    let Some(path) = path else {
+        tracing::warn!("SIGHUP: running on the embedded configuration; nothing to reload");
+        return;
+    };
+    let path = path.to_path_buf();
+    let old = live.now();
+    let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<crate::Generation> {
+        let cfg = Arc::new(Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?);
+        let was = &old.svc.cfg;
+        let fixed = [
+            ("data_dir", was.data_dir != cfg.data_dir),
+            ("smtp.listen", was.smtp.listen != cfg.smtp.listen),
+            (
+                "lmtp.listen",
+                was.lmtp.as_ref().map(|l| &l.listen) != cfg.lmtp.as_ref().map(|l| &l.listen),
+            ),
+            (
+                "http.listen",
+                was.http.as_ref().map(|h| &h.listen) != cfg.http.as_ref().map(|h| &h.listen),
+            ),
+            ("delivery.relay", was.delivery.relay != cfg.delivery.relay),
+            (
+                "delivery.connections",
+                was.delivery.connections != cfg.delivery.connections,
+            ),
+            (
+                "smtp.max_connections",
+                was.smtp.max_connections != cfg.smtp.max_connections,
+            ),
+            ("imap", was.imap.len() != cfg.imap.len()),
+            ("inject", was.inject_socket() != cfg.inject_socket()),
+        ];
+        for (key, changed) in fixed {
+            if changed {
+                tracing::warn!(key, "SIGHUP: this setting changes only with a restart");
+            }
+        }
+        let svc = old.svc.reloaded(cfg.clone())?;
+        crate::digest::init(&svc)?;
+        let dkim = Arc::new(crate::dkim::Keys::load(&cfg).map_err(anyhow::Error::msg)?);
+        let inbound = Arc::new(Inbound {
+            cfg,
+            store: old.inbound.store.clone(),
+            wake: old.inbound.wake.clone(),
+            relay: old.inbound.relay.clone(),
+        });
+        Ok(crate::Generation { svc, dkim, inbound })
+    })
+    .await;
+    match loaded {
+        Ok(Ok(g)) => {
+            let lists = g.svc.cfg.lists.len();
+            live.replace(g);
+            tracing::info!(lists, "SIGHUP: configuration reloaded");
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %format!("{e:#}"), "SIGHUP: configuration not reloaded; the running one stays")
+        }
+        Err(e) => tracing::error!(error = %e, "SIGHUP: reload panicked; the running one stays"),
     }
 }
 

@@ -40,16 +40,32 @@ struct App {
     wake_out: Arc<Notify>,
 }
 
+/// The router's state: each request takes the services current when it arrives (SIGHUP)
+/// and keeps them to its end.
+struct Shared {
+    live: crate::Live,
+    wake_out: Arc<Notify>,
+}
+
+impl Shared {
+    fn current(&self) -> Arc<App> {
+        Arc::new(App {
+            svc: self.live.svc(),
+            wake_out: self.wake_out.clone(),
+        })
+    }
+}
+
 /// Serves until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    svc: Services,
+    live: crate::Live,
     wake_out: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     // Only the public archives: private ones are served to members only (not here).
-    let archive_root = svc.cfg.archive_dir();
-    let app = Arc::new(App { svc, wake_out });
+    let archive_root = live.svc().cfg.archive_dir();
+    let app = Arc::new(Shared { live, wake_out });
     let router = Router::new()
         .route("/", get(index))
         .route("/u/{token}", get(unsubscribe_ask).post(unsubscribe_do))
@@ -207,7 +223,8 @@ fn error_page(app: &App, e: impl std::fmt::Display) -> Response {
     )
 }
 
-async fn index(State(app): State<Arc<App>>) -> Response {
+async fn index(State(shared): State<Arc<Shared>>) -> Response {
+    let app = shared.current();
     page(
         &app,
         None,
@@ -218,7 +235,8 @@ async fn index(State(app): State<Arc<App>>) -> Response {
     )
 }
 
-async fn not_found(State(app): State<Arc<App>>) -> Response {
+async fn not_found(State(shared): State<Arc<Shared>>) -> Response {
+    let app = shared.current();
     page(
         &app,
         None,
@@ -250,7 +268,8 @@ fn one_click_target<'a>(
         .map(|l| (l, m.language.unwrap_or(l.language))))
 }
 
-async fn unsubscribe_ask(State(app): State<Arc<App>>, Path(token): Path<String>) -> Response {
+async fn unsubscribe_ask(State(shared): State<Arc<Shared>>, Path(token): Path<String>) -> Response {
+    let app = shared.current();
     match one_click_target(&app, &token) {
         Ok(Some((l, lang))) => page(
             &app,
@@ -267,7 +286,8 @@ async fn unsubscribe_ask(State(app): State<Arc<App>>, Path(token): Path<String>)
     }
 }
 
-async fn unsubscribe_do(State(app): State<Arc<App>>, Path(token): Path<String>) -> Response {
+async fn unsubscribe_do(State(shared): State<Arc<Shared>>, Path(token): Path<String>) -> Response {
+    let app = shared.current();
     let target = match one_click_target(&app, &token) {
         Ok(Some(t)) => t,
         Ok(None) => return fail_page(&app, None, default_lang(&app), TokenFail::Forged),
@@ -347,7 +367,8 @@ fn confirm_target<'a>(
     Ok(Some((l, p.language.unwrap_or(l.language), which)))
 }
 
-async fn confirm_ask(State(app): State<Arc<App>>, Path(token): Path<String>) -> Response {
+async fn confirm_ask(State(shared): State<Arc<Shared>>, Path(token): Path<String>) -> Response {
+    let app = shared.current();
     let (list, lang, which) = match confirm_target(&app, &token) {
         Ok(Some(t)) => t,
         Ok(None) => return fail_page(&app, None, default_lang(&app), TokenFail::Forged),
@@ -369,7 +390,8 @@ async fn confirm_ask(State(app): State<Arc<App>>, Path(token): Path<String>) -> 
     }
 }
 
-async fn confirm_do(State(app): State<Arc<App>>, Path(token): Path<String>) -> Response {
+async fn confirm_do(State(shared): State<Arc<Shared>>, Path(token): Path<String>) -> Response {
+    let app = shared.current();
     let (list, lang, which) = match confirm_target(&app, &token) {
         Ok(Some(t)) => t,
         Ok(None) => return fail_page(&app, None, default_lang(&app), TokenFail::Forged),
@@ -442,7 +464,8 @@ fn mute_page(app: &App, t: &MuteTarget, token: &str, muted: bool, name: &str) ->
     )
 }
 
-async fn mute_ask(State(app): State<Arc<App>>, Path(token): Path<String>) -> Response {
+async fn mute_ask(State(shared): State<Arc<Shared>>, Path(token): Path<String>) -> Response {
+    let app = shared.current();
     let t = match mute_target(&app, &token) {
         Ok(Some(t)) => t,
         // Never valid, or no longer a member: the same page either way.
@@ -458,10 +481,11 @@ async fn mute_ask(State(app): State<Arc<App>>, Path(token): Path<String>) -> Res
 
 /// `POST /m/TOKEN`: mutes, or with the form field `do=unmute` unmutes. Both are idempotent.
 async fn mute_do(
-    State(app): State<Arc<App>>,
+    State(shared): State<Arc<Shared>>,
     Path(token): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
+    let app = shared.current();
     let t = match mute_target(&app, &token) {
         Ok(Some(t)) => t,
         Ok(None) => return fail_page(&app, None, default_lang(&app), TokenFail::Forged),
@@ -551,18 +575,20 @@ fn redirect(to: &str) -> Response {
     r
 }
 
-async fn members_root(State(app): State<Arc<App>>, Path(list): Path<String>) -> Response {
+async fn members_root(State(shared): State<Arc<Shared>>, Path(list): Path<String>) -> Response {
+    let app = shared.current();
     match private_list(&app, &list) {
         Some(l) => redirect(&format!("/members/{}/", l.local())),
-        None => not_found(State(app)).await,
+        None => not_found(State(shared)).await,
     }
 }
 
 async fn members_file(
-    State(app): State<Arc<App>>,
+    State(shared): State<Arc<Shared>>,
     Path(params): Path<Vec<(String, String)>>,
     req: axum::extract::Request,
 ) -> Response {
+    let app = shared.current();
     use tower::ServiceExt;
     let list = params
         .iter()
@@ -575,18 +601,18 @@ async fn members_file(
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
     let Some(l) = private_list(&app, &list) else {
-        return not_found(State(app)).await;
+        return not_found(State(shared)).await;
     };
     if session_member(&app, l, req.headers()).is_none() {
         return redirect(&format!("/login/{}", l.local()));
     }
     let Some(dir) = app.svc.cfg.list_archive_dir(l) else {
-        return not_found(State(app)).await;
+        return not_found(State(shared)).await;
     };
     // The file below the list's private folder; ServeDir refuses `..` and the like.
     let uri = format!("/{rest}");
     let Ok(uri) = uri.parse::<axum::http::Uri>() else {
-        return not_found(State(app)).await;
+        return not_found(State(shared)).await;
     };
     let (mut parts, body) = req.into_parts();
     parts.uri = uri;
@@ -606,9 +632,10 @@ async fn members_file(
     }
 }
 
-async fn login_form(State(app): State<Arc<App>>, Path(list): Path<String>) -> Response {
+async fn login_form(State(shared): State<Arc<Shared>>, Path(list): Path<String>) -> Response {
+    let app = shared.current();
     let Some(l) = private_list(&app, &list) else {
-        return not_found(State(app)).await;
+        return not_found(State(shared)).await;
     };
     page(
         &app,
@@ -631,12 +658,13 @@ struct LoginForm {
 /// the address is a member, and for a member the link's plan, its durable commit and the
 /// wake-up of delivery, are done afterwards by [`send_login_link`].
 async fn login_send(
-    State(app): State<Arc<App>>,
+    State(shared): State<Arc<Shared>>,
     Path(list): Path<String>,
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Response {
+    let app = shared.current();
     let Some(l) = private_list(&app, &list) else {
-        return not_found(State(app)).await;
+        return not_found(State(shared)).await;
     };
     let addr = form.address.trim().to_string();
     if crate::config::valid_address(&addr) {
@@ -717,11 +745,12 @@ fn login_pending(
 }
 
 async fn login_ask(
-    State(app): State<Arc<App>>,
+    State(shared): State<Arc<Shared>>,
     Path((list, token)): Path<(String, String)>,
 ) -> Response {
+    let app = shared.current();
     let Some(l) = private_list(&app, &list) else {
-        return not_found(State(app)).await;
+        return not_found(State(shared)).await;
     };
     match login_pending(&app, l, &token) {
         Ok(_) => page(
@@ -737,11 +766,12 @@ async fn login_ask(
 }
 
 async fn login_do(
-    State(app): State<Arc<App>>,
+    State(shared): State<Arc<Shared>>,
     Path((list, token)): Path<(String, String)>,
 ) -> Response {
+    let app = shared.current();
     let Some(l) = private_list(&app, &list) else {
-        return not_found(State(app)).await;
+        return not_found(State(shared)).await;
     };
     let (id, p) = match login_pending(&app, l, &token) {
         Ok(x) => x,

@@ -73,6 +73,27 @@ impl Services {
         })
     }
 
+    /// The same services for a new configuration (`SIGHUP`): texts, templates, the
+    /// archive's view of the lists and the DNS table are loaded again; the store, the token
+    /// key, the archive's writer lock and its bell stay, so that nothing in flight is cut.
+    pub fn reloaded(&self, cfg: std::sync::Arc<config::Config>) -> anyhow::Result<Self> {
+        let texts = texts::Texts::load(&cfg).map_err(anyhow::Error::msg)?;
+        let archive = self
+            .archive
+            .reloaded(cfg.clone())
+            .map_err(anyhow::Error::msg)?;
+        let dns = dns::from_config(&cfg.dns).map_err(anyhow::Error::msg)?;
+        Ok(Services {
+            dns: std::sync::Arc::new(dns),
+            cfg,
+            store: self.store.clone(),
+            secret: self.secret.clone(),
+            texts: std::sync::Arc::new(texts),
+            archive: std::sync::Arc::new(archive),
+            archive_wake: self.archive_wake.clone(),
+        })
+    }
+
     pub fn ctx(&self) -> commands::Ctx<'_> {
         commands::Ctx {
             cfg: &self.cfg,
@@ -80,5 +101,49 @@ impl Services {
             secret: &self.secret,
             texts: &self.texts,
         }
+    }
+}
+
+/// What the daemon's tasks read their configuration through: one generation of services,
+/// replaced as a whole when `SIGHUP` brings a valid new configuration. A task takes the
+/// current generation at the start of each unit of work (a pipeline pass, a delivery, a
+/// connection, a request), so work under way finishes on the generation it began with.
+#[derive(Clone)]
+pub struct Live(std::sync::Arc<std::sync::RwLock<std::sync::Arc<Generation>>>);
+
+/// One configuration's services.
+pub struct Generation {
+    pub svc: Services,
+    pub dkim: std::sync::Arc<dkim::Keys>,
+    pub inbound: std::sync::Arc<inbound::Inbound>,
+}
+
+impl Live {
+    pub fn new(g: Generation) -> Live {
+        Live(std::sync::Arc::new(std::sync::RwLock::new(
+            std::sync::Arc::new(g),
+        )))
+    }
+
+    /// The current generation.
+    pub fn now(&self) -> std::sync::Arc<Generation> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The current services.
+    pub fn svc(&self) -> Services {
+        self.now().svc.clone()
+    }
+
+    /// Makes `g` the current generation.
+    pub fn replace(&self, g: Generation) {
+        let mut w = match self.0.write() {
+            Ok(w) => w,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *w = std::sync::Arc::new(g);
     }
 }

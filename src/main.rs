@@ -307,13 +307,18 @@ fn main() -> ExitCode {
 async fn run(cmd: Cmd, cfg: Config, config_path: Option<PathBuf>) -> i32 {
     let (command, raw) = match cmd {
         Cmd::Serve => {
-            return match vraagbaak::daemon::serve(cfg).await {
+            // SIGHUP reads the same file again.
+            let path = config_path.or_else(|| {
+                let d = PathBuf::from(DEFAULT_CONFIG);
+                d.exists().then_some(d)
+            });
+            return match vraagbaak::daemon::serve(cfg, path).await {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     1
                 }
-            }
+            };
         }
         Cmd::Dkim(DkimCmd::Keygen { list, algorithm }) => {
             let Some(l) = cfg.list(&list) else {

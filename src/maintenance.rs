@@ -20,14 +20,14 @@ const TICK: Duration = Duration::from_secs(5);
 const HOURLY: Duration = Duration::from_secs(3600);
 
 /// Runs until `shutdown`, waking delivery when a step queued mail.
-pub async fn run(svc: Services, wake_out: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(live: crate::Live, wake_out: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
     let mut last_hourly: Option<Instant> = None;
     loop {
         let hourly = last_hourly.is_none_or(|t| t.elapsed() >= HOURLY);
         if hourly {
             last_hourly = Some(Instant::now());
         }
-        let s = svc.clone();
+        let s = live.svc();
         match tokio::task::spawn_blocking(move || pass(&s, hourly)).await {
             Ok(n) if n > 0 => wake_out.notify_one(),
             Ok(_) => {}

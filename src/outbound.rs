@@ -251,13 +251,21 @@ struct InFlight {
 
 /// Runs the delivery side until `shutdown`.
 pub async fn run(
-    svc: Services,
-    dkim: Arc<crate::dkim::Keys>,
+    live: crate::Live,
     limits: Arc<RelayLimits>,
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let (cfg, store, secret) = (svc.cfg.clone(), svc.store.clone(), svc.secret.clone());
+    // The relay and the number of connections are the start's; lists, texts and DKIM keys
+    // are read from the current generation for every pass and every copy (SIGHUP).
+    let first = live.now();
+    let (cfg, store, secret) = (
+        first.svc.cfg.clone(),
+        first.svc.store.clone(),
+        first.svc.secret.clone(),
+    );
+    let dkim = first.dkim.clone();
+    drop(first);
     let relay = cfg.relay();
     let prober = tokio::spawn(probe_loop(cfg.clone(), limits.clone(), shutdown.clone()));
     let workers = cfg.delivery.connections.max(1);
@@ -273,6 +281,7 @@ pub async fn run(
     let mut handles = Vec::new();
     for n in 0..workers {
         let w = Worker {
+            live: live.clone(),
             cfg: cfg.clone(),
             dkim: dkim.clone(),
             cpu: cpu.clone(),
@@ -289,7 +298,7 @@ pub async fn run(
     }
     drop(done_tx);
     let collector = tokio::spawn(collect(
-        svc.clone(),
+        live.clone(),
         done_rx,
         inflight.clone(),
         wake.clone(),
@@ -301,7 +310,8 @@ pub async fn run(
             break;
         }
         let now = now_ms();
-        let (c, s, inf, k) = (cfg.clone(), store.clone(), inflight.clone(), secret.clone());
+        let c = live.now().svc.cfg.clone();
+        let (s, inf, k) = (store.clone(), inflight.clone(), secret.clone());
         let pass = tokio::task::spawn_blocking(move || {
             due_jobs(&c, &s, &k, &inf, now, &mut copies).map(|p| (p, copies))
         })
@@ -489,6 +499,8 @@ fn due_jobs(
 }
 
 struct Worker {
+    live: crate::Live,
+    /// The current generation's, taken again for every job.
     cfg: Arc<Config>,
     dkim: Arc<crate::dkim::Keys>,
     /// Shared by all workers: one permit per core for CPU work.
@@ -522,6 +534,11 @@ impl Worker {
             if *shutdown.borrow() {
                 // Not attempted: the row stays due in the store and is sent after restart.
                 break;
+            }
+            {
+                let g = self.live.now();
+                self.cfg = g.svc.cfg.clone();
+                self.dkim = g.dkim.clone();
             }
             let d = match job {
                 Job::Post {
@@ -823,7 +840,7 @@ fn result_for(cfg: &Config, mut row: QueueRow, a: Attempt) -> DeliveryResult {
 
 /// Records results in batches: one store transaction and one flush per batch.
 async fn collect(
-    svc: Services,
+    live: crate::Live,
     mut rx: mpsc::Receiver<Done>,
     inflight: Arc<Mutex<InFlight>>,
     wake: Arc<Notify>,
@@ -848,6 +865,7 @@ async fn collect(
             continue;
         }
         let items = std::mem::take(&mut batch);
+        let svc = live.svc();
         let (s, inf) = (svc.clone(), inflight.clone());
         match tokio::task::spawn_blocking(move || record(&s, &inf, items)).await {
             Ok(Ok(())) => {}

@@ -805,14 +805,15 @@ pub fn drain(svc: &Services, retries: &mut Retries) -> crate::store::Result<usiz
 /// The pipeline task: drains the spool whenever inbound rings, and once at start (a
 /// restart resumes what a crash left). Wakes the outbound side after each pass.
 pub async fn run(
-    svc: Services,
+    live: crate::Live,
     wake_in: Arc<Notify>,
     wake_out: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut retries = Retries::default();
     loop {
-        let s = svc.clone();
+        // Each pass on the configuration current when it starts (SIGHUP).
+        let s = live.svc();
         let mut r = std::mem::take(&mut retries);
         let pass = tokio::task::spawn_blocking(move || {
             let n = drain(&s, &mut r);

@@ -46,18 +46,23 @@ name = "Forum"
 "#,
         data = dir.path().display().to_string(),
     );
-    let cfg = Config::parse(&toml, "test.toml").expect("test config");
+    let cfg = Arc::new(Config::parse(&toml, "test.toml").expect("test config"));
     let store = Store::open(&cfg.db_path()).expect("store");
     let inbound = Arc::new(Inbound {
-        cfg: Arc::new(cfg),
-        store,
+        cfg: cfg.clone(),
+        store: store.clone(),
         wake: Arc::new(Notify::new()),
         relay: Arc::new(vraagbaak::outbound::RelayLimits::default()),
+    });
+    let live = vraagbaak::Live::new(vraagbaak::Generation {
+        svc: vraagbaak::Services::new(cfg.clone(), store).expect("services"),
+        dkim: Arc::new(vraagbaak::dkim::Keys::load(&cfg).expect("no keys")),
+        inbound: inbound.clone(),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (stop, rx) = watch::channel(false);
-    let task = tokio::spawn(smtp::serve(listener, inbound.clone(), lmtp, rx));
+    let task = tokio::spawn(smtp::serve(listener, live, lmtp, rx));
     Server {
         addr,
         inbound,

@@ -108,7 +108,7 @@ pub struct Archive {
     tpl: Arc<Templates>,
     /// One writer at a time: the daemon's archive task, `archive rebuild` through the
     /// control socket and `members forget` all write the same folder and index.
-    writing: std::sync::Mutex<()>,
+    writing: Arc<std::sync::Mutex<()>>,
     id_key: [u8; 32],
 }
 
@@ -370,8 +370,21 @@ impl Archive {
             cfg,
             store,
             tpl: Arc::new(tpl),
-            writing: std::sync::Mutex::new(()),
+            writing: Arc::new(std::sync::Mutex::new(())),
             id_key,
+        })
+    }
+
+    /// This archive for a new configuration (templates loaded again), sharing its writer
+    /// lock, so that the old and the new never write the folder at the same time.
+    pub fn reloaded(&self, cfg: Arc<Config>) -> Result<Archive, String> {
+        let tpl = Templates::load(&cfg)?;
+        Ok(Archive {
+            cfg,
+            store: self.store.clone(),
+            tpl: Arc::new(tpl),
+            writing: self.writing.clone(),
+            id_key: self.id_key,
         })
     }
 

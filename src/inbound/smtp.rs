@@ -57,12 +57,14 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// panicking session never takes the listener down.
 pub async fn serve(
     listener: TcpListener,
-    inbound: Arc<Inbound>,
+    live: crate::Live,
     lmtp: bool,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let proto = proto_name(lmtp);
-    let max = inbound.cfg.smtp.max_connections;
+    // The connection cap is the start's; each session takes the configuration current when
+    // it connects (SIGHUP) and keeps it to its end.
+    let max = live.now().inbound.cfg.smtp.max_connections;
     let permits = Arc::new(Semaphore::new(max));
     // Refusals take a moment too (write, linger); bound them so a flood cannot pile them up.
     let refusals = Arc::new(Semaphore::new(max));
@@ -88,7 +90,7 @@ pub async fn serve(
         };
         match permits.clone().try_acquire_owned() {
             Ok(permit) => {
-                let session = Session::new(inbound.clone(), lmtp, peer);
+                let session = Session::new(live.now().inbound.clone(), lmtp, peer);
                 let shutdown = shutdown.clone();
                 sessions.spawn(async move {
                     let _permit = permit;
@@ -98,7 +100,7 @@ pub async fn serve(
             Err(_) => {
                 tracing::warn!(proto, max, "too many connections, refusing one");
                 if let Ok(permit) = refusals.clone().try_acquire_owned() {
-                    let idle = inbound.cfg.smtp.idle_timeout;
+                    let idle = live.now().inbound.cfg.smtp.idle_timeout;
                     sessions.spawn(async move {
                         let _permit = permit;
                         let mut conn = Conn::new(stream, idle);

@@ -1,0 +1,202 @@
+//! Running as a service: `SIGHUP` reloads the configuration without dropping connections
+//! or losing queued mail. A fan-out is under way and an SMTP session is open when a list is
+//! added to the file and the daemon gets `SIGHUP`: the new list takes mail and reaches its
+//! member, the fan-out finishes with every member's copy exactly once, the open session
+//! goes on posting. A broken file on the next `SIGHUP` changes nothing and says why.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+fn hup(d: &Daemon) {
+    let out = Command::new("kill")
+        .args(["-HUP", &d.child.id().to_string()])
+        .output()
+        .expect("kill -HUP");
+    assert!(out.status.success(), "{out:?}");
+}
+
+const MEMBERS: usize = 400;
+
+#[test]
+fn sighup_adds_a_list_while_a_fan_out_runs_and_nothing_is_lost() {
+    // A slow sink, so that the fan-out is still running when the signal comes.
+    let sink = Sink::with(SinkBehaviour {
+        data_delay: Duration::from_millis(10),
+        ..SinkBehaviour::default()
+    });
+    let mut env = TestEnv::new(
+        sink.port,
+        Opts {
+            posting: "open",
+            connections: 2,
+            ..Opts::default()
+        },
+    );
+    let members: Vec<String> = (0..MEMBERS).map(member).collect();
+    env.add_members(&members);
+    let mut d = Daemon::start(&mut env);
+    let tweede = format!("tweede@{LIST_DOMAIN}");
+    // Before: the second list does not exist.
+    let early = message("a@x.example", "te vroeg", "early@x.example", "b");
+    assert_eq!(post(d.port, "a@x.example", &tweede, &early), 550);
+
+    // An SMTP session opened before the reload.
+    let mut open = SmtpClient::connect(d.port);
+    assert_eq!(open.cmd("EHLO before.example").code, 250);
+
+    let m1 = message(
+        "a@x.example",
+        "Een grote ronde",
+        "big@x.example",
+        "Aan iedereen.",
+    );
+    assert_eq!(post(d.port, "a@x.example", LIST, &m1), 250);
+    assert!(wait_until(Duration::from_secs(30), || sink.count() >= 20));
+    let at_signal = sink.count();
+    assert!(
+        at_signal < MEMBERS,
+        "the fan-out finished before the signal"
+    );
+
+    // Add a list to the file and signal.
+    env.opts.extra_lists = format!(
+        "[[list]]\naddress = \"{tweede}\"\nname = \"Tweede\"\nposting = \"open\"\n\
+archive = \"off\"\nowners = [\"{OWNER}\"]\n"
+    );
+    env.write_config();
+    hup(&d);
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .stderr()
+            .contains("SIGHUP: configuration reloaded")),
+        "{}",
+        d.stderr()
+    );
+    let out = env.cli(&["members", "add", "tweede", "nieuw@ocmw.example"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let m2 = message(
+        "a@x.example",
+        "Op de nieuwe lijst",
+        "new@x.example",
+        "Hallo.",
+    );
+    assert_eq!(post(d.port, "a@x.example", &tweede, &m2), 250);
+    assert!(
+        wait_until(Duration::from_secs(30), || sink
+            .count_for("nieuw@ocmw.example")
+            == 1),
+        "the new list did not deliver"
+    );
+
+    // The session opened before the reload still posts.
+    let m3 = message("a@x.example", "Nog open", "open@x.example", "Sessie.");
+    let r = open.transaction("a@x.example", &[LIST], &m3);
+    assert_eq!(r.code, 250, "{r:?}");
+    open.quit();
+
+    // The fan-out finished: every member got the big post once, and the session's post.
+    assert!(
+        wait_until(Duration::from_secs(120), || sink.count() > 2 * MEMBERS),
+        "{} copies of {}",
+        sink.count(),
+        2 * MEMBERS + 1
+    );
+    let mut per: std::collections::HashMap<String, usize> = Default::default();
+    for m in sink.messages() {
+        *per.entry(format!("{}|{}", m.rcpt, subject_of(&m.data)))
+            .or_default() += 1;
+    }
+    for m in &members {
+        for s in ["[forum] Een grote ronde", "[forum] Nog open"] {
+            assert_eq!(per.get(&format!("{m}|{s}")), Some(&1), "{m}: {s}");
+        }
+    }
+    assert!(env.wait_queue_empty());
+
+    // A broken file: nothing changes, the log says what is wrong, both lists still work.
+    std::fs::write(
+        &env.config,
+        env.config_text().replace("[smtp]", "[smtp]\nbogus = 1"),
+    )
+    .unwrap();
+    hup(&d);
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .stderr()
+            .contains("configuration not reloaded")),
+        "{}",
+        d.stderr()
+    );
+    assert!(d.stderr().contains("bogus"), "the error names the key");
+    assert!(d.running());
+    let m4 = message("a@x.example", "Nog steeds", "still@x.example", "Ja.");
+    assert_eq!(post(d.port, "a@x.example", &tweede, &m4), 250);
+    assert!(wait_until(Duration::from_secs(30), || sink
+        .count_for("nieuw@ocmw.example")
+        == 2));
+}
+
+/// The unit in `config/systemd/` is one systemd accepts, runs this program, reloads with a
+/// check first, and keeps its exposure low (`systemd-analyze security`: 0 is locked down,
+/// 10 is exposed; a unit without hardening scores about 9.6).
+#[test]
+fn the_systemd_unit_verifies_and_is_hardened() {
+    const TEST: &str = "the_systemd_unit_verifies_and_is_hardened";
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        skip(
+            TEST,
+            "systemd-analyze is missing (apt-get install systemd; .ci/run does)",
+        );
+        return;
+    }
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/systemd/vraagbaak.service"),
+    )
+    .expect("the unit");
+    for line in [
+        "ExecStart=/usr/local/bin/vraagbaak --config /etc/vraagbaak/vraagbaak.toml serve",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "StateDirectory=vraagbaak",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "User=vraagbaak",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "the unit lacks {line}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vraagbaak.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/vraagbaak", BIN)).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze verify");
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Only the user may be missing on a build machine; nothing about the unit itself.
+    let complaints: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.contains("vraagbaak.toml"))
+        .collect();
+    assert!(complaints.is_empty(), "systemd-analyze verify: {err}");
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze security");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let level: f64 = text
+        .lines()
+        .find_map(|l| l.split("level for vraagbaak.service: ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in {text}"));
+    println!("systemd-analyze security: exposure {level}");
+    assert!(level <= 2.0, "exposure {level}:\n{text}");
+}
