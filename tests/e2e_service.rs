@@ -18,6 +18,16 @@ fn hup(d: &Daemon) {
     assert!(out.status.success(), "{out:?}");
 }
 
+/// Sends SIGHUP and waits for the daemon to log `says` (reloaded, or not).
+fn hup_until(d: &Daemon, says: &str) {
+    hup(d);
+    assert!(
+        wait_until(Duration::from_secs(10), || d.stderr().contains(says)),
+        "{}",
+        d.stderr()
+    );
+}
+
 const MEMBERS: usize = 400;
 
 #[test]
@@ -67,14 +77,7 @@ fn sighup_adds_a_list_while_a_fan_out_runs_and_nothing_is_lost() {
 archive = \"off\"\nowners = [\"{OWNER}\"]\n"
     );
     env.write_config();
-    hup(&d);
-    assert!(
-        wait_until(Duration::from_secs(10), || d
-            .stderr()
-            .contains("SIGHUP: configuration reloaded")),
-        "{}",
-        d.stderr()
-    );
+    hup_until(&d, "SIGHUP: configuration reloaded");
     let out = env.cli(&["members", "add", "tweede", "nieuw@ocmw.example"]);
     assert_eq!(out.code, Some(0), "{out:?}");
     let m2 = message(
@@ -122,14 +125,7 @@ archive = \"off\"\nowners = [\"{OWNER}\"]\n"
         env.config_text().replace("[smtp]", "[smtp]\nbogus = 1"),
     )
     .unwrap();
-    hup(&d);
-    assert!(
-        wait_until(Duration::from_secs(10), || d
-            .stderr()
-            .contains("configuration not reloaded")),
-        "{}",
-        d.stderr()
-    );
+    hup_until(&d, "configuration not reloaded");
     assert!(d.stderr().contains("bogus"), "the error names the key");
     assert!(d.running());
     let m4 = message("a@x.example", "Nog steeds", "still@x.example", "Ja.");
