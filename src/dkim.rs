@@ -9,6 +9,8 @@
 //! signature survives them. Relaxed/relaxed canonicalization, so that header refolding on
 //! the way does not break it.
 //!
+//! Inbound verification, for owners' commands by mail, is in [`verify`].
+//!
 //! `vraagbaak dkim keygen LIST` writes a key (RSA 2048 or Ed25519) and prints its DNS
 //! record.
 
@@ -20,6 +22,8 @@ use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer};
+
+pub mod verify;
 
 /// The fields signed when present. A field name listed once more than it occurs (From,
 /// Subject, To, List-Unsubscribe) is "oversigned": a field of that name added later breaks
