@@ -285,22 +285,7 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
             let Some(key) = list_key(&list) else {
                 return Ok(unknown(&list));
             };
-            let mut out = String::from("address,name,joined,digest,nomail,language\n");
-            for m in ctx.svc.store.members(&key)? {
-                let joined = chrono::DateTime::from_timestamp_millis(m.joined_ms)
-                    .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "{},{},{},{},{},{}",
-                    csv_field(&m.address),
-                    csv_field(m.name.as_deref().unwrap_or("")),
-                    joined,
-                    if m.digest { "on" } else { "off" },
-                    if m.nomail { "on" } else { "off" },
-                    m.language.map(|l| l.code()).unwrap_or("")
-                );
-            }
+            let out = members_csv(&ctx.svc.store.members(&key)?);
             Reply::ok(out)
         }
         Command::MembersSet {
@@ -738,6 +723,28 @@ async fn moderate(
     )))
 }
 
+/// The members as CSV (RFC 4180, with a header line): `members export` and an owner's
+/// `export` by mail.
+pub fn members_csv(members: &[Member]) -> String {
+    let mut out = String::from("address,name,joined,digest,nomail,language\n");
+    for m in members {
+        let joined = chrono::DateTime::from_timestamp_millis(m.joined_ms)
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{}",
+            csv_field(&m.address),
+            csv_field(m.name.as_deref().unwrap_or("")),
+            joined,
+            if m.digest { "on" } else { "off" },
+            if m.nomail { "on" } else { "off" },
+            m.language.map(|l| l.code()).unwrap_or("")
+        );
+    }
+    out
+}
+
 /// A CSV field (RFC 4180): quoted when it holds a comma, quote or line break.
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
@@ -907,8 +914,8 @@ pub fn parse_member_lines(text: &str) -> (Vec<NewMember>, Vec<(usize, String)>) 
     (good, bad)
 }
 
-/// `stats LIST`.
-fn stats(
+/// `stats LIST` (and an owner's `stats` by mail).
+pub fn stats(
     list: &crate::config::ListConfig,
     store: &crate::store::Store,
 ) -> crate::store::Result<String> {
@@ -1020,7 +1027,7 @@ fn stats(
 }
 
 /// `members list LIST --bounces`: every member's delivery state and bounce record.
-fn bounce_table(list: &crate::config::ListConfig, members: &[crate::store::Member]) -> String {
+pub fn bounce_table(list: &crate::config::ListConfig, members: &[crate::store::Member]) -> String {
     let now = now_ms();
     let day = |ms: i64| {
         chrono::DateTime::from_timestamp_millis(ms)

@@ -839,6 +839,7 @@ fn notice(
                 reply_to: Some(list.sub_address(&format!("confirm+{token}"))),
                 in_reply_to: None,
                 attach: None,
+                file: None,
                 hostname: &ctx.cfg.smtp.hostname,
             });
             mail.push(commands::out_mail(

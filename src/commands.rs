@@ -23,6 +23,8 @@ use minijinja::Value;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
+mod owner;
+
 /// What deciding needs.
 #[derive(Clone, Copy)]
 pub struct Ctx<'a> {
@@ -68,6 +70,21 @@ pub enum Cmd {
         token: String,
         reason: Option<String>,
     },
+    /// Owners only ([`owner`]): `add` members (on the line, on the lines after it, or in
+    /// a CSV attachment).
+    OwnerAdd(Vec<crate::admin::NewMember>),
+    /// `remove` members.
+    OwnerRemove(Vec<String>),
+    /// `members [filter]`.
+    OwnerMembers(Option<String>),
+    /// `export`: the members as a CSV attachment.
+    OwnerExport,
+    /// `held`: posts waiting for approval, with their approve/reject lines.
+    OwnerHeld,
+    /// `bounces`: members with a bounce record.
+    OwnerBounces,
+    /// `stats`.
+    OwnerStats,
     End,
 }
 
@@ -263,6 +280,7 @@ pub fn parse_line(line: &str) -> LineParse {
             }
         },
         "end" | "stop" | "einde" => cmd(Cmd::End, w == "einde"),
+        w if owner::is_word(w) => owner::parse(w, args, line.trim()),
         _ => LineParse::NotCommand,
     }
 }
@@ -309,6 +327,20 @@ fn bare_subject(s: &str) -> &str {
 /// text body, up to the first line that is not a command, a signature (`-- `) or `end`.
 /// Quoted lines (`>`) and empty lines are skipped.
 pub fn parse_request(subject: &str, body: &str, max: usize) -> Request {
+    parse_request_as(subject, body, max, false)
+}
+
+/// As [`parse_request`]; `owner` when the sender is an owner of the list: only then are
+/// the owners' words commands, and address lines after `add`/`remove` continue it.
+pub fn parse_request_as(subject: &str, body: &str, max: usize, owner: bool) -> Request {
+    let parse_line = |line: &str| {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if !owner && owner::is_word(&first.trim_end_matches(':').to_lowercase()) {
+            LineParse::NotCommand
+        } else {
+            parse_line(line)
+        }
+    };
     let mut r = Request::default();
     let (mut nl, mut en) = (0, 0);
     let mut push = |r: &mut Request, cmd: Cmd, dutch: bool, line: &str| {
@@ -361,6 +393,13 @@ pub fn parse_request(subject: &str, body: &str, max: usize) -> Request {
                 }
             }
             LineParse::NotCommand => {
+                // An address line after `add`/`remove` belongs to it.
+                if r.cmds
+                    .last_mut()
+                    .is_some_and(|(c, _)| owner::continues(c, line))
+                {
+                    continue;
+                }
                 if r.cmds.is_empty() && r.invalid.is_empty() {
                     r.unknown = Some(line.chars().take(200).collect());
                 }
@@ -480,6 +519,10 @@ pub struct Plan<'a> {
     /// Membership changes made in this plan, so that later commands see them.
     joined: Vec<String>,
     left: Vec<String>,
+    /// An owner's `add`/`remove` of this mail, carried out or confirmed together at its end.
+    owner_ops: Vec<crate::store::MemberOp>,
+    /// A file for the answer (an owner's `export`): name and bytes.
+    attachment: Option<(String, Vec<u8>)>,
     now: i64,
 }
 
@@ -499,6 +542,8 @@ impl<'a> Plan<'a> {
             hits: HashMap::new(),
             joined: Vec::new(),
             left: Vec::new(),
+            owner_ops: Vec::new(),
+            attachment: None,
             now: now_ms(),
         }
     }
@@ -598,6 +643,7 @@ impl<'a> Plan<'a> {
             reply_to,
             in_reply_to: in_reply_to.map(str::to_string),
             attach,
+            file: None,
             hostname: &self.ctx.cfg.smtp.hostname,
         });
         self.mail
@@ -622,6 +668,9 @@ impl<'a> Plan<'a> {
     fn notify_owners(&mut self, kind: &str, addr: &str, via: &str) {
         match self.list.notify_owners {
             NotifyOwners::None => {}
+            // An owner's own `add`/`remove` (maybe hundreds at once) is answered to that
+            // owner; a notice per member to every owner would be a flood.
+            NotifyOwners::Each if via == "owner" => {}
             NotifyOwners::Daily => self.changes.push(Change::Event {
                 list: self.key().to_string(),
                 event: MemberEvent {
@@ -784,6 +833,7 @@ impl<'a> Plan<'a> {
                     expires_ms,
                     language: hint,
                     used_ms: None,
+                    ops: Vec::new(),
                 },
             });
             let confirm_address = format!(
@@ -918,11 +968,26 @@ impl<'a> Plan<'a> {
         template: &str,
         vars: minijinja::Value,
     ) -> crate::store::Result<()> {
-        if !self.within(
-            CONFIRM,
-            requester,
-            self.ctx.cfg.commands.max_confirmations_per_address,
-        )? {
+        let limit = self.ctx.cfg.commands.max_confirmations_per_address;
+        self.confirm_own_in(
+            CONFIRM, limit, requester, hint, kind, action, template, vars,
+        )
+    }
+
+    /// As [`Plan::confirm_own`], counted in `bucket` against `limit`.
+    #[allow(clippy::too_many_arguments)]
+    fn confirm_own_in(
+        &mut self,
+        bucket: &str,
+        limit: u32,
+        requester: &str,
+        hint: Option<Language>,
+        kind: Kind,
+        action: &str,
+        template: &str,
+        vars: minijinja::Value,
+    ) -> crate::store::Result<()> {
+        if !self.within(bucket, requester, limit)? {
             let mut r = Res::new("rate-limited").addr(requester);
             r.silent = true;
             self.results.push(r);
@@ -952,7 +1017,7 @@ impl<'a> Plan<'a> {
             None,
             None,
         ) {
-            self.hit(CONFIRM, requester);
+            self.hit(bucket, requester);
             let mut r = Res::new("confirm-sent").addr(requester);
             r.silent = true;
             self.results.push(r);
@@ -1068,6 +1133,10 @@ impl<'a> Plan<'a> {
             let mut r = Res::new("forgotten").addr(&p.address);
             r.silent = true;
             self.results.push(r);
+            return;
+        }
+        if p.action == "owner-members" {
+            owner::apply(self, &p.ops, "owner");
             return;
         }
         if let Some(rest) = p.action.strip_prefix("qa:") {
@@ -1416,6 +1485,7 @@ pub fn owner_mail(
         reply_to,
         in_reply_to: None,
         attach,
+        file: None,
         hostname: &cfg.smtp.hostname,
     });
     out_mail(list, kind, list.owners.clone(), raw)
@@ -1445,6 +1515,7 @@ pub fn pending_token(
             expires_ms,
             language,
             used_ms: None,
+            ops: Vec::new(),
         },
     };
     Ok((token, change))
@@ -1490,6 +1561,10 @@ pub struct Incoming {
     /// The ids it replies to, oldest first, In-Reply-To last
     /// ([`crate::threading::references`]): the thread `stil`/`mute` acts on.
     pub references: Vec<String>,
+    /// The text of its attachments that may be member lists (an owner's CSV), else empty.
+    pub attachments: Vec<String>,
+    /// It carries a valid DKIM signature aligned with the From domain.
+    pub dkim_aligned: bool,
 }
 
 /// Decides what a request mail does. Returns the plan (changes and mail).
@@ -1508,7 +1583,12 @@ pub fn handle<'a>(
         Via::Help => (vec![(Cmd::Help, "help".into())], None),
         Via::Confirm(t) => (vec![(Cmd::Confirm(t.clone()), "confirm".into())], None),
         Via::Request => {
-            let r = parse_request(&mail.subject, &mail.body, ctx.cfg.commands.max_commands);
+            let r = parse_request_as(
+                &mail.subject,
+                &mail.body,
+                ctx.cfg.commands.max_commands,
+                is_owner(list, requester),
+            );
             (r.cmds.clone(), Some(r))
         }
     };
@@ -1670,10 +1750,23 @@ pub fn handle<'a>(
                     .results
                     .push(Res::new("token-invalid").reason(f.code())),
             },
+            Cmd::OwnerAdd(m) => owner::queue(&mut plan, true, m, &mail.attachments),
+            Cmd::OwnerRemove(a) => owner::queue(
+                &mut plan,
+                false,
+                a.into_iter().map(|a| (a, None)).collect(),
+                &mail.attachments,
+            ),
+            Cmd::OwnerMembers(f) => owner::members(&mut plan, f.as_deref())?,
+            Cmd::OwnerExport => owner::export(&mut plan)?,
+            Cmd::OwnerHeld => owner::held(&mut plan)?,
+            Cmd::OwnerBounces => owner::bounces(&mut plan)?,
+            Cmd::OwnerStats => owner::stats(&mut plan)?,
             Cmd::End => break,
         }
         let _ = line;
     }
+    owner::finish(&mut plan, requester, mail.dkim_aligned, hint)?;
     if let Some(r) = &parsed {
         for (line, why) in &r.invalid {
             let mut x = Res::new("invalid").reason(why);
@@ -1713,7 +1806,7 @@ pub fn handle<'a>(
     Ok(plan)
 }
 
-fn is_owner(list: &ListConfig, addr: &str) -> bool {
+pub fn is_owner(list: &ListConfig, addr: &str) -> bool {
     list.owners.iter().any(|o| o.eq_ignore_ascii_case(addr))
 }
 
@@ -1759,7 +1852,10 @@ fn answer(
         }
     }
     if show_help {
-        match render("help", Value::from(BTreeMap::<String, String>::new())) {
+        match render(
+            "help",
+            minijinja::context! { owner => is_owner(plan.list, to) },
+        ) {
             Ok(t) => parts.push(t),
             Err(e) => tracing::error!(error = %e, "cannot render help"),
         }
@@ -1789,6 +1885,10 @@ fn answer(
         reply_to: None,
         in_reply_to: re.map(str::to_string),
         attach: None,
+        file: plan
+            .attachment
+            .as_ref()
+            .map(|(name, bytes)| (name.as_str(), "text/csv; charset=utf-8", bytes.as_slice())),
         hostname: &ctx.cfg.smtp.hostname,
     });
     plan.mail

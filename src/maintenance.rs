@@ -218,6 +218,7 @@ fn similar_mail(
         reply_to: None,
         in_reply_to: Some(p.message_id.clone()),
         attach: None,
+        file: None,
         hostname: &svc.cfg.smtp.hostname,
     });
     Some(commands::out_mail(

@@ -147,8 +147,10 @@ pub fn decide(
                 mail: vec![out_mail(list, "owner-forward", fwd)],
             })
         }
-        Route::Request(word) => decide_request(svc, list, item, &msg, request_via(word)),
-        Route::Confirm(token) => decide_request(svc, list, item, &msg, Via::Confirm(token)),
+        Route::Request(word) => decide_request(svc, list, item, &raw, &msg, request_via(word), dns),
+        Route::Confirm(token) => {
+            decide_request(svc, list, item, &raw, &msg, Via::Confirm(token), dns)
+        }
         Route::Post => decide_post(svc, item, list, &raw, &msg, dns),
     }
 }
@@ -377,8 +379,10 @@ fn decide_request(
     svc: &Services,
     list: &ListConfig,
     item: &SpoolItem,
+    raw: &[u8],
     msg: &mail_parser::Message,
     via: Via,
+    dns: &dyn crate::dns::Resolver,
 ) -> crate::store::Result<Outcome> {
     if let Some(reason) = classify(list, msg) {
         return Ok(Outcome::Quarantine { reason });
@@ -393,7 +397,18 @@ fn decide_request(
             reason: reason.into(),
         });
     }
+    // Only an owner's mail can carry commands a signature matters for (and files to read).
+    let owner = via == Via::Request && commands::is_owner(list, &requester);
+    let dkim_aligned = owner && {
+        let domain = requester.rsplit_once('@').map_or("", |x| x.1);
+        let v = crate::dkim::verify::verify_aligned(raw, domain, dns);
+        tracing::info!(list = %list.local(), verdict = ?v, "owner's request: DKIM");
+        matches!(v, crate::dkim::verify::Verdict::Aligned(_))
+    };
+    let attachments = if owner { member_files(msg) } else { Vec::new() };
     let mail = Incoming {
+        attachments,
+        dkim_aligned,
         requester,
         name,
         message_id: msg.message_id().map(str::to_string),
@@ -406,6 +421,35 @@ fn decide_request(
         changes: plan.changes,
         mail: plan.mail,
     })
+}
+
+/// The attachments of an owner's request that may be member lists: text parts (CSV or
+/// plain text, by type or file name), at most 1 MB each.
+fn member_files(msg: &mail_parser::Message) -> Vec<String> {
+    use mail_parser::MimeHeaders;
+    msg.attachments()
+        .filter(|a| {
+            let name = a.attachment_name().unwrap_or("").to_ascii_lowercase();
+            let ctype = a
+                .content_type()
+                .map(|c| {
+                    format!("{}/{}", c.ctype(), c.subtype().unwrap_or_default())
+                        .to_ascii_lowercase()
+                })
+                .unwrap_or_default();
+            name.ends_with(".csv")
+                || name.ends_with(".txt")
+                || matches!(
+                    ctype.as_str(),
+                    "text/csv" | "text/plain" | "application/csv" | "text/comma-separated-values"
+                )
+        })
+        .filter(|a| a.contents().len() <= 1 << 20)
+        .map(|a| match a.text_contents() {
+            Some(t) => t.to_string(),
+            None => String::from_utf8_lossy(a.contents()).into_owned(),
+        })
+        .collect()
 }
 
 fn decide_post(
@@ -738,15 +782,33 @@ impl Retries {
 }
 
 /// The TXT names whose answers the DMARC decisions of these spooled posts need.
-fn dmarc_names(svc: &Services, ids: &[u64]) -> Vec<String> {
+fn prefetch_names(svc: &Services, ids: &[u64]) -> Vec<String> {
     let mut names = Vec::new();
     for &id in ids {
         let Ok(Some(item)) = svc.store.spooled(id) else {
             continue;
         };
-        let Some((list, Route::Post)) = router::route(&svc.cfg, &item.envelope.rcpt) else {
+        let Some((list, route)) = router::route(&svc.cfg, &item.envelope.rcpt) else {
             continue;
         };
+        if let Route::Request(_) = route {
+            // An owner's request: the keys of its DKIM signatures (see `decide_request`).
+            let from = MessageParser::default()
+                .parse_headers(&item.raw)
+                .and_then(|m| {
+                    m.from()
+                        .and_then(|f| f.first())
+                        .and_then(|a| a.address())
+                        .map(str::to_string)
+                });
+            if from.is_some_and(|f| commands::is_owner(list, &f)) {
+                names.extend(crate::dkim::verify::key_names(&item.raw));
+            }
+            continue;
+        }
+        if route != Route::Post {
+            continue;
+        }
         if list.from_rewrite != crate::config::FromRewrite::Dmarc {
             continue;
         }
@@ -772,7 +834,7 @@ fn dmarc_names(svc: &Services, ids: &[u64]) -> Vec<String> {
 }
 
 /// Processes every spooled message that is due (oldest first): the DMARC policies their
-/// authors' domains need are looked up first, all at once and within the DNS timeout, so a
+/// authors' domains need (and the DKIM keys of owners' requests) are looked up first, all at once and within the DNS timeout, so a
 /// resolver that never answers delays a pass by that timeout, not each post by it. A
 /// message whose decision fails on a store error stays spooled and is tried again later
 /// with backoff, while the others go on. Returns how many were applied.
@@ -784,7 +846,7 @@ pub fn drain(svc: &Services, retries: &mut Retries) -> crate::store::Result<usiz
         .into_iter()
         .filter(|id| retries.due(*id, now))
         .collect();
-    let names = dmarc_names(svc, &ids);
+    let names = prefetch_names(svc, &ids);
     let dns = crate::dns::Prefetched::new(svc.dns.clone(), names, svc.cfg.dns.timeout);
     let mut n = 0;
     for id in ids {

@@ -46,6 +46,7 @@ const SHIPPED: &[(&str, &str, &str)] = &[
     shipped!("nl", "pii-masked.txt"),
     shipped!("nl", "confirm-post.txt"),
     shipped!("nl", "confirm-owner.txt"),
+    shipped!("nl", "confirm-owner-members.txt"),
     shipped!("nl", "confirm-forget.txt"),
     shipped!("nl", "forgotten.txt"),
     shipped!("nl", "archive-login.txt"),
@@ -73,6 +74,7 @@ const SHIPPED: &[(&str, &str, &str)] = &[
     shipped!("en", "pii-masked.txt"),
     shipped!("en", "confirm-post.txt"),
     shipped!("en", "confirm-owner.txt"),
+    shipped!("en", "confirm-owner-members.txt"),
     shipped!("en", "confirm-forget.txt"),
     shipped!("en", "forgotten.txt"),
     shipped!("en", "archive-login.txt"),
@@ -259,6 +261,8 @@ pub struct MailSpec<'a> {
     pub in_reply_to: Option<String>,
     /// A message to attach as message/rfc822.
     pub attach: Option<&'a [u8]>,
+    /// A file to attach: its name, content type and bytes.
+    pub file: Option<(&'a str, &'a str, &'a [u8])>,
     pub hostname: &'a str,
 }
 
@@ -299,17 +303,22 @@ pub fn build(spec: MailSpec) -> Vec<u8> {
         b = b.in_reply_to(r.clone()).references(r);
     }
     let body = spec.text.body.replace('\n', "\r\n");
-    b = match spec.attach {
-        None => b.text_body(body),
-        Some(raw) => b.body(MimePart::new(
-            "multipart/mixed",
-            vec![
-                MimePart::new("text/plain; charset=utf-8", body),
-                MimePart::new("message/rfc822", raw.to_vec())
-                    .attachment("bericht.eml")
-                    .transfer_encoding("8bit"),
-            ],
-        )),
+    let mut parts = Vec::new();
+    if let Some(raw) = spec.attach {
+        parts.push(
+            MimePart::new("message/rfc822", raw.to_vec())
+                .attachment("bericht.eml")
+                .transfer_encoding("8bit"),
+        );
+    }
+    if let Some((name, ctype, bytes)) = spec.file {
+        parts.push(MimePart::new(ctype.to_string(), bytes.to_vec()).attachment(name.to_string()));
+    }
+    b = if parts.is_empty() {
+        b.text_body(body)
+    } else {
+        parts.insert(0, MimePart::new("text/plain; charset=utf-8", body));
+        b.body(MimePart::new("multipart/mixed", parts))
     };
     b.write_to_vec().unwrap_or_default()
 }
@@ -343,6 +352,7 @@ mod tests {
             toc => vec![minijinja::context! { n => 1, subject => "Vraag", author => "An" }],
             message_id => "<q1@ocmw.be>", by_relay => true, diagnostic => "552 5.3.4 too big",
             failed => 5, attempted => 8,
+            ops => vec!["+ Jan <jan@ocmw.be>"], adds => 1, removes => 1, more => 3, owner => true,
             members_count => 750, joined_count => 1, left_count => 0, show_help => true,
             events => vec![BTreeMap::from([("at", "01-01"), ("kind", "joined"), ("address", "a@b.c"), ("via", "web")])],
             results => vec![

@@ -84,9 +84,22 @@ impl Store {
         r.member = self.remove_member(list, f.addr())?;
         for kv in self.pending.iter() {
             let (k, v) = kv?;
-            if decode::<Pending>("pending", &v).is_ok_and(|p| this_list(&p.list) && is(&p.address))
-            {
+            let Ok(mut p) = decode::<Pending>("pending", &v) else {
+                continue;
+            };
+            if !this_list(&p.list) {
+                continue;
+            }
+            if is(&p.address) {
                 self.pending.remove(k)?;
+                r.records += 1;
+            } else if p.ops.iter().any(|o| is(&o.address)) {
+                // An owner's pending `add`/`remove` that names the address: the rest of it
+                // stays, swapped in only if nobody changed the record meanwhile.
+                p.ops.retain(|o| !is(&o.address));
+                let _ = self
+                    .pending
+                    .compare_and_swap(&k, Some(&v), Some(encode(&p)))?;
                 r.records += 1;
             }
         }
@@ -543,6 +556,7 @@ mod tests {
                         expires_ms: i64::MAX,
                         language: None,
                         used_ms: None,
+                        ops: Vec::new(),
                     },
                 },
                 Change::Event {

@@ -107,6 +107,20 @@ pub struct Pending {
     /// When it was confirmed; a used token is kept until it expires, to say "already used".
     #[serde(default)]
     pub used_ms: Option<i64>,
+    /// An owner's membership changes (`add`, `remove` by mail), carried out together when
+    /// the owner confirms.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ops: Vec<MemberOp>,
+}
+
+/// One membership change an owner asked for by mail.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberOp {
+    /// Added (true) or removed.
+    pub add: bool,
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// A join or leave, kept for the owners' daily summary.
