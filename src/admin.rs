@@ -886,22 +886,39 @@ pub type NewMember = (String, Option<String>);
 pub fn parse_member_lines(text: &str) -> (Vec<NewMember>, Vec<(usize, String)>) {
     let mut good = Vec::new();
     let mut bad = Vec::new();
+    let mut first = true;
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
         let line = line.trim().trim_start_matches('\u{feff}');
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
+        let header_allowed = std::mem::take(&mut first);
         let parsed = if let (Some(lt), true) = (line.rfind('<'), line.ends_with('>')) {
             let addr = line[lt + 1..line.len() - 1].trim().to_string();
             let name = line[..lt].trim().trim_matches('"').trim().to_string();
             Some((addr, (!name.is_empty()).then_some(name)))
-        } else if let Some((a, name)) = line.split_once([',', ';', '\t']) {
-            let name = name.trim().trim_matches('"').trim().to_string();
-            Some((
-                a.trim().trim_matches('"').to_string(),
-                (!name.is_empty()).then_some(name),
-            ))
+        } else if let Some(delim) = line.chars().find(|c| matches!(c, ',' | ';' | '\t')) {
+            // A spreadsheet's CSV line (RFC 4180 quoting, as `members export` writes it):
+            // the address first, then the name; further columns are ignored.
+            let mut r = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .delimiter(delim as u8)
+                .from_reader(line.as_bytes());
+            let rec = r.records().next().and_then(|r| r.ok());
+            let field = |i: usize| {
+                rec.as_ref()
+                    .and_then(|r| r.get(i))
+                    .map(|f| f.trim().to_string())
+                    .unwrap_or_default()
+            };
+            let (addr, name) = (field(0), field(1));
+            if header_allowed && !addr.contains('@') {
+                // A header line (`address,name`, `e-mail;naam`).
+                continue;
+            }
+            Some((addr, (!name.is_empty()).then_some(name)))
         } else {
             Some((line.to_string(), None))
         };
@@ -1113,5 +1130,21 @@ piet@ocmw.be,Piet Janssens\n\"Els\" <els@x.be>\nnot an address\n\n@y.be,Naam\n";
         assert_eq!(bad.len(), 2);
         assert_eq!(bad[0].0, 6);
         assert_eq!(bad[1].0, 8);
+        // What `members export` writes reads back: header skipped, quoted names whole.
+        let export = "address,name,joined,digest,nomail,language\n\
+kris@ocmw-brugge.be,\"Wouters, Kris\",2026-01-01T00:00:00Z,off,off,\n\
+an@ocmw-gent.be;An Claes\n";
+        let (good, bad) = parse_member_lines(export);
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(
+            good,
+            vec![
+                (
+                    "kris@ocmw-brugge.be".to_string(),
+                    Some("Wouters, Kris".to_string())
+                ),
+                ("an@ocmw-gent.be".to_string(), Some("An Claes".to_string())),
+            ]
+        );
     }
 }

@@ -290,7 +290,7 @@ fn report(plan: &mut Plan, what: &'static str, count: usize, text: String) {
     let mut r = Res::new("owner-report");
     r.setting = Some(what);
     r.count = Some(count);
-    r.value = Some(text);
+    r.value = Some(format!("{}\n", text.trim_end()));
     plan.results.push(r);
 }
 
