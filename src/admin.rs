@@ -99,6 +99,7 @@ pub enum Command {
     Stats {
         list: String,
     },
+    Status,
     /// Makes and queues every pending digest now (of one list, or all).
     DigestSend {
         #[serde(default)]
@@ -528,6 +529,15 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
             };
             Reply::ok(stats(l, &ctx.svc.store)?)
         }
+        Command::Status => {
+            let out = crate::status::report(&ctx.svc, ctx.inbound.relay.size(), !ctx.local)?;
+            Reply {
+                // As `systemctl status`: 3 when the program is not running.
+                code: if ctx.local { 3 } else { EX_OK },
+                out,
+                err: String::new(),
+            }
+        }
         Command::DigestSend { list } => {
             let only = match list.as_deref() {
                 None => None,
@@ -910,7 +920,7 @@ pub fn parse_member_lines(text: &str) -> (Vec<NewMember>, Vec<(usize, String)>) 
             let field = |i: usize| {
                 rec.as_ref()
                     .and_then(|r| r.get(i))
-                    .map(|f| f.trim().to_string())
+                    .map(|f| f.trim().trim_matches('"').trim().to_string())
                     .unwrap_or_default()
             };
             let (addr, name) = (field(0), field(1));

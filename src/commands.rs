@@ -344,6 +344,11 @@ pub fn parse_request_as(subject: &str, body: &str, max: usize, owner: bool) -> R
     let mut r = Request::default();
     let (mut nl, mut en) = (0, 0);
     let mut push = |r: &mut Request, cmd: Cmd, dutch: bool, line: &str| {
+        // The same command twice (in the Subject and again in the body, as many people
+        // write it) is carried out once: one confirmation mail, not two.
+        if r.cmds.iter().any(|(c, _)| *c == cmd) {
+            return;
+        }
         if dutch {
             nl += 1
         } else {
@@ -2000,7 +2005,8 @@ mod tests {
         let r = parse_request("afmelden", "hulp\n-- \nhelp\n", 20);
         assert_eq!(r.cmds.len(), 2);
         assert_eq!(r.dutch, Some(true));
-        let r = parse_request("", &"help\n".repeat(30), 20);
+        let many: String = (0..30).map(|i| format!("subscribe a{i}@x.be\n")).collect();
+        let r = parse_request("", &many, 20);
         assert_eq!((r.cmds.len(), r.truncated), (20, 10));
         let t = Secret::from_bytes([1; 32]).issue(Kind::Subscribe, 9, 0, "l", "a@b.c");
         let r = parse_request(&format!("Re: Bevestig je aanmelding (confirm {t})"), "", 20);
@@ -2009,6 +2015,12 @@ mod tests {
         // Non-ASCII subjects (byte offsets inside a character) are read, not a panic.
         let r = parse_request("éé vraag", "ö\n", 20);
         assert_eq!(r.unknown.as_deref(), Some("ö"));
+        let r = parse_request("subscribe", "subscribe\nhelp\n", 20);
+        assert_eq!(
+            r.cmds.iter().map(|c| c.0.clone()).collect::<Vec<_>>(),
+            vec![Cmd::Subscribe(None), Cmd::Help],
+            "once, though written twice"
+        );
         let r = parse_request("Set up of the meeting", "end\nsubscribe\n", 20);
         assert!(r.cmds.is_empty() && r.unknown.is_none());
     }

@@ -21,6 +21,7 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Store> {
 /// or Ctrl-C; SIGHUP reads `path` again (see [`reload`]).
 pub async fn serve(cfg: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
+    crate::status::board().started(path.as_deref());
     let store = open_store(&cfg)?;
     let svc = Services::new(cfg.clone(), store.clone())?;
     let secret = svc.secret.clone();
@@ -64,11 +65,9 @@ pub async fn serve(cfg: Config, path: Option<std::path::PathBuf>) -> anyhow::Res
             .with_context(|| format!("cannot listen on {addr}"))?;
         std_listener.set_nonblocking(true)?;
         let l = tokio::net::TcpListener::from_std(std_listener)?;
-        tracing::info!(
-            addr,
-            protocol = if lmtp { "lmtp" } else { "smtp" },
-            "listening"
-        );
+        let protocol = if lmtp { "lmtp" } else { "smtp" };
+        tracing::info!(addr, protocol, "listening");
+        crate::status::board().listening(protocol, addr);
         let (ib, rx) = (live.clone(), stop_rx.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = inbound::smtp::serve(l, ib, lmtp, rx).await {
@@ -88,6 +87,7 @@ pub async fn serve(cfg: Config, path: Option<std::path::PathBuf>) -> anyhow::Res
         std_listener.set_nonblocking(true)?;
         let l = tokio::net::TcpListener::from_std(std_listener)?;
         tracing::info!(addr = %h.listen, protocol = "http", "listening");
+        crate::status::board().listening("http", &h.listen);
         let (s, w, rx) = (live.clone(), wake_out.clone(), stop_rx.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = http::serve(l, s, w, rx).await {
@@ -97,6 +97,8 @@ pub async fn serve(cfg: Config, path: Option<std::path::PathBuf>) -> anyhow::Res
     }
     for acct in &cfg.imap {
         tracing::info!(account = %acct.name, host = %acct.host, mailbox = %acct.mailbox, "polling imap");
+        crate::status::board()
+            .listening("imap", &format!("{} {} (polled)", acct.host, acct.mailbox));
         tasks.push(tokio::spawn(inbound::imap::run(
             inbound.clone(),
             acct.clone(),
@@ -122,6 +124,7 @@ pub async fn serve(cfg: Config, path: Option<std::path::PathBuf>) -> anyhow::Res
     )));
     tasks.push(tokio::spawn(archive_writer(live.clone(), stop_rx.clone())));
     let sock = cfg.control_socket();
+    crate::status::board().listening("admin", &sock.display().to_string());
     let rx = stop_rx.clone();
     let l = live.clone();
     tasks.push(tokio::spawn(async move {
@@ -135,6 +138,7 @@ pub async fn serve(cfg: Config, path: Option<std::path::PathBuf>) -> anyhow::Res
         None => None,
     };
     let sock = cfg.inject_socket();
+    crate::status::board().listening("pipe", &sock.display().to_string());
     let rx = stop_rx.clone();
     let l = live.clone();
     tasks.push(tokio::spawn(async move {
@@ -267,11 +271,17 @@ pub async fn reload(live: &crate::Live, path: Option<&std::path::Path>) {
             let lists = g.svc.cfg.lists.len();
             live.replace(g);
             tracing::info!(lists, "SIGHUP: configuration reloaded");
+            crate::status::board().reloaded(Ok(()));
         }
         Ok(Err(e)) => {
-            tracing::error!(error = %format!("{e:#}"), "SIGHUP: configuration not reloaded; the running one stays")
+            let e = format!("{e:#}");
+            tracing::error!(error = %e, "SIGHUP: configuration not reloaded; the running one stays");
+            crate::status::board().reloaded(Err(e));
         }
-        Err(e) => tracing::error!(error = %e, "SIGHUP: reload panicked; the running one stays"),
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: reload panicked; the running one stays");
+            crate::status::board().reloaded(Err(e.to_string()));
+        }
     }
 }
 

@@ -28,6 +28,7 @@ pub mod outbound;
 pub mod pipeline;
 pub mod redact;
 pub mod router;
+pub mod status;
 pub mod store;
 pub mod texts;
 pub mod threading;

@@ -69,6 +69,10 @@ enum Cmd {
     /// The owner's view of LIST: members, digest/nomail counts, bounces, held posts, posts
     /// per month.
     Stats { list: String },
+    /// What the running daemon is doing: listeners, reloads, spool, queue depth and its
+    /// oldest copy, held posts, the last warnings and errors. Exit 3 when it is not
+    /// running (the store's figures are still shown).
+    Status,
     /// The MTA configuration that puts vraagbaak behind an MTA.
     #[command(subcommand)]
     Mta(MtaCmd),
@@ -275,14 +279,23 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
+            // The last warnings and errors, for `vraagbaak status`.
+            .with(vraagbaak::status::RecentErrors)
+            .init();
+    }
     let cfg = match load_config(cli.config.as_ref()) {
         Ok(c) => c,
         Err(e) => {
@@ -427,6 +440,7 @@ async fn run(cmd: Cmd, cfg: Config, config_path: Option<PathBuf>) -> i32 {
         }
         Cmd::Digest(DigestCmd::Send { list }) => (Command::DigestSend { list }, Vec::new()),
         Cmd::Stats { list } => (Command::Stats { list }, Vec::new()),
+        Cmd::Status => (Command::Status, Vec::new()),
         Cmd::Members(MembersCmd::Forget {
             list,
             addr,

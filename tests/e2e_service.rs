@@ -8,6 +8,7 @@ mod common;
 
 use common::*;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn hup(d: &Daemon) {
@@ -195,4 +196,72 @@ fn the_systemd_unit_verifies_and_is_hardened() {
         .unwrap_or_else(|| panic!("no exposure level in {text}"));
     println!("systemd-analyze security: exposure {level}");
     assert!(level <= 2.0, "exposure {level}:\n{text}");
+}
+
+/// `vraagbaak status` while the daemon runs: its listeners, a failed reload, the queue with
+/// a copy the relay keeps deferring (its age and last error, no address), the held post,
+/// the last warnings and errors. Stopped: exit 3 and the store's figures.
+#[test]
+fn status_shows_what_the_daemon_is_doing() {
+    let deferred = member(0);
+    let d0 = deferred.clone();
+    let sink = Sink::with(SinkBehaviour {
+        tempfail: Some((Arc::new(move |a: &str| a == d0), u32::MAX)),
+        ..SinkBehaviour::default()
+    });
+    let mut env = TestEnv::new(sink.port, Opts::default());
+    let members: Vec<String> = (0..3).map(member).collect();
+    env.add_members(&members);
+    let mut d = Daemon::start(&mut env);
+    let m = message(&members[1], "Vraag", "st-1@x.example", "Hallo.");
+    assert_eq!(post(d.port, &members[1], LIST, &m), 250);
+    let held = message(
+        "gast@elders.example",
+        "Van buiten",
+        "st-2@x.example",
+        "Hoi.",
+    );
+    assert_eq!(post(d.port, "gast@elders.example", LIST, &held), 250);
+    assert!(wait_until(WAIT, || sink.count_for(&members[2]) == 1));
+    assert!(
+        wait_until(WAIT, || sink.rcpt_count(451) >= 2),
+        "deferred again"
+    );
+    std::fs::write(
+        &env.config,
+        env.config_text().replace("[smtp]", "[smtp]\nbogus = 1"),
+    )
+    .unwrap();
+    hup_until(&d, "configuration not reloaded");
+    env.write_config();
+
+    let out = env.cli(&["status"]);
+    let s = &out.stdout;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(s.contains(&format!("running, pid {}", d.child.id())), "{s}");
+    assert!(
+        s.contains(&format!("listening:  smtp  127.0.0.1:{}", env.smtp_port)),
+        "{s}"
+    );
+    assert!(s.contains("listening:  admin"), "{s}");
+    assert!(s.contains("reload FAILED") && s.contains("bogus"), "{s}");
+    assert!(
+        s.contains("queue:      1 recipient queued") && s.contains("1 being retried"),
+        "{s}"
+    );
+    assert!(s.contains("  oldest:   queued "), "{s}");
+    assert!(s.contains("last error:") && s.contains("451"), "{s}");
+    assert!(s.contains("(3 members, 1 held post)"), "{s}");
+    assert!(
+        s.contains("recent warnings and errors (newest last):")
+            && s.contains("configuration not reloaded"),
+        "{s}"
+    );
+    assert!(!s.contains(&deferred), "no member address: {s}");
+
+    d.kill9();
+    let out = env.cli(&["status"]);
+    assert_eq!(out.code, Some(3), "{out:?}");
+    assert!(out.stdout.contains("NOT running"), "{}", out.stdout);
+    assert!(out.stdout.contains("1 recipient queued"), "{}", out.stdout);
 }
