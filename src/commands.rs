@@ -346,7 +346,9 @@ pub fn parse_request_as(subject: &str, body: &str, max: usize, owner: bool) -> R
     let mut push = |r: &mut Request, cmd: Cmd, dutch: bool, line: &str| {
         // The same command twice (in the Subject and again in the body, as many people
         // write it) is carried out once: one confirmation mail, not two.
-        if r.cmds.iter().any(|(c, _)| *c == cmd) {
+        // (`add`/`remove` are kept: the address lines after each belong to it.)
+        let lists = matches!(cmd, Cmd::OwnerAdd(_) | Cmd::OwnerRemove(_));
+        if !lists && r.cmds.iter().any(|(c, _)| *c == cmd) {
             return;
         }
         if dutch {
@@ -528,12 +530,18 @@ pub struct Plan<'a> {
     owner_ops: Vec<crate::store::MemberOp>,
     /// A file for the answer (an owner's `export`): name and bytes.
     attachment: Option<(String, Vec<u8>)>,
+    /// The request's attached member list was read (by the first bare `add`/`remove`).
+    attachment_read: bool,
+    /// The language of the request a confirmation carries out: its answer speaks it.
+    confirmed_lang: Option<Language>,
     now: i64,
 }
 
 /// Rate-limit buckets.
 const CONFIRM: &str = "confirm";
 const CONFIRM_BY: &str = "confirm-by";
+/// Every confirmation request of a list, per hour.
+const CONFIRM_ALL: &str = "confirm-all";
 const REPLY: &str = "reply";
 
 impl<'a> Plan<'a> {
@@ -549,6 +557,8 @@ impl<'a> Plan<'a> {
             left: Vec::new(),
             owner_ops: Vec::new(),
             attachment: None,
+            attachment_read: false,
+            confirmed_lang: None,
             now: now_ms(),
         }
     }
@@ -577,32 +587,44 @@ impl<'a> Plan<'a> {
         self.ctx.store.is_member(self.key(), addr)
     }
 
-    /// Whether one more mail to `addr` in `bucket` stays within `limit`.
+    /// The start of the window `bucket` counts in.
+    fn since(&self, bucket: &str) -> i64 {
+        if bucket == CONFIRM_ALL {
+            return self.now - 3_600_000;
+        }
+        self.now - self.ctx.cfg.commands.rate_window.as_millis() as i64
+    }
+
+    /// Whether one more mail to `addr`'s mailbox in `bucket` stays within `limit`.
     fn within(&self, bucket: &str, addr: &str, limit: u32) -> crate::store::Result<bool> {
-        let b = self.bucket(bucket);
-        let since = self.now - self.ctx.cfg.commands.rate_window.as_millis() as i64;
-        let stored = self.ctx.store.rate_hits(&b, addr, since)? as u32;
-        let planned = self
-            .hits
-            .get(&(b, addr.to_lowercase()))
-            .copied()
-            .unwrap_or(0);
+        let (b, addr) = (self.bucket(bucket), mailbox(addr));
+        let stored = self.ctx.store.rate_hits(&b, &addr, self.since(bucket))? as u32;
+        let planned = self.hits.get(&(b, addr)).copied().unwrap_or(0);
         Ok(stored + planned < limit)
     }
 
     fn hit(&mut self, bucket: &str, addr: &str) {
-        let b = self.bucket(bucket);
-        *self
-            .hits
-            .entry((b.clone(), addr.to_lowercase()))
-            .or_default() += 1;
-        let since = self.now - self.ctx.cfg.commands.rate_window.as_millis() as i64;
+        let (b, addr) = (self.bucket(bucket), mailbox(addr));
+        *self.hits.entry((b.clone(), addr.clone())).or_default() += 1;
+        let since_ms = self.since(bucket);
         self.changes.push(Change::RateHit {
             bucket: b,
-            addr: addr.to_string(),
+            addr,
             at_ms: self.now,
-            since_ms: since,
+            since_ms,
         });
+    }
+
+    /// Whether one more confirmation request may go to `addr`: within its mailbox's limit
+    /// and within the list's limit per hour over all addresses.
+    fn may_confirm(&self, addr: &str, limit: u32) -> crate::store::Result<bool> {
+        let hourly = self.ctx.cfg.commands.max_confirmations_per_hour;
+        Ok(self.within(CONFIRM, addr, limit)? && self.within(CONFIRM_ALL, "*", hourly)?)
+    }
+
+    fn confirmed_to(&mut self, addr: &str) {
+        self.hit(CONFIRM, addr);
+        self.hit(CONFIRM_ALL, "*");
     }
 
     fn lang_for(&self, addr: &str, hint: Option<Language>) -> Language {
@@ -785,7 +807,7 @@ impl<'a> Plan<'a> {
             self.results.push(Res::new(kind).addr(&target));
             return Ok(());
         }
-        if !self.within(CONFIRM, &target, per_addr)?
+        if !self.may_confirm(&target, per_addr)?
             || (!own && !self.within(CONFIRM_BY, requester, per_req)?)
         {
             tracing::info!(
@@ -839,6 +861,7 @@ impl<'a> Plan<'a> {
                     language: hint,
                     used_ms: None,
                     ops: Vec::new(),
+                    commands: Vec::new(),
                 },
             });
             let confirm_address = format!(
@@ -874,7 +897,7 @@ impl<'a> Plan<'a> {
             )
         };
         if sent {
-            self.hit(CONFIRM, &target);
+            self.confirmed_to(&target);
             if !own {
                 self.hit(CONFIRM_BY, requester);
             }
@@ -992,7 +1015,12 @@ impl<'a> Plan<'a> {
         template: &str,
         vars: minijinja::Value,
     ) -> crate::store::Result<()> {
-        if !self.within(bucket, requester, limit)? {
+        let allowed = if bucket == CONFIRM {
+            self.may_confirm(requester, limit)?
+        } else {
+            self.within(bucket, requester, limit)?
+        };
+        if !allowed {
             let mut r = Res::new("rate-limited").addr(requester);
             r.silent = true;
             self.results.push(r);
@@ -1002,10 +1030,13 @@ impl<'a> Plan<'a> {
         let expires_ms = self.now + self.ctx.cfg.commands.confirm_expiry.as_millis() as i64;
         let token = self.pending_token(kind, action, requester, expires_ms, hint)?;
         let confirm_address = self.list.sub_address(&format!("confirm+{token}"));
+        // The web page confirms memberships and forgetting; owners' actions and settings
+        // are confirmed by reply only.
         let confirm_url = self
             .ctx
             .cfg
             .base_url()
+            .filter(|_| !matches!(kind, Kind::OwnerAction | Kind::Settings))
             .map(|b| format!("{b}/confirm/{token}"));
         let base = minijinja::context! {
             token, confirm_address => confirm_address.clone(),
@@ -1022,7 +1053,11 @@ impl<'a> Plan<'a> {
             None,
             None,
         ) {
-            self.hit(bucket, requester);
+            if bucket == CONFIRM {
+                self.confirmed_to(requester);
+            } else {
+                self.hit(bucket, requester);
+            }
             let mut r = Res::new("confirm-sent").addr(requester);
             r.silent = true;
             self.results.push(r);
@@ -1080,7 +1115,12 @@ impl<'a> Plan<'a> {
         };
         if !matches!(
             t.kind,
-            Kind::Subscribe | Kind::Unsubscribe | Kind::Reenable | Kind::Forget | Kind::OwnerAction
+            Kind::Subscribe
+                | Kind::Unsubscribe
+                | Kind::Reenable
+                | Kind::Forget
+                | Kind::OwnerAction
+                | Kind::Settings
         ) {
             return Ok(Err(TokenFail::Forged));
         }
@@ -1108,6 +1148,7 @@ impl<'a> Plan<'a> {
             id,
             at_ms: self.now,
         });
+        self.confirmed_lang = self.confirmed_lang.or(p.language);
         let member = self.is_member(&p.address).unwrap_or(false);
         let lang = self.lang_for(&p.address, p.language);
         if p.action == "forget" {
@@ -1140,8 +1181,32 @@ impl<'a> Plan<'a> {
             self.results.push(r);
             return;
         }
+        if p.action == "settings" {
+            if !member {
+                self.results.push(Res::new("not-member-set"));
+                return;
+            }
+            for line in &p.commands {
+                if let LineParse::Cmd { cmd, .. } = parse_line(line) {
+                    self.apply_set(&p.address, cmd);
+                }
+            }
+            return;
+        }
         if p.action == "owner-members" {
-            owner::apply(self, &p.ops, "owner");
+            // Still an owner when confirming (the configuration may have changed).
+            if !is_owner(self.list, &p.address) {
+                self.results
+                    .push(Res::new("token-invalid").reason(TokenFail::NotOwner.code()));
+                return;
+            }
+            if let Err(e) = owner::apply(self, &p.ops, "owner") {
+                tracing::error!(error = %e, "cannot read members; the owner's changes were not made");
+                self.results.push(
+                    Res::new("invalid")
+                        .reason("a store error; nothing was changed, please try again"),
+                );
+            }
             return;
         }
         if let Some(rest) = p.action.strip_prefix("qa:") {
@@ -1217,6 +1282,86 @@ impl<'a> Plan<'a> {
             r.silent = true;
             self.results.push(r);
         }
+    }
+
+    /// Carries out one `set` command for member `addr`: an intent applied to the record
+    /// inside the transaction, so that every `set` of one mail survives, whatever else
+    /// changes the record meanwhile.
+    fn apply_set(&mut self, addr: &str, cmd: Cmd) {
+        let list = self.list;
+        let mut st = MemberSettings::default();
+        let (setting, value) = match cmd {
+            Cmd::SetNomailUntil(d) => {
+                let until = start_of_day_ms(list, d);
+                if until <= now_ms() {
+                    self.results.push(
+                        Res::new("invalid").reason("that date has passed; nothing was changed"),
+                    );
+                    return;
+                }
+                st.nomail = Some(true);
+                st.nomail_until = Some(Some(until));
+                ("nomail-until", d.format("%d-%m-%Y").to_string())
+            }
+            Cmd::SetDigestPlain(plain) => {
+                st.digest = Some(true);
+                st.digest_plain = Some(plain);
+                ("digest", if plain { "plain" } else { "on" }.to_string())
+            }
+            Cmd::SetNomail(v) => {
+                st.nomail = Some(v);
+                st.nomail_until = Some(None);
+                // "I want mail again" also ends a stop for bounces.
+                st.clear_bounce = !v;
+                ("nomail", if v { "on" } else { "off" }.to_string())
+            }
+            Cmd::SetDigest(v) => {
+                st.digest = Some(v);
+                ("digest", if v { "on" } else { "off" }.to_string())
+            }
+            Cmd::SetLanguage(l) => {
+                st.language = Some(Some(l));
+                ("language", l.code().to_string())
+            }
+            _ => return,
+        };
+        self.changes.push(Change::SetMember {
+            list: list.key().to_string(),
+            addr: addr.to_string(),
+            settings: st,
+        });
+        let mut r = Res::new("set");
+        r.setting = Some(setting);
+        r.value = Some(value);
+        self.results.push(r);
+    }
+
+    /// A member's `set` lines sent without a DKIM signature of their domain: one
+    /// confirmation request to the member's own address, holding the lines.
+    fn request_settings(
+        &mut self,
+        requester: &str,
+        lines: Vec<String>,
+        hint: Option<Language>,
+    ) -> crate::store::Result<()> {
+        let before = self.changes.len();
+        let vars = minijinja::context! { commands => lines.clone(), address => requester };
+        // Counted as confirmations (a forged `set` must not become a mail bomb).
+        self.confirm_own(
+            requester,
+            hint,
+            Kind::Settings,
+            "settings",
+            "confirm-settings",
+            vars,
+        )?;
+        for c in self.changes[before..].iter_mut() {
+            if let Change::PutPending { pending, .. } = c {
+                pending.commands = lines;
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// The welcome text for a member added by an owner.
@@ -1305,7 +1450,7 @@ impl<'a> Plan<'a> {
         kinds: &[crate::redact::Kind],
     ) -> crate::store::Result<()> {
         let limit = self.ctx.cfg.commands.max_confirmations_per_address;
-        if !self.within(CONFIRM, &h.from_addr, limit)? {
+        if !self.may_confirm(&h.from_addr, limit)? {
             tracing::info!(
                 held_id = h.id,
                 "confirmation limit reached; the post waits for an owner"
@@ -1339,7 +1484,7 @@ impl<'a> Plan<'a> {
             re,
             None,
         ) {
-            self.hit(CONFIRM, &h.from_addr);
+            self.confirmed_to(&h.from_addr);
         }
         Ok(())
     }
@@ -1521,9 +1666,30 @@ pub fn pending_token(
             language,
             used_ms: None,
             ops: Vec::new(),
+            commands: Vec::new(),
         },
     };
     Ok((token, change))
+}
+
+/// The mailbox an address reaches, as rate limits count it: lower case, without a
+/// subaddress (`jan+1@`, RFC 5233), and for Gmail without the dots it ignores, so that one
+/// mailbox is one counter however its address is spelled.
+pub fn mailbox(addr: &str) -> String {
+    let lc = addr.trim().to_lowercase();
+    let Some((local, domain)) = lc.rsplit_once('@') else {
+        return lc;
+    };
+    let local = local.split('+').next().unwrap_or(local);
+    let local = if matches!(domain, "gmail.com" | "googlemail.com") {
+        local.replace('.', "")
+    } else {
+        local.to_string()
+    };
+    if local.is_empty() {
+        return lc;
+    }
+    format!("{local}@{domain}")
 }
 
 /// A moment for texts to people: `01-01-2027 10:00 UTC`.
@@ -1602,8 +1768,8 @@ pub fn handle<'a>(
         Some(false) if list.language == Language::En => Some(Language::En),
         _ => None,
     };
-    let lang = plan.lang_for(requester, hint);
     let (mut show_help, mut show_info, mut forget_asked) = (false, false, false);
+    let mut set_lines: Vec<String> = Vec::new();
     for (cmd, line) in cmds {
         match cmd {
             Cmd::Subscribe(t) => {
@@ -1656,54 +1822,13 @@ pub fn handle<'a>(
                     plan.results.push(Res::new("not-member-set"));
                     continue;
                 }
-                // Intents, applied to the record inside the transaction: every `set`
-                // of one mail survives, whatever else changes the record meanwhile.
-                let mut st = MemberSettings::default();
-                let (setting, value) = match cmd {
-                    Cmd::SetNomailUntil(d) => {
-                        let until = start_of_day_ms(list, d);
-                        if until <= now_ms() {
-                            plan.results.push(
-                                Res::new("invalid")
-                                    .reason("that date has passed; nothing was changed"),
-                            );
-                            continue;
-                        }
-                        st.nomail = Some(true);
-                        st.nomail_until = Some(Some(until));
-                        ("nomail-until", d.format("%d-%m-%Y").to_string())
-                    }
-                    Cmd::SetDigestPlain(plain) => {
-                        st.digest = Some(true);
-                        st.digest_plain = Some(plain);
-                        ("digest", if plain { "plain" } else { "on" }.to_string())
-                    }
-                    Cmd::SetNomail(v) => {
-                        st.nomail = Some(v);
-                        st.nomail_until = Some(None);
-                        // "I want mail again" also ends a stop for bounces.
-                        st.clear_bounce = !v;
-                        ("nomail", if v { "on" } else { "off" }.to_string())
-                    }
-                    Cmd::SetDigest(v) => {
-                        st.digest = Some(v);
-                        ("digest", if v { "on" } else { "off" }.to_string())
-                    }
-                    Cmd::SetLanguage(l) => {
-                        st.language = Some(Some(l));
-                        ("language", l.code().to_string())
-                    }
-                    _ => continue,
-                };
-                plan.changes.push(Change::SetMember {
-                    list: list.key().to_string(),
-                    addr: requester.to_string(),
-                    settings: st,
-                });
-                let mut r = Res::new("set");
-                r.setting = Some(setting);
-                r.value = Some(value);
-                plan.results.push(r);
+                if mail.dkim_aligned {
+                    plan.apply_set(requester, cmd);
+                } else {
+                    // A From line can be forged: the member confirms first (one
+                    // confirmation for every `set` of the mail).
+                    set_lines.push(line.clone());
+                }
             }
             Cmd::Mute(on) => {
                 if !ctx.store.is_member(list.key(), requester)? {
@@ -1772,16 +1897,26 @@ pub fn handle<'a>(
         let _ = line;
     }
     owner::finish(&mut plan, requester, mail.dkim_aligned, hint)?;
+    if !set_lines.is_empty() {
+        plan.request_settings(requester, set_lines, hint)?;
+    }
     if let Some(r) = &parsed {
-        for (line, why) in &r.invalid {
+        // The From of a request may be forged: the answer may reach someone who never
+        // wrote it, so it quotes little of it (a few lines, short, no links).
+        for (line, why) in r.invalid.iter().take(QUOTED_LINES) {
             let mut x = Res::new("invalid").reason(why);
-            x.line = Some(line.clone());
+            x.line = Some(quoted(line));
             plan.results.push(x);
             show_help = true;
         }
+        if r.invalid.len() > QUOTED_LINES {
+            let mut x = Res::new("truncated");
+            x.count = Some(r.invalid.len() - QUOTED_LINES);
+            plan.results.push(x);
+        }
         if let Some(u) = &r.unknown {
             let mut x = Res::new("unknown");
-            x.line = Some(u.clone());
+            x.line = Some(quoted(u));
             plan.results.push(x);
             show_help = true;
         }
@@ -1795,7 +1930,9 @@ pub fn handle<'a>(
             show_help = true;
         }
     }
-    // The language may have just been changed by `set language`.
+    // The language of the request a confirmation carried out, else the member's or the
+    // words'; it may have just been changed by `set language`.
+    let lang = plan.lang_for(requester, plan.confirmed_lang.or(hint));
     let lang = plan
         .changes
         .iter()
@@ -1809,6 +1946,34 @@ pub fn handle<'a>(
         answer(&mut plan, requester, lang, show_help, show_info, re)?;
     }
     Ok(plan)
+}
+
+/// At most this many lines of a request are quoted in its answer.
+const QUOTED_LINES: usize = 3;
+
+/// A line of a request as its answer quotes it: at most 80 characters, links replaced, so
+/// that a forged request cannot make the list carry someone's spam to a victim.
+fn quoted(line: &str) -> String {
+    let words: Vec<String> = line
+        .split_whitespace()
+        .map(|w| {
+            let lw = w.to_ascii_lowercase();
+            let link = lw.contains("://")
+                || lw.starts_with("www.")
+                || lw.contains("<http")
+                || (lw.contains('.') && lw.contains('/') && !lw.contains('@'));
+            if link {
+                "[link]".to_string()
+            } else {
+                w.to_string()
+            }
+        })
+        .collect();
+    let mut q: String = words.join(" ").chars().take(80).collect();
+    if words.join(" ").chars().count() > 80 {
+        q.push_str("...");
+    }
+    q
 }
 
 pub fn is_owner(list: &ListConfig, addr: &str) -> bool {
@@ -1905,6 +2070,34 @@ fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_lines_carry_no_links() {
+        assert_eq!(
+            quoted("Buy now at https://spam.example/x and www.spam.example"),
+            "Buy now at [link] and [link]"
+        );
+        assert_eq!(quoted("subscribe jan@ocmw.be"), "subscribe jan@ocmw.be");
+        assert_eq!(quoted("visit spam.example/cheap now"), "visit [link] now");
+        let long = "x".repeat(300);
+        assert_eq!(quoted(&long).chars().count(), 83);
+    }
+
+    #[test]
+    fn mailboxes_count_once_however_spelled() {
+        assert_eq!(mailbox("Stranger+1@Example.ORG"), "stranger@example.org");
+        assert_eq!(mailbox("stranger+x+y@example.org"), "stranger@example.org");
+        assert_eq!(
+            mailbox("j.an.peeters+lijst@gmail.com"),
+            "janpeeters@gmail.com"
+        );
+        assert_eq!(
+            mailbox("jan.peeters@ocmw-gent.be"),
+            "jan.peeters@ocmw-gent.be"
+        );
+        assert_eq!(mailbox("+x@example.org"), "+x@example.org");
+        assert_eq!(mailbox("*"), "*");
+    }
 
     #[test]
     fn mute_words() {

@@ -368,6 +368,10 @@ pub struct CommandsConfig {
     /// Confirmation requests one requester may cause per window, over all addresses.
     #[serde(default = "default_max_confirmations_per_requester")]
     pub max_confirmations_per_requester: u32,
+    /// Confirmation requests the list sends per hour, over all addresses: a ceiling for
+    /// a flood of forged requests spread over many addresses.
+    #[serde(default = "default_max_confirmations_per_hour")]
+    pub max_confirmations_per_hour: u32,
     /// Answers to commands (help, results, errors) one address receives per window.
     #[serde(default = "default_max_replies_per_address")]
     pub max_replies_per_address: u32,
@@ -383,6 +387,7 @@ impl Default for CommandsConfig {
             rate_window: default_rate_window(),
             max_confirmations_per_address: default_max_confirmations_per_address(),
             max_confirmations_per_requester: default_max_confirmations_per_requester(),
+            max_confirmations_per_hour: default_max_confirmations_per_hour(),
             max_replies_per_address: default_max_replies_per_address(),
             max_commands: default_max_commands(),
         }
@@ -775,6 +780,9 @@ fn default_rate_window() -> Duration {
 fn default_max_confirmations_per_address() -> u32 {
     3
 }
+fn default_max_confirmations_per_hour() -> u32 {
+    100
+}
 fn default_max_confirmations_per_requester() -> u32 {
     10
 }
@@ -977,6 +985,26 @@ impl Config {
                 return Err(err(key.into(), "expected a duration of at least 1s".into()));
             }
         }
+        // A retry must be possible before giving up, and the backoff must be able to grow.
+        if self.delivery.retry_max < self.delivery.retry_base {
+            return Err(err(
+                "delivery.retry_max".into(),
+                format!(
+                    "expected at least delivery.retry_base ({:?}), got {:?}",
+                    self.delivery.retry_base, self.delivery.retry_max
+                ),
+            ));
+        }
+        if self.delivery.give_up_after < self.delivery.retry_base {
+            return Err(err(
+                "delivery.give_up_after".into(),
+                format!(
+                    "expected at least delivery.retry_base ({:?}), so that a temporary \
+                     failure is retried at least once; got {:?}",
+                    self.delivery.retry_base, self.delivery.give_up_after
+                ),
+            ));
+        }
         if self.smtp.max_message_size < 1024 {
             return Err(err(
                 "smtp.max_message_size".into(),
@@ -1032,6 +1060,35 @@ impl Config {
                     format!(
                         "expected a list address such as \"forum@lists.example.org\", got {:?}",
                         l.address
+                    ),
+                ));
+            }
+            // The local part names the list's folders and files: a safe name only.
+            let local = l.local();
+            if local.starts_with(['.', '-'])
+                || local.contains("..")
+                || !local
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            {
+                return Err(err(
+                    k("address"),
+                    format!(
+                        "expected a local part of letters, digits, '.', '-' and '_' (it names \
+                         the list's archive folder), got {local:?}"
+                    ),
+                ));
+            }
+            if let Some(j) = self.lists[..i]
+                .iter()
+                .position(|o| o.local().eq_ignore_ascii_case(local))
+            {
+                return Err(err(
+                    k("address"),
+                    format!(
+                        "expected a local part of its own: list[{j}] ({}) has {local:?} too, \
+                         and the archive names a list's folder by it",
+                        self.lists[j].address
                     ),
                 ));
             }
@@ -1157,7 +1214,23 @@ impl Config {
                         c => out.push(c),
                     }
                 }
-                out
+                // Through symlinks: the part that exists, resolved, and the rest below it.
+                let mut base = out.clone();
+                let mut rest = Vec::new();
+                while !base.exists() {
+                    match (base.file_name().map(|f| f.to_os_string()), base.parent()) {
+                        (Some(f), Some(p)) => {
+                            rest.push(f);
+                            base = p.to_path_buf();
+                        }
+                        _ => break,
+                    }
+                }
+                let mut resolved = std::fs::canonicalize(&base).unwrap_or(base);
+                for f in rest.into_iter().rev() {
+                    resolved.push(f);
+                }
+                resolved
             };
             let (public, private) = (norm(self.archive_dir()), norm(self.archive_private_dir()));
             if private.starts_with(&public) || public.starts_with(&private) {
@@ -1273,6 +1346,57 @@ relay = "outbox:d/outbox"
 address = "forum@lists.example.org"
 name = "Forum"
 "#;
+
+    /// The configs an attacker or a slip could use to hurt the list are refused, each
+    /// naming its key.
+    #[test]
+    fn dangerous_configs_are_refused_by_key() {
+        let bad = |text: &str, key: &str| {
+            let e = Config::parse(text, "t.toml").expect_err(text);
+            assert_eq!(e.key, key, "{e}");
+        };
+        bad(
+            &MIN.replace("[delivery]", "[delivery]\ngive_up_after = \"0s\""),
+            "delivery.give_up_after",
+        );
+        bad(
+            &MIN.replace(
+                "[delivery]",
+                "[delivery]\nretry_base = \"10m\"\nretry_max = \"1m\"",
+            ),
+            "delivery.retry_max",
+        );
+        bad(
+            &MIN.replace("forum@lists.example.org", "../../x@lists.example.org"),
+            "list[0].address",
+        );
+        bad(
+            &MIN.replace("forum@lists.example.org", ".forum@lists.example.org"),
+            "list[0].address",
+        );
+        bad(
+            &format!("{MIN}[[list]]\naddress = \"Forum@other.example.org\"\nname = \"B\"\n"),
+            "list[1].address",
+        );
+        // A private directory that reaches into the public root through a symlink.
+        let d = tempfile::tempdir().unwrap();
+        let public = d.path().join("public");
+        std::fs::create_dir_all(public.join("inside")).unwrap();
+        let link = d.path().join("private-link");
+        std::os::unix::fs::symlink(public.join("inside"), &link).unwrap();
+        let with = |private: &std::path::Path| {
+            MIN.replace(
+                "data_dir = \"d\"\n",
+                &format!(
+                    "data_dir = \"d\"\n[archive]\ndir = {public:?}\nprivate_dir = {private:?}\n"
+                ),
+            )
+        };
+        let text = with(&link.join("lists"));
+        bad(&text, "archive.private_dir");
+        // The same paths without the link are fine.
+        Config::parse(&with(&d.path().join("private")), "t.toml").unwrap();
+    }
 
     #[test]
     fn embedded_default_is_valid() {

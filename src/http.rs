@@ -94,7 +94,9 @@ pub async fn serve(
 /// Headers for the archive's files: the same strict policy as its pages' own meta tag, and
 /// downloads (attachments, messages, mbox) never shown inline, whatever their name says.
 async fn archive_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let path = req.uri().path().to_string();
+    // Decided on the path as the file server will read it: percent-decoded (`/%61/` is
+    // `/a/`), repeated slashes folded, any case.
+    let path = normal_path(req.uri().path());
     let mut r = next.run(req).await;
     if !path.starts_with("/archive/") && !path.starts_with("/members/") {
         return r;
@@ -114,7 +116,10 @@ async fn archive_headers(req: axum::extract::Request, next: axum::middleware::Ne
             "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
-    let download = path.contains("/a/") || path.ends_with(".eml") || path.ends_with(".mbox");
+    let download = path.contains("/a/")
+        || path.ends_with(".eml")
+        || path.ends_with(".mbox")
+        || path.ends_with(".mbox.gz");
     if download {
         h.insert(
             header::CONTENT_TYPE,
@@ -126,6 +131,20 @@ async fn archive_headers(req: axum::extract::Request, next: axum::middleware::Ne
         );
     }
     r
+}
+
+/// A request path as a file server resolves it, for deciding on its headers.
+fn normal_path(raw: &str) -> String {
+    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+    let mut out = String::with_capacity(decoded.len());
+    for c in decoded.chars() {
+        let c = if c == '\\' { '/' } else { c };
+        if c == '/' && out.ends_with('/') {
+            continue;
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
 }
 
 /// An HTML page with the headers every page gets.

@@ -397,12 +397,13 @@ fn decide_request(
             reason: reason.into(),
         });
     }
-    // Only an owner's mail can carry commands a signature matters for (and files to read).
+    // A signature of the sender's own domain lets an owner's `add`/`remove` and a
+    // member's `set` act without a confirmation round (From can be forged, DKIM cannot).
     let owner = via == Via::Request && commands::is_owner(list, &requester);
-    let dkim_aligned = owner && {
+    let dkim_aligned = via == Via::Request && {
         let domain = requester.rsplit_once('@').map_or("", |x| x.1);
         let v = crate::dkim::verify::verify_aligned(raw, domain, dns);
-        tracing::info!(list = %list.local(), verdict = ?v, "owner's request: DKIM");
+        tracing::debug!(list = %list.local(), verdict = ?v, "request: DKIM");
         matches!(v, crate::dkim::verify::Verdict::Aligned(_))
     };
     let attachments = if owner { member_files(msg) } else { Vec::new() };
@@ -792,18 +793,8 @@ fn prefetch_names(svc: &Services, ids: &[u64]) -> Vec<String> {
             continue;
         };
         if let Route::Request(_) = route {
-            // An owner's request: the keys of its DKIM signatures (see `decide_request`).
-            let from = MessageParser::default()
-                .parse_headers(&item.raw)
-                .and_then(|m| {
-                    m.from()
-                        .and_then(|f| f.first())
-                        .and_then(|a| a.address())
-                        .map(str::to_string)
-                });
-            if from.is_some_and(|f| commands::is_owner(list, &f)) {
-                names.extend(crate::dkim::verify::key_names(&item.raw));
-            }
+            // A request: the keys of its DKIM signatures (see `decide_request`).
+            names.extend(crate::dkim::verify::key_names(&item.raw));
             continue;
         }
         if route != Route::Post {
@@ -834,7 +825,7 @@ fn prefetch_names(svc: &Services, ids: &[u64]) -> Vec<String> {
 }
 
 /// Processes every spooled message that is due (oldest first): the DMARC policies their
-/// authors' domains need (and the DKIM keys of owners' requests) are looked up first, all at once and within the DNS timeout, so a
+/// authors' domains need (and the DKIM keys of requests) are looked up first, all at once and within the DNS timeout, so a
 /// resolver that never answers delays a pass by that timeout, not each post by it. A
 /// message whose decision fails on a store error stays spooled and is tried again later
 /// with backoff, while the others go on. Returns how many were applied.

@@ -230,8 +230,9 @@ pub fn report(
                     Ok(()) => writeln!(out, "  reloaded  {}", at(*when)),
                     Err(e) => writeln!(
                         out,
-                        "  reload FAILED {} ({e}); the previous one runs",
-                        at(*when)
+                        "  reload FAILED {} ({}); the previous one runs",
+                        at(*when),
+                        mask_addresses(e)
                     ),
                 };
             }

@@ -48,6 +48,9 @@ pub enum Kind {
     /// A poster's confirmation that their held post may go to the list (`pii_posts =
     /// "hold"`: it holds a national number or an account number; a pending record).
     PosterRelease,
+    /// Confirms a member's `set` commands sent without a DKIM signature of their own
+    /// domain (a pending record holding the command lines).
+    Settings,
 }
 
 impl Kind {
@@ -63,6 +66,7 @@ impl Kind {
             Kind::Session => 8,
             Kind::OwnerAction => 9,
             Kind::PosterRelease => 10,
+            Kind::Settings => 11,
         }
     }
     fn from_byte(b: u8) -> Option<Kind> {
@@ -77,6 +81,7 @@ impl Kind {
             8 => Kind::Session,
             9 => Kind::OwnerAction,
             10 => Kind::PosterRelease,
+            11 => Kind::Settings,
             _ => return None,
         })
     }

@@ -599,3 +599,86 @@ fn real_corpora_are_archived_completely() {
     assert_nothing_executable(&dir);
     assert_no_addresses(&dir);
 }
+
+/// Attachments are downloads whatever the URL's spelling: `/%61/` for `/a/`, a doubled
+/// slash, an upper-case extension; all served with `Content-Disposition: attachment` and
+/// `nosniff`, never inline.
+#[test]
+fn attachments_are_downloads_however_the_url_is_encoded() {
+    let sink = Sink::start();
+    let mut env = TestEnv::new(
+        sink.port,
+        Opts {
+            http: true,
+            ..public()
+        },
+    );
+    let d = Daemon::start(&mut env);
+    let pdf = "JVBERi0xLjQKJcfsj6IKMSAwIG9iago8PC9UeXBlL0NhdGFsb2c+PgplbmRvYmoKdHJhaWxlcgo8PC9Sb290IDEgMCBSPj4KJSVFT0YK";
+    let raw = format!(
+        "From: An <an@ocmw-gent.be>\r\nTo: {LIST}\r\nSubject: Met bijlage\r\nMessage-ID: <dl-1@ocmw-gent.be>\r\n\
+Date: Mon, 01 Jan 2024 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nZie bijlage.\r\n\
+--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"brief.pdf\"\r\n\
+Content-Transfer-Encoding: base64\r\n\r\n{pdf}\r\n--b--\r\n"
+    );
+    assert_eq!(post(d.port, "an@ocmw-gent.be", LIST, raw.as_bytes()), 250);
+    let root = site(&env);
+    let found = || {
+        files(&root)
+            .into_iter()
+            .find(|p| p.to_string_lossy().contains("/a/"))
+    };
+    assert!(wait_until(WAIT, || found().is_some()), "no attachment file");
+    let file = found().unwrap_or_default();
+    let rel = file
+        .strip_prefix(&root)
+        .unwrap_or(&file)
+        .to_string_lossy()
+        .into_owned();
+    let plain = format!("/archive/forum/{rel}");
+    let (stem, ext) = plain.rsplit_once('.').unwrap_or((&plain, ""));
+    for path in [
+        plain.clone(),
+        plain.replace("/a/", "/%61/"),
+        plain.replace("/archive/forum/", "/archive//forum/"),
+        format!("{stem}.{}", ext.to_uppercase()),
+    ] {
+        let head = response_head(env.http_port, &path);
+        if !head.starts_with("http/1.1 200") {
+            // A spelling the file server does not resolve is a 404: nothing is shown.
+            assert!(head.starts_with("http/1.1 404"), "{path}: {head}");
+            continue;
+        }
+        assert!(
+            head.contains("content-disposition: attachment"),
+            "{path}: {head}"
+        );
+        assert!(
+            head.contains("x-content-type-options: nosniff"),
+            "{path}: {head}"
+        );
+        assert!(!head.contains("application/pdf"), "{path}: {head}");
+    }
+    let head = response_head(env.http_port, &plain.replace("/a/", "/%61/"));
+    assert!(
+        head.starts_with("http/1.1 200"),
+        "the encoded path is served: {head}"
+    );
+}
+
+/// The status line and headers of a GET, lower-cased (the body may be binary).
+fn response_head(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).expect("write");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read");
+    let end = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(out.len());
+    String::from_utf8_lossy(&out[..end]).to_lowercase()
+}

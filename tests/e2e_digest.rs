@@ -308,9 +308,14 @@ fn nomail_until_ends_on_time() {
         post(d.port, &by_mail, "forum-request@lists.example.org", &cmd),
         250
     );
+    // Confirmed first (no DKIM signature of the member's domain), then carried out.
     assert!(wait_until(WAIT, || mails_for(&sink, &by_mail).len() == 1));
+    let confirm = confirm_address_in(&mails_for(&sink, &by_mail)[0].data);
+    let ok = message(&by_mail, "Re: bevestig", "cmd-2@ocmw.be", "ok");
+    assert_eq!(post(d.port, &by_mail, &confirm, &ok), 250);
+    assert!(wait_until(WAIT, || mails_for(&sink, &by_mail).len() == 2));
     let answer = mail_parser::MessageParser::default()
-        .parse(&mails_for(&sink, &by_mail)[0].data)
+        .parse(&mails_for(&sink, &by_mail)[1].data)
         .and_then(|m| m.body_text(0).map(|t| t.into_owned()))
         .unwrap_or_default();
     let until_nl = chrono::NaiveDate::parse_from_str(&tomorrow, "%Y-%m-%d")
@@ -327,7 +332,11 @@ fn nomail_until_ends_on_time() {
     assert!(wait_until(WAIT, || mails_for(&sink, &poster).len() == 1));
     assert!(env.wait_queue_empty());
     assert!(mails_for(&sink, &away).is_empty());
-    assert_eq!(mails_for(&sink, &by_mail).len(), 1, "only the answer");
+    assert_eq!(
+        mails_for(&sink, &by_mail).len(),
+        2,
+        "only the confirmation and the answer"
+    );
     drop(d);
     // Two days on, the vacation is over by itself.
     env.daemon_env
@@ -335,7 +344,7 @@ fn nomail_until_ends_on_time() {
     let d = Daemon::start(&mut env);
     post_n(&d, &poster, 1, "overmorgen");
     assert!(wait_until(WAIT, || mails_for(&sink, &away).len() == 1));
-    assert!(wait_until(WAIT, || mails_for(&sink, &by_mail).len() == 2));
+    assert!(wait_until(WAIT, || mails_for(&sink, &by_mail).len() == 3));
     drop(d);
 }
 

@@ -128,8 +128,9 @@ fn forged_owner_mail_without_dkim_changes_nothing_until_the_owner_confirms() {
         "ok",
     );
     assert_eq!(post(d.port, "eve@evil.example", &addr, &m), 250);
-    assert!(env.wait_queue_empty());
-    std::thread::sleep(Duration::from_millis(500));
+    let e = wait_mails(&sink, "eve@evil.example", 1);
+    let te = text(&e[0].data);
+    assert!(te.contains("sent to another address"), "{te}");
     assert!(
         members(&env).is_empty(),
         "a forged confirmation changes nothing"
@@ -188,10 +189,17 @@ fn signed(pkcs8: &[u8], domain: &str, unsigned: &[u8]) -> Vec<u8> {
 fn a_dkim_signed_owner_mail_applies_at_once() {
     let (pkcs8, p) = owner_key();
     let opts = Opts {
-        dns_records: vec![(
-            "vb._domainkey.example.org".into(),
-            format!("v=DKIM1; k=ed25519; p={p}"),
-        )],
+        dns_records: vec![
+            (
+                "vb._domainkey.example.org".into(),
+                format!("v=DKIM1; k=ed25519; p={p}"),
+            ),
+            // The same key for another domain: its signatures verify, but do not align.
+            (
+                "vb._domainkey.evil.example".into(),
+                format!("v=DKIM1; k=ed25519; p={p}"),
+            ),
+        ],
         ..Opts::default()
     };
     let (sink, env, d) = start(opts);
@@ -349,4 +357,57 @@ fn owners_read_members_held_posts_bounces_and_stats_by_mail() {
     wait_mails(&sink, "an@ocmw-gent.be", 1);
     wait_mails(&sink, "kris@ocmw-brugge.be", 1);
     assert!(env.cli(&["moderate", "list"]).stdout.trim().is_empty());
+}
+
+/// A member's `set` with a forged From waits for the member's confirmation; the same
+/// command signed by the member's own domain applies at once.
+#[test]
+fn a_forged_set_waits_for_the_member_and_a_signed_one_applies() {
+    let (pkcs8, p) = owner_key();
+    let opts = Opts {
+        dns_records: vec![(
+            "vb._domainkey.example.org".into(),
+            format!("v=DKIM1; k=ed25519; p={p}"),
+        )],
+        ..Opts::default()
+    };
+    let (sink, env, d) = start(opts);
+    let lid = "lid@example.org";
+    env.add_members(&[lid.to_string()]);
+    let settings = || {
+        env.cli(&["members", "export", "forum"])
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(lid))
+            .map(|l| l.split(',').skip(3).take(2).collect::<Vec<_>>().join(","))
+            .unwrap_or_default()
+    };
+    assert_eq!(settings(), "off,off");
+    // Forged: not signed. A confirmation to the member; nothing changes.
+    let m = message(lid, "x", "set-1@evil.example", "set nomail on\n");
+    assert_eq!(post(d.port, "eve@evil.example", REQUEST, &m), 250);
+    let c = wait_mails(&sink, lid, 1);
+    let t = text(&c[0].data);
+    assert!(t.contains("set nomail on") && t.contains("forged"), "{t}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(settings(), "off,off", "nothing before the member confirms");
+    // The member does not want it, so does not confirm; a signed `set digest on` of the
+    // member's own applies at once.
+    let raw = signed(
+        &pkcs8,
+        "example.org",
+        &message(lid, "x", "set-2@example.org", "set digest on\n"),
+    );
+    assert_eq!(post(d.port, lid, REQUEST, &raw), 250);
+    let a = wait_mails(&sink, lid, 2);
+    assert!(
+        text(&a[1].data).contains("digest is now on"),
+        "{}",
+        text(&a[1].data)
+    );
+    assert_eq!(settings(), "on,off");
+    // Confirming the first one later carries out exactly that command.
+    let ok = message(lid, "Re: confirm", "set-3@example.org", "ok");
+    assert_eq!(post(d.port, lid, &confirm_address_in(&c[0].data), &ok), 250);
+    assert!(wait_until(WAIT, || settings() == "on,on"));
 }

@@ -421,6 +421,51 @@ fn confirmation_mails_to_a_stranger_are_limited() {
     );
 }
 
+/// `+tag` spellings of one mailbox share its limit: 50 forged requesters asking for
+/// `nieuw.lid+N@`, each for another tag, get the mailbox at most the per-mailbox limit.
+#[test]
+fn confirmation_limits_count_the_mailbox_not_its_tags() {
+    let (sink, env, d) = start(Opts {
+        extra: "[commands]\nmax_confirmations_per_address = 3\n".into(),
+        ..Opts::default()
+    });
+    let (local, domain) = STRANGER.split_once('@').unwrap();
+    let mut c = SmtpClient::connect(d.port);
+    assert_eq!(c.cmd("EHLO client.example.net").code, 250);
+    for i in 0..50 {
+        let from = format!("forger{i}@example{i}.net");
+        let m = message(
+            &from,
+            "",
+            &format!("t{i}@example.net"),
+            &format!("subscribe {local}+{i}@{domain}\n"),
+        );
+        assert_eq!(
+            c.transaction(&from, &["forum-request@lists.example.org"], &m)
+                .code,
+            250
+        );
+    }
+    c.quit();
+    for i in (0..50).step_by(7) {
+        wait_mails(&sink, &format!("forger{i}@example{i}.net"), 1);
+    }
+    assert!(env.wait_queue_empty());
+    let to_mailbox = sink
+        .messages()
+        .into_iter()
+        .filter(|m| {
+            let r = m.rcpt.to_lowercase();
+            r.ends_with(&format!("@{domain}")) && r.starts_with(&format!("{local}+"))
+        })
+        .count();
+    assert!(
+        (1..=3).contains(&to_mailbox),
+        "{to_mailbox} mails to one mailbox"
+    );
+    assert!(members(&env).is_empty());
+}
+
 #[test]
 fn held_post_approved_by_reply_is_delivered_once() {
     let (sink, env, d) = start(Opts::default());
@@ -547,8 +592,18 @@ fn dutch_commands_get_dutch_answers() {
         "",
         "instellen vakantie aan\n",
     );
+    // Without a DKIM signature of its own domain, a `set` is confirmed first (in Dutch).
     let a = wait_mails(&sink, m, 3);
     assert_eq!(header(&a[2].data, "Content-Language"), "nl");
+    send(
+        d.port,
+        m,
+        &confirm_address_in(&a[2].data),
+        "Re: bevestig",
+        "ok",
+    );
+    let a = wait_mails(&sink, m, 4);
+    assert_eq!(header(&a[3].data, "Content-Language"), "nl");
     let csv = env.cli(&["members", "export", "forum"]).stdout;
     assert!(csv.contains("jan@ocmw-brugge.be,,"), "{csv}");
     assert!(
@@ -570,16 +625,28 @@ fn nomail_members_get_no_posts_until_they_are_back() {
         "set nomail on",
         "",
     );
-    wait_mails(&sink, v, 1);
+    let c = wait_mails(&sink, v, 1);
+    send(
+        d.port,
+        v,
+        &confirm_address_in(&c[0].data),
+        "Re: confirm",
+        "ok",
+    );
+    wait_mails(&sink, v, 2);
     send(d.port, a, LIST, "Eerste", "een");
     wait_mails(&sink, a, 1);
     assert!(env.wait_queue_empty());
-    assert_eq!(mails_for(&sink, v).len(), 1, "only the answer");
+    assert_eq!(
+        mails_for(&sink, v).len(),
+        2,
+        "only the confirmation and the answer"
+    );
     let out = env.cli(&["members", "set", "forum", v, "nomail", "off"]);
     assert_eq!(out.code, Some(0), "{out:?}");
     send(d.port, a, LIST, "Tweede", "twee");
-    let got = wait_mails(&sink, v, 2);
-    assert_eq!(subject(&got[1].data), "[forum] Tweede");
+    let got = wait_mails(&sink, v, 3);
+    assert_eq!(subject(&got[2].data), "[forum] Tweede");
 }
 
 #[test]
@@ -732,7 +799,21 @@ fn two_settings_in_one_mail_both_survive() {
         "",
         "set digest on\nset nomail on\n",
     );
-    wait_mails(&sink, &m, 1);
+    // One confirmation for both; both carried out when it comes back.
+    let c = wait_mails(&sink, &m, 1);
+    let t = text(&c[0].data);
+    assert!(
+        t.contains("set digest on") && t.contains("set nomail on"),
+        "{t}"
+    );
+    send(
+        d.port,
+        &m,
+        &confirm_address_in(&c[0].data),
+        "Re: confirm",
+        "ok",
+    );
+    wait_mails(&sink, &m, 2);
     let out = env.cli(&["members", "export", "forum"]);
     assert_eq!(out.code, Some(0), "{out:?}");
     let line = out

@@ -105,10 +105,19 @@ fn members_on_line(rest: &str) -> Result<Vec<NewMember>, String> {
         return Ok(Vec::new());
     }
     if rest.contains('<') {
-        return match member_line(rest) {
-            Some(m) => Ok(vec![m]),
-            None => Err(format!("not an e-mail address: {rest}")),
-        };
+        // `Jan <jan@x>, Piet <piet@y>`: each `Name <address>` up to its `>`.
+        let mut out = Vec::new();
+        for part in rest.split_inclusive('>') {
+            let part = part.trim().trim_start_matches([',', ';']).trim();
+            if part.is_empty() {
+                continue;
+            }
+            match member_line(part) {
+                Some(m) => out.push(m),
+                None => return Err(format!("not an e-mail address: {part}")),
+            }
+        }
+        return Ok(out);
     }
     rest.split(|c: char| c.is_whitespace() || c == ',' || c == ';')
         .filter(|w| !w.is_empty())
@@ -152,7 +161,8 @@ pub fn continues(cmd: &mut Cmd, line: &str) -> bool {
 /// none: queued for [`finish`].
 pub fn queue(plan: &mut Plan, add: bool, members: Vec<NewMember>, attachments: &[String]) {
     let mut members = members;
-    if members.is_empty() {
+    // The attachment belongs to the first `add` or `remove` that names nobody.
+    if members.is_empty() && !std::mem::replace(&mut plan.attachment_read, true) {
         for text in attachments {
             let (good, bad) = parse_member_lines(text);
             members.extend(good);
@@ -171,18 +181,25 @@ pub fn queue(plan: &mut Plan, add: bool, members: Vec<NewMember>, attachments: &
         }));
         return;
     }
+    let mut dropped = 0;
     for (address, name) in members {
+        // One change per address, the last one written: `add a` then `remove a` removes.
+        plan.owner_ops
+            .retain(|o| !o.address.eq_ignore_ascii_case(&address));
         if plan.owner_ops.len() >= MAX_OPS {
-            let mut r = Res::new("truncated");
-            r.count = Some(1);
-            plan.results.push(r);
-            break;
+            dropped += 1;
+            continue;
         }
         plan.owner_ops.push(MemberOp {
             add,
             address,
             name: if add { name } else { None },
         });
+    }
+    if dropped > 0 {
+        let mut r = Res::new("truncated");
+        r.count = Some(dropped);
+        plan.results.push(r);
     }
 }
 
@@ -199,8 +216,7 @@ pub fn finish(
         return Ok(());
     }
     if dkim_aligned {
-        apply(plan, &ops, "owner");
-        return Ok(());
+        return apply(plan, &ops, "owner");
     }
     let shown: Vec<String> = ops.iter().take(50).map(op_line).collect();
     let vars = minijinja::context! {
@@ -245,10 +261,10 @@ fn op_line(o: &MemberOp) -> String {
 
 /// Carries out an owner's membership changes: new members get the welcome text (with how
 /// to leave), removed ones the goodbye.
-pub fn apply(plan: &mut Plan, ops: &[MemberOp], via: &str) {
+pub fn apply(plan: &mut Plan, ops: &[MemberOp], via: &str) -> crate::store::Result<()> {
     let (mut added, mut already, mut removed, mut missing) = (vec![], vec![], vec![], vec![]);
     for o in ops {
-        let member = plan.is_member(&o.address).unwrap_or(false);
+        let member = plan.is_member(&o.address)?;
         match (o.add, member) {
             (true, true) => already.push(o.address.clone()),
             (true, false) => {
@@ -283,6 +299,7 @@ pub fn apply(plan: &mut Plan, ops: &[MemberOp], via: &str) {
         }
         plan.results.push(r);
     }
+    Ok(())
 }
 
 /// A report in the answer: a heading from the results text (by `what`) and `text`.
@@ -455,5 +472,23 @@ mod tests {
         );
         let r = parse_request_as("", "add me please\n", 20, true);
         assert_eq!(r.invalid.len(), 1);
+        let r = parse_request_as("", "add Jan <jan@x.be>, Piet Smet <piet@y.be>\n", 20, true);
+        assert_eq!(
+            r.cmds[0].0,
+            Cmd::OwnerAdd(vec![
+                ("jan@x.be".into(), Some("Jan".into())),
+                ("piet@y.be".into(), Some("Piet Smet".into()))
+            ])
+        );
+        // A bare `add` in the Subject and another in the body each keep their lines.
+        let r = parse_request_as("add", "remove old@x.be\nadd\nnew@x.be\n", 20, true);
+        assert_eq!(
+            r.cmds.iter().map(|c| c.0.clone()).collect::<Vec<_>>(),
+            vec![
+                Cmd::OwnerAdd(vec![]),
+                Cmd::OwnerRemove(vec!["old@x.be".into()]),
+                Cmd::OwnerAdd(vec![("new@x.be".into(), None)]),
+            ]
+        );
     }
 }

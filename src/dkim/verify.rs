@@ -34,20 +34,53 @@ pub enum Verdict {
     Unknown,
 }
 
-/// The key names (`selector._domainkey.domain`) a mail's DKIM signatures need, for the
-/// pass's prefetch.
+/// At most this many signatures of a mail are considered: a forged mail must not be able
+/// to make the pipeline look up keys without end.
+const MAX_SIGNATURES: usize = 5;
+
+/// The key names (`selector._domainkey.domain`) of a mail's signatures that could count
+/// for its From domain, for the pass's prefetch.
 pub fn key_names(raw: &[u8]) -> Vec<String> {
     let Some(msg) = AuthenticatedMessage::parse(raw) else {
         return Vec::new();
     };
-    let mut names: Vec<String> = msg
-        .dkim_headers
-        .iter()
+    let Some(from_org) = single_from(&msg).map(organizational) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = candidates(&msg, &from_org)
         .map(|h| key_name(&h.header.s, &h.header.d))
         .collect();
     names.sort();
     names.dedup();
     names
+}
+
+/// The From domain, when the message has exactly one From address (RFC 7489 6.6.1: a
+/// message with several is not evaluated).
+fn single_from<'m>(msg: &'m AuthenticatedMessage<'_>) -> Option<&'m str> {
+    match msg.from.as_slice() {
+        [one] => one.rsplit_once('@').map(|x| x.1),
+        _ => None,
+    }
+}
+
+/// The signatures that could count: aligned with `from_org`, covering From and Subject
+/// (RFC 6376 5.4: From must be signed; commands are read from the Subject too), the first
+/// [`MAX_SIGNATURES`].
+fn candidates<'a, 'm>(
+    msg: &'a AuthenticatedMessage<'m>,
+    from_org: &'a str,
+) -> impl Iterator<Item = &'a mail_auth::common::headers::Header<'m, mail_auth::dkim::Signature>> + 'a
+{
+    msg.dkim_headers
+        .iter()
+        .take(MAX_SIGNATURES)
+        .filter(move |h| organizational(&h.header.d) == from_org && covers(&h.header))
+}
+
+fn covers(sig: &mail_auth::dkim::Signature) -> bool {
+    let has = |name: &str| sig.h.iter().any(|h| h.eq_ignore_ascii_case(name));
+    has("from") && has("subject")
 }
 
 fn key_name(selector: &str, domain: &str) -> String {
@@ -61,13 +94,14 @@ pub fn verify_aligned(raw: &[u8], from_domain: &str, dns: &dyn Resolver) -> Verd
         return Verdict::None;
     };
     let from_org = organizational(from_domain);
+    // The From the signature covers must be the one the command is read from.
+    if single_from(&msg).map(organizational).as_deref() != Some(from_org.as_str()) {
+        return Verdict::None;
+    }
     let cache = KeyCache::default();
     let mut lookup_failed = false;
-    for h in &msg.dkim_headers {
-        // Only signatures that could count are worth a lookup.
-        if organizational(&h.header.d) != from_org {
-            continue;
-        }
+    // Only signatures that could count are worth a lookup.
+    for h in candidates(&msg, &from_org) {
         let name = key_name(&h.header.s, &h.header.d);
         match dns.txt(&name) {
             Ok(records) => {
@@ -99,7 +133,7 @@ pub fn verify_aligned(raw: &[u8], from_domain: &str, dns: &dyn Resolver) -> Verd
     for out in &outputs {
         if out.result() == &DkimResult::Pass {
             if let Some(sig) = out.signature() {
-                if organizational(&sig.d) == from_org {
+                if organizational(&sig.d) == from_org && covers(sig) {
                     return Verdict::Aligned(sig.d.to_ascii_lowercase());
                 }
             }
@@ -224,5 +258,37 @@ mod tests {
             Verdict::Unknown
         );
         assert_eq!(key_names(&raw), ["s1._domainkey.ocmw-gent.be"]);
+        // A valid signature that leaves From (or Subject) unsigned does not count: they
+        // could be rewritten under it.
+        let key = match super::super::parse_key(&pem).unwrap() {
+            super::super::Key::Ed25519(k) => k,
+            super::super::Key::Rsa(_) => unreachable!(),
+        };
+        let unsigned =
+            "From: Owner <owner@ocmw-gent.be>\r\nTo: x@y.z\r\nSubject: add\r\n\r\nadd eve@x.be\r\n";
+        let sig = mail_auth::dkim::DkimSigner::from_key(key)
+            .domain("ocmw-gent.be")
+            .selector("s1")
+            .headers(["To", "Subject"])
+            .sign(unsigned.as_bytes())
+            .unwrap();
+        use mail_auth::common::headers::HeaderWriter;
+        let raw = format!("{}{unsigned}", sig.to_header());
+        assert_eq!(
+            verify_aligned(raw.as_bytes(), "ocmw-gent.be", &dns),
+            Verdict::None
+        );
+        assert!(key_names(raw.as_bytes()).is_empty());
+        // Two From addresses: not evaluated.
+        let two = String::from_utf8(signed("ocmw-gent.be", "s1", &pem, "x"))
+            .unwrap()
+            .replace(
+                "From: Owner <owner@ocmw-gent.be>",
+                "From: Owner <owner@ocmw-gent.be>, eve@evil.example",
+            );
+        assert_eq!(
+            verify_aligned(two.as_bytes(), "ocmw-gent.be", &dns),
+            Verdict::None
+        );
     }
 }

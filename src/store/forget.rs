@@ -84,22 +84,14 @@ impl Store {
         r.member = self.remove_member(list, f.addr())?;
         for kv in self.pending.iter() {
             let (k, v) = kv?;
-            let Ok(mut p) = decode::<Pending>("pending", &v) else {
+            let Ok(p) = decode::<Pending>("pending", &v) else {
                 continue;
             };
-            if !this_list(&p.list) {
-                continue;
-            }
-            if is(&p.address) {
+            // Also an owner's pending `add`/`remove` that names the address: removed as a
+            // whole (the owner asks again), so that no confirmation can still add it back
+            // (a confirmation decided meanwhile finds it gone when it commits).
+            if this_list(&p.list) && (is(&p.address) || p.ops.iter().any(|o| is(&o.address))) {
                 self.pending.remove(k)?;
-                r.records += 1;
-            } else if p.ops.iter().any(|o| is(&o.address)) {
-                // An owner's pending `add`/`remove` that names the address: the rest of it
-                // stays, swapped in only if nobody changed the record meanwhile.
-                p.ops.retain(|o| !is(&o.address));
-                let _ = self
-                    .pending
-                    .compare_and_swap(&k, Some(&v), Some(encode(&p)))?;
                 r.records += 1;
             }
         }
@@ -557,6 +549,7 @@ mod tests {
                         language: None,
                         used_ms: None,
                         ops: Vec::new(),
+                        commands: Vec::new(),
                     },
                 },
                 Change::Event {

@@ -111,6 +111,9 @@ pub struct Pending {
     /// the owner confirms.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ops: Vec<MemberOp>,
+    /// A member's `set` command lines, carried out when the member confirms.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
 }
 
 /// One membership change an owner asked for by mail.
