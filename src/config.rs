@@ -409,6 +409,14 @@ pub struct SmtpConfig {
     pub max_connections: usize,
     #[serde(default = "default_idle_timeout", deserialize_with = "de_duration")]
     pub idle_timeout: Duration,
+    /// Sessions one client address may hold at once (Postfix in front opens up to its
+    /// destination concurrency, 20 by default).
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// The longest a session may last, however busy: a client that trickles a byte per
+    /// idle period cannot hold a slot for ever.
+    #[serde(default = "default_session_timeout", deserialize_with = "de_duration")]
+    pub session_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -744,6 +752,12 @@ fn default_max_connections() -> usize {
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(300)
 }
+fn default_max_connections_per_ip() -> usize {
+    20
+}
+fn default_session_timeout() -> Duration {
+    Duration::from_secs(1800)
+}
 fn default_connections() -> usize {
     8
 }
@@ -978,6 +992,7 @@ impl Config {
         }
         for (key, d) in [
             ("smtp.idle_timeout", self.smtp.idle_timeout),
+            ("smtp.session_timeout", self.smtp.session_timeout),
             ("delivery.timeout", self.delivery.timeout),
             ("delivery.retry_base", self.delivery.retry_base),
         ] {
@@ -1014,6 +1029,10 @@ impl Config {
         for (key, v) in [
             ("smtp.max_recipients", self.smtp.max_recipients),
             ("smtp.max_connections", self.smtp.max_connections),
+            (
+                "smtp.max_connections_per_ip",
+                self.smtp.max_connections_per_ip,
+            ),
             ("delivery.connections", self.delivery.connections),
         ] {
             if v == 0 {

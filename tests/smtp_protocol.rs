@@ -27,6 +27,11 @@ struct Server {
 }
 
 async fn start(lmtp: bool) -> Server {
+    start_with(lmtp, "max_connections = 3").await
+}
+
+/// A server whose `[smtp]` table has `limits` instead of `max_connections = 3`.
+async fn start_with(lmtp: bool, limits: &str) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let toml = format!(
         r#"
@@ -36,7 +41,7 @@ listen = ""
 hostname = "lists.example.org"
 max_message_size = {MAX_SIZE}
 max_recipients = 5
-max_connections = 3
+{limits}
 idle_timeout = "2s"
 [delivery]
 relay = "outbox:{data}/outbox"
@@ -115,6 +120,21 @@ impl Reply {
 impl Client {
     async fn connect(addr: SocketAddr) -> Client {
         let s = timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+        let (r, w) = s.into_split();
+        Client {
+            r: BufReader::new(r),
+            w,
+        }
+    }
+
+    /// Connects from the loopback address `from` (any of 127.0.0.0/8 is local).
+    async fn connect_from(addr: SocketAddr, from: std::net::Ipv4Addr) -> Client {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.bind(SocketAddr::from((from, 0))).expect("bind");
+        let s = timeout(WAIT, sock.connect(addr))
             .await
             .expect("connect timed out")
             .expect("connect");
@@ -710,5 +730,60 @@ async fn survives_abuse_in_a_row() {
         drop(s);
     }
     assert!(!srv.task.is_finished());
+    srv.assert_alive().await;
+}
+
+/// 200 slowloris connections from one address hold only that address's share: the rest
+/// of them are refused at once, and a client at another address is greeted.
+#[tokio::test]
+async fn one_address_cannot_take_every_connection() {
+    let srv = start_with(false, "max_connections = 300\nmax_connections_per_ip = 20").await;
+    let one = std::net::Ipv4Addr::new(127, 0, 0, 1);
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..200 {
+        let mut c = Client::connect_from(srv.addr, one).await;
+        let r = c.reply().await;
+        match r.code {
+            220 => held.push(c),
+            421 => {
+                assert_eq!(
+                    r.text(),
+                    "4.7.0 Too many connections from your address, try again later"
+                );
+                refused += 1;
+            }
+            _ => panic!("{r:?}"),
+        }
+    }
+    assert_eq!((held.len(), refused), (20, 180));
+    // The slow ones send a byte now and then, keeping their sessions open.
+    for c in held.iter_mut() {
+        c.send(b"N").await;
+    }
+    let mut other = Client::connect_from(srv.addr, std::net::Ipv4Addr::new(127, 0, 0, 2)).await;
+    other.expect_greeting().await;
+    other.cmd_expect("NOOP", 250).await;
+}
+
+/// A session that never stops talking still ends at `session_timeout`.
+#[tokio::test]
+async fn a_session_ends_at_its_deadline_however_busy() {
+    let srv = start_with(false, "max_connections = 3\nsession_timeout = \"2s\"").await;
+    let mut c = Client::connect(srv.addr).await;
+    c.expect_greeting().await;
+    let started = std::time::Instant::now();
+    loop {
+        c.send(b"NOOP\r\n").await;
+        let r = c.reply().await;
+        if r.code == 421 {
+            assert!(r.text().contains("Session too long"), "{r:?}");
+            break;
+        }
+        assert_eq!(r.code, 250, "{r:?}");
+        assert!(started.elapsed() < WAIT, "no deadline");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.expect_closed().await;
     srv.assert_alive().await;
 }

@@ -69,6 +69,7 @@ pub async fn serve(
     // Refusals take a moment too (write, linger); bound them so a flood cannot pile them up.
     let refusals = Arc::new(Semaphore::new(max));
     let mut sessions: JoinSet<()> = JoinSet::new();
+    let per_ip = PerIp::default();
     if let Ok(addr) = listener.local_addr() {
         tracing::debug!(proto, %addr, "serving");
     }
@@ -88,30 +89,37 @@ pub async fn serve(
                 continue;
             }
         };
-        match permits.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let session = Session::new(live.now().inbound.clone(), lmtp, peer);
+        let inbound = live.now().inbound.clone();
+        let slot = per_ip.take(peer.ip(), inbound.cfg.smtp.max_connections_per_ip);
+        let refusal: &'static [u8] = match (permits.clone().try_acquire_owned(), slot) {
+            (Ok(permit), Some(slot)) => {
+                let session = Session::new(inbound, lmtp, peer);
                 let shutdown = shutdown.clone();
                 sessions.spawn(async move {
-                    let _permit = permit;
+                    let (_permit, _slot) = (permit, slot);
                     session.run(stream, shutdown).await;
                 });
+                continue;
             }
-            Err(_) => {
+            (Err(_), _) => {
                 tracing::warn!(proto, max, "too many connections, refusing one");
-                if let Ok(permit) = refusals.clone().try_acquire_owned() {
-                    let idle = live.now().inbound.cfg.smtp.idle_timeout;
-                    sessions.spawn(async move {
-                        let _permit = permit;
-                        let mut conn = Conn::new(stream, idle);
-                        let mut out =
-                            b"421 4.3.2 Too many connections, try again later\r\n".to_vec();
-                        if conn.write(&mut out).await.is_ok() {
-                            conn.close().await;
-                        }
-                    });
-                }
+                b"421 4.3.2 Too many connections, try again later\r\n"
             }
+            (Ok(_), None) => {
+                tracing::warn!(proto, "too many connections from one address, refusing one");
+                b"421 4.7.0 Too many connections from your address, try again later\r\n"
+            }
+        };
+        if let Ok(permit) = refusals.clone().try_acquire_owned() {
+            let idle = inbound.cfg.smtp.idle_timeout;
+            sessions.spawn(async move {
+                let _permit = permit;
+                let mut conn = Conn::new(stream, idle);
+                let mut out = refusal.to_vec();
+                if conn.write(&mut out).await.is_ok() {
+                    conn.close().await;
+                }
+            });
         }
     }
     drop(listener);
@@ -135,6 +143,57 @@ pub async fn serve(
         sessions.shutdown().await;
     }
     Ok(())
+}
+
+/// Sessions per client address.
+#[derive(Clone, Default)]
+struct PerIp(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+/// One session's place in its address's count, given back when dropped.
+struct IpSlot {
+    map: PerIp,
+    ip: std::net::IpAddr,
+}
+
+impl PerIp {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut std::collections::HashMap<std::net::IpAddr, usize>) -> T,
+    ) -> T {
+        match self.0.lock() {
+            Ok(mut m) => f(&mut m),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
+
+    /// A slot for `ip` when it holds fewer than `max` sessions.
+    fn take(&self, ip: std::net::IpAddr, max: usize) -> Option<IpSlot> {
+        self.with(|m| {
+            let n = m.entry(ip).or_insert(0);
+            if *n >= max {
+                return None;
+            }
+            *n += 1;
+            Some(IpSlot {
+                map: self.clone(),
+                ip,
+            })
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let ip = self.ip;
+        self.map.with(|m| {
+            if let Some(n) = m.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(&ip);
+                }
+            }
+        });
+    }
 }
 
 fn log_join(proto: &str, done: Result<(), tokio::task::JoinError>) {
@@ -261,7 +320,19 @@ impl Session {
         let (proto, peer) = (self.proto(), self.peer);
         tracing::debug!(proto, %peer, "connection opened");
         let mut conn = Conn::new(stream, self.inbound.cfg.smtp.idle_timeout);
-        match self.converse(&mut conn, &mut shutdown).await {
+        let deadline = self.inbound.cfg.smtp.session_timeout;
+        let talked = tokio::time::timeout(deadline, self.converse(&mut conn, &mut shutdown)).await;
+        let talked = talked.unwrap_or_else(|_| {
+            // An acknowledged message is already stored; one in the middle of DATA is not
+            // (the client's MTA keeps it and tries again).
+            let r = format!(
+                "421 4.4.2 {} Session too long, closing connection",
+                self.hostname()
+            );
+            self.reply(&r);
+            Ok(())
+        });
+        match talked {
             Ok(()) => {
                 // The last reply is queued: send it, then close politely.
                 if conn.write(&mut self.out).await.is_ok() {
