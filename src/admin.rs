@@ -797,9 +797,20 @@ pub async fn serve_socket(
     }
     let inject_only = matches!(access, Access::Inject { .. });
     loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => r?,
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
             _ = shutdown.changed() => break,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            // Out of descriptors (or the like) is a moment, not the end: the socket must
+            // work again as soon as descriptors are free, or every admin command and
+            // `inject` would fail until a restart.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot accept on the control socket; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         // Each connection on the configuration current when it connects (SIGHUP).
         let g = live.now();

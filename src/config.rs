@@ -349,6 +349,20 @@ pub struct HttpConfig {
     pub listen: String,
     /// The public URL of the endpoint as members reach it, `https://lists.example.org`.
     pub base_url: String,
+    /// Connections open at once; more are closed at once (the descriptors they would take
+    /// belong to the mail side and the control socket).
+    #[serde(default = "default_http_max_connections")]
+    pub max_connections: usize,
+    /// Connections from one client address (a proxy in front counts as one).
+    #[serde(default = "default_http_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// A connection that sends nothing for this long (a request's headers included) is
+    /// closed.
+    #[serde(
+        default = "default_http_idle_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub idle_timeout: Duration,
 }
 
 /// Mail commands, confirmations and the limits that keep the list from being used to
@@ -752,6 +766,15 @@ fn default_max_connections() -> usize {
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(300)
 }
+fn default_http_max_connections() -> usize {
+    256
+}
+fn default_http_max_connections_per_ip() -> usize {
+    64
+}
+fn default_http_idle_timeout() -> Duration {
+    Duration::from_secs(30)
+}
 fn default_max_connections_per_ip() -> usize {
     20
 }
@@ -1042,6 +1065,19 @@ impl Config {
         Relay::parse(&self.delivery.relay).map_err(|m| err("delivery.relay".into(), m))?;
         if let Some(h) = &self.http {
             check_listen("http.listen", &h.listen)?;
+            if h.max_connections == 0 || h.max_connections_per_ip == 0 {
+                return Err(err(
+                    "http.max_connections".into(),
+                    "expected numbers of at least 1 (max_connections, max_connections_per_ip)"
+                        .into(),
+                ));
+            }
+            if h.idle_timeout < Duration::from_secs(1) {
+                return Err(err(
+                    "http.idle_timeout".into(),
+                    "expected a duration of at least 1s".into(),
+                ));
+            }
             let b = h.base_url.trim_end_matches('/');
             if !(b.starts_with("https://") || b.starts_with("http://"))
                 || b.len() <= "https://".len()

@@ -65,6 +65,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     // Only the public archives: private ones are served to members only (not here).
     let archive_root = live.svc().cfg.archive_dir();
+    // Limits are the start's (like the listen address).
+    let limits = live.svc().cfg.http.clone();
     let app = Arc::new(Shared { live, wake_out });
     let router = Router::new()
         .route("/", get(index))
@@ -84,6 +86,10 @@ pub async fn serve(
         .fallback(not_found)
         .layer(axum::middleware::from_fn(archive_headers))
         .with_state(app);
+    let (max, per_ip, idle) = limits.map_or((256, 64, std::time::Duration::from_secs(30)), |h| {
+        (h.max_connections, h.max_connections_per_ip, h.idle_timeout)
+    });
+    let listener = crate::limits::Limited::new(listener, max, per_ip, idle);
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;

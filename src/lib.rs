@@ -22,6 +22,7 @@ pub mod failpoint;
 pub mod forget;
 pub mod http;
 pub mod inbound;
+pub mod limits;
 pub mod maintenance;
 pub mod mta;
 pub mod outbound;

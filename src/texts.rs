@@ -335,6 +335,9 @@ mod tests {
     fn shipped_texts_render() {
         let mut cfg = Config::embedded().unwrap();
         cfg.http = Some(crate::config::HttpConfig {
+            max_connections: 256,
+            max_connections_per_ip: 64,
+            idle_timeout: std::time::Duration::from_secs(30),
             listen: "127.0.0.1:8025".into(),
             base_url: "https://lists.example.org".into(),
         });

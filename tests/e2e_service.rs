@@ -265,3 +265,57 @@ fn status_shows_what_the_daemon_is_doing() {
     assert!(out.stdout.contains("NOT running"), "{}", out.stdout);
     assert!(out.stdout.contains("1 recipient queued"), "{}", out.stdout);
 }
+
+/// 1,100 idle web connections against a daemon limited to 1,024 open files: the web side
+/// keeps only its share open, so the control socket and `inject` keep working, and the
+/// SMTP listener still greets.
+#[test]
+fn idle_web_connections_cannot_starve_the_control_socket() {
+    let raise = Command::new("prlimit")
+        .args(["--pid", &std::process::id().to_string(), "--nofile=4096:"])
+        .output();
+    if !matches!(&raise, Ok(o) if o.status.success()) {
+        // A hard limit below 4096 (or no prlimit) would make the test open fewer sockets.
+        skip_or_fail(
+            std::env::var("CI").ok().as_deref(),
+            "idle_web_connections_cannot_starve_the_control_socket",
+            &format!("cannot raise this test's open-files limit to 4096: {raise:?}"),
+        );
+        return;
+    }
+    let sink = Sink::start();
+    // Idle for ten minutes before the web side closes them (`extra` lands in `[http]`):
+    // only the connection limits can keep descriptors free.
+    let mut env = TestEnv::new(
+        sink.port,
+        Opts {
+            extra: "idle_timeout = \"10m\"\n".into(),
+            ..Opts::web()
+        },
+    );
+    env.add_members(&[member(0)]);
+    let d = Daemon::start(&mut env);
+    let out = Command::new("prlimit")
+        .args(["--pid", &d.child.id().to_string(), "--nofile=1024:1024"])
+        .output()
+        .expect("prlimit");
+    assert!(out.status.success(), "{out:?}");
+    let mut idle = Vec::new();
+    for _ in 0..1100 {
+        match std::net::TcpStream::connect(("127.0.0.1", env.http_port)) {
+            Ok(s) => idle.push(s),
+            Err(e) => panic!("connect {}: {e}", idle.len()),
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let out = env.cli(&["members", "list", "forum"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains(&member(0)), "{out:?}");
+    let m = message(&member(0), "Via inject", "inj-1@x.example", "Hallo.");
+    let out = env.cli_stdin(&["inject", "forum", "--sender", &member(0)], &m);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(wait_until(WAIT, || sink.count_for(&member(0)) == 1));
+    let mut c = SmtpClient::connect(d.port);
+    assert_eq!(c.cmd("NOOP").code, 250);
+    drop(idle);
+}

@@ -69,7 +69,7 @@ pub async fn serve(
     // Refusals take a moment too (write, linger); bound them so a flood cannot pile them up.
     let refusals = Arc::new(Semaphore::new(max));
     let mut sessions: JoinSet<()> = JoinSet::new();
-    let per_ip = PerIp::default();
+    let per_ip = crate::limits::PerIp::default();
     if let Ok(addr) = listener.local_addr() {
         tracing::debug!(proto, %addr, "serving");
     }
@@ -143,57 +143,6 @@ pub async fn serve(
         sessions.shutdown().await;
     }
     Ok(())
-}
-
-/// Sessions per client address.
-#[derive(Clone, Default)]
-struct PerIp(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
-
-/// One session's place in its address's count, given back when dropped.
-struct IpSlot {
-    map: PerIp,
-    ip: std::net::IpAddr,
-}
-
-impl PerIp {
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&mut std::collections::HashMap<std::net::IpAddr, usize>) -> T,
-    ) -> T {
-        match self.0.lock() {
-            Ok(mut m) => f(&mut m),
-            Err(p) => f(&mut p.into_inner()),
-        }
-    }
-
-    /// A slot for `ip` when it holds fewer than `max` sessions.
-    fn take(&self, ip: std::net::IpAddr, max: usize) -> Option<IpSlot> {
-        self.with(|m| {
-            let n = m.entry(ip).or_insert(0);
-            if *n >= max {
-                return None;
-            }
-            *n += 1;
-            Some(IpSlot {
-                map: self.clone(),
-                ip,
-            })
-        })
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let ip = self.ip;
-        self.map.with(|m| {
-            if let Some(n) = m.get_mut(&ip) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    m.remove(&ip);
-                }
-            }
-        });
-    }
 }
 
 fn log_join(proto: &str, done: Result<(), tokio::task::JoinError>) {
