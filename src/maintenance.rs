@@ -60,6 +60,16 @@ pub fn pass(svc: &Services, hourly: bool) -> usize {
         Ok(k) => n += k,
         Err(e) => tracing::error!(error = %format!("{e:#}"), "a forget request failed; retrying"),
     }
+    for l in &svc.cfg.lists {
+        let summary = held_summary(svc, l).and_then(|s| match s {
+            Some((changes, mail)) => svc.store.commit(changes, mail).map(|_| 1),
+            None => Ok(0),
+        });
+        match summary {
+            Ok(k) => n += k,
+            Err(e) => tracing::error!(error = %e, "the held posts' summary could not be made"),
+        }
+    }
     if hourly {
         match housekeeping(svc) {
             Ok(k) => n += k,
@@ -227,6 +237,76 @@ fn similar_mail(
         vec![p.from_addr.clone()],
         raw,
     ))
+}
+
+/// One mail to the owners naming the held posts that had no notice of their own (more were
+/// held in an hour than [`crate::pipeline::HELD_NOTICES_PER_HOUR`]), at most once an hour,
+/// with the lines that approve or reject each; the posts themselves are not attached.
+fn held_summary(
+    svc: &Services,
+    l: &crate::config::ListConfig,
+) -> crate::store::Result<Option<(Vec<crate::store::Change>, Vec<crate::store::OutMail>)>> {
+    if l.owners.is_empty() {
+        return Ok(None);
+    }
+    let waiting: Vec<crate::store::Held> = svc
+        .store
+        .held()?
+        .into_iter()
+        .filter(|h| h.list.eq_ignore_ascii_case(l.key()) && !h.notified && !h.poster_confirms)
+        .collect();
+    if waiting.is_empty() {
+        return Ok(None);
+    }
+    let now = now_ms();
+    let bucket = format!("held-summary:{}", l.key());
+    if svc.store.rate_hits(&bucket, "*", now - 3_600_000)? > 0 {
+        return Ok(None);
+    }
+    let posts: Vec<minijinja::Value> = waiting
+        .iter()
+        .take(100)
+        .map(|h| {
+            minijinja::context! {
+                from => h.from_addr.clone(), subject => h.subject.clone(),
+                reason => h.reason.clone(), held_id => h.id,
+                token => commands::moderation_token(&svc.secret, l.key(), h.id, &h.from_addr),
+            }
+        })
+        .collect();
+    let vars = minijinja::context! {
+        posts, count => waiting.len(), more => waiting.len().saturating_sub(100),
+    };
+    let text = match svc
+        .texts
+        .render(&svc.cfg, l, l.language, "held-summary", vars)
+    {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render the held posts' summary");
+            return Ok(None);
+        }
+    };
+    let mail = commands::owner_mail(
+        &svc.cfg,
+        l,
+        "held-summary",
+        text,
+        Some(l.sub_address("request")),
+        None,
+    );
+    let changes = vec![
+        crate::store::Change::HeldNotified {
+            ids: waiting.iter().take(100).map(|h| h.id).collect(),
+        },
+        crate::store::Change::RateHit {
+            bucket,
+            addr: "*".into(),
+            at_ms: now,
+            since_ms: now - 3_600_000,
+        },
+    ];
+    Ok(Some((changes, vec![mail])))
 }
 
 /// The owners' daily summaries, and forgetting expired requests and old rate-limit counts.

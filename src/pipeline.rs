@@ -520,6 +520,7 @@ fn decide_post(
                 .into_owned(),
             envelope: item.envelope.clone(),
             poster_confirms: true,
+            notified: true,
             raw,
         };
         let mut plan = commands::Plan::new(svc.ctx(), list);
@@ -544,7 +545,7 @@ fn decide_post(
     };
     if let Some(reason) = policy_hold {
         let id = store.new_id()?;
-        let held = Held {
+        let mut held = Held {
             list: key.to_string(),
             id,
             reason: reason.into(),
@@ -553,9 +554,10 @@ fn decide_post(
             subject,
             envelope: item.envelope.clone(),
             poster_confirms: false,
+            notified: false,
             raw,
         };
-        let (notices, changes) = held_notices(svc, list, &held);
+        let (notices, changes) = held_notices(svc, list, &mut held);
         return Ok(Outcome::Hold {
             held,
             notices,
@@ -643,29 +645,57 @@ fn content_message_id(raw: &[u8], hostname: &str) -> String {
     format!("{hex}.vraagbaak@{hostname}")
 }
 
+/// Individual notices to the owners per list and hour; beyond them, one summary an hour
+/// (`maintenance`) names the held posts, so that a flood of held posts is not a flood of
+/// mail to the owners.
+pub const HELD_NOTICES_PER_HOUR: usize = 3;
+
+/// The rate bucket of the owners' held notices of `list`.
+pub fn held_notice_bucket(list: &ListConfig) -> String {
+    format!("held-notice:{}", list.key())
+}
+
 /// The mails about a held post: to the owners (with the post attached and the token to
-/// approve or reject it by reply) and to the poster (counted against the reply limit).
-fn held_notices(svc: &Services, list: &ListConfig, h: &Held) -> (Vec<OutMail>, Vec<Change>) {
+/// approve or reject it by reply; beyond [`HELD_NOTICES_PER_HOUR`] the hourly summary
+/// names it instead) and to the poster (counted against the reply limit).
+fn held_notices(svc: &Services, list: &ListConfig, h: &mut Held) -> (Vec<OutMail>, Vec<Change>) {
     let cfg = &*svc.cfg;
     let mut notices = Vec::new();
+    let mut changes = Vec::new();
+    let now = crate::clock::now_ms();
+    let bucket = held_notice_bucket(list);
+    let sent = svc
+        .store
+        .rate_hits(&bucket, "*", now - 3_600_000)
+        .unwrap_or(HELD_NOTICES_PER_HOUR);
+    let own_notice = !list.owners.is_empty() && sent < HELD_NOTICES_PER_HOUR;
     let token = commands::moderation_token(&svc.secret, list.key(), h.id, &h.from_addr);
     let vars = minijinja::context! {
         subject => h.subject.clone(), from => h.from_addr.clone(), reason => h.reason.clone(),
         token, held_id => h.id,
     };
-    if !list.owners.is_empty() {
+    if own_notice {
         match svc
             .texts
             .render(cfg, list, list.language, "held-owner", vars)
         {
-            Ok(text) => notices.push(commands::owner_mail(
-                cfg,
-                list,
-                "held-notice",
-                text,
-                Some(list.sub_address("request")),
-                Some(&h.raw),
-            )),
+            Ok(text) => {
+                notices.push(commands::owner_mail(
+                    cfg,
+                    list,
+                    "held-notice",
+                    text,
+                    Some(list.sub_address("request")),
+                    Some(&h.raw),
+                ));
+                h.notified = true;
+                changes.push(Change::RateHit {
+                    bucket,
+                    addr: "*".into(),
+                    at_ms: now,
+                    since_ms: now - 3_600_000,
+                });
+            }
             Err(e) => tracing::error!(error = %e, "cannot render the held notice"),
         }
     }
@@ -675,7 +705,8 @@ fn held_notices(svc: &Services, list: &ListConfig, h: &Held) -> (Vec<OutMail>, V
         plan.held_notice(h);
     }
     notices.extend(plan.mail);
-    (notices, plan.changes)
+    changes.extend(plan.changes);
+    (notices, changes)
 }
 
 /// Decides and applies one spooled message. Idempotent: a message no longer in the spool

@@ -411,3 +411,62 @@ fn a_forged_set_waits_for_the_member_and_a_signed_one_applies() {
     assert_eq!(post(d.port, lid, &confirm_address_in(&c[0].data), &ok), 250);
     assert!(wait_until(WAIT, || settings() == "on,on"));
 }
+
+/// 60 posts held in an hour: the owners get a few notices of their own and then one
+/// summary with an approve line per post, not 60 mails with 60 posts attached.
+#[test]
+fn a_flood_of_held_posts_is_a_few_mails_to_the_owners() {
+    let (sink, env, d) = start(Opts::default());
+    let mut c = SmtpClient::connect(d.port);
+    assert_eq!(c.cmd("EHLO flood.example").code, 250);
+    for i in 0..60 {
+        let from = format!("gast{i}@elders{i}.example");
+        let m = message(
+            &from,
+            &format!("Reclame {i}"),
+            &format!("f{i}@x.example"),
+            "Koop nu.",
+        );
+        assert_eq!(c.transaction(&from, &[LIST], &m).code, 250);
+    }
+    c.quit();
+    assert!(wait_until(WAIT, || env
+        .cli(&["moderate", "list"])
+        .stdout
+        .lines()
+        .count()
+        == 60));
+    // The summary follows within a maintenance round.
+    assert!(wait_until(WAIT, || mails_for(&sink, OWNER).iter().any(
+        |m| text(&m.data).contains("wait for approval (more than a few")
+    )));
+    assert!(env.wait_queue_empty());
+    std::thread::sleep(Duration::from_secs(6));
+    let to_owner = mails_for(&sink, OWNER);
+    assert!(to_owner.len() <= 5, "{} mails to the owner", to_owner.len());
+    let bytes: usize = to_owner.iter().map(|m| m.data.len()).sum();
+    assert!(bytes < 100_000, "{bytes} bytes to the owner");
+    // Every held post is named somewhere with its approve line, or waits for the next
+    // hourly summary; those named by the summary are not attached.
+    let summary = to_owner
+        .iter()
+        .map(|m| text(&m.data))
+        .find(|t| t.contains("more than a few"))
+        .unwrap_or_default();
+    let approves = summary.matches("approve ").count();
+    assert!(approves >= 1, "{summary}");
+    let token = token_after(&summary, "approve");
+    let m = message(
+        OWNER,
+        "Re: held",
+        "flood-ok@example.org",
+        &format!("approve {token}"),
+    );
+    assert_eq!(post(d.port, OWNER, REQUEST, &m), 250);
+    assert!(wait_until(WAIT, || env
+        .cli(&["moderate", "list"])
+        .stdout
+        .lines()
+        .count()
+        == 59));
+}

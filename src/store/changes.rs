@@ -61,6 +61,10 @@ pub enum Change {
     DiscardHeld {
         id: u64,
     },
+    /// Held posts the owners' summary named.
+    HeldNotified {
+        ids: Vec<u64>,
+    },
     Event {
         list: String,
         event: MemberEvent,
@@ -341,6 +345,17 @@ impl Store {
                         }
                         Change::DiscardHeld { id } => {
                             held.remove(&id.to_be_bytes())?;
+                        }
+                        Change::HeldNotified { ids } => {
+                            for id in ids {
+                                let Some(v) = held.get(id.to_be_bytes())? else {
+                                    continue;
+                                };
+                                let (mut h, raw): (Held, &[u8]) = decode_head("held", &v)
+                                    .map_err(ConflictableTransactionError::Abort)?;
+                                h.notified = true;
+                                held.insert(&id.to_be_bytes(), encode_with_raw(&h, raw))?;
+                            }
                         }
                         Change::Event { list, event } => {
                             let id = ids.next().copied().unwrap_or(0);

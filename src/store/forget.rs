@@ -514,6 +514,7 @@ mod tests {
                 id: s.new_id().unwrap(),
                 reason: "the list is moderated".into(),
                 poster_confirms: false,
+                notified: true,
                 message_id: format!("h{n}.{local}@x"),
                 from_addr: a.into(),
                 subject: "vast".into(),

@@ -79,8 +79,16 @@ pub struct Held {
     /// not shown its content.
     #[serde(default)]
     pub poster_confirms: bool,
+    /// The owners had a notice of it of its own; otherwise the next hourly summary of held
+    /// posts names it. (Posts held before summaries existed were all notified.)
+    #[serde(default = "notified_before")]
+    pub notified: bool,
     #[serde(skip)]
     pub raw: Vec<u8>,
+}
+
+fn notified_before() -> bool {
+    true
 }
 
 impl Store {
