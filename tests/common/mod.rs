@@ -788,9 +788,53 @@ impl Daemon {
     }
 }
 
+/// The full addresses a daemon log names outside the list domain (members, posters,
+/// owners): the log at its default level must have none (they are masked, or only the
+/// domain is logged). Every daemon of every test is checked when it is dropped.
+pub fn addresses_in_log(log: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for line in log.lines() {
+        for (i, _) in line.match_indices('@') {
+            let is_part = |c: char| c.is_ascii_alphanumeric() || "._+-=".contains(c);
+            let start = line[..i]
+                .char_indices()
+                .rev()
+                .take_while(|(_, c)| is_part(*c))
+                .last()
+                .map_or(i, |(j, _)| j);
+            let end = line[i + 1..]
+                .char_indices()
+                .take_while(|(_, c)| c.is_ascii_alphanumeric() || ".-".contains(*c))
+                .last()
+                .map_or(i + 1, |(j, c)| i + 1 + j + c.len_utf8());
+            let (local, domain) = (&line[start..i], line[i + 1..end].trim_end_matches('.'));
+            // Masked forms (`j…@`, `*@`) and the list's own addresses are fine.
+            if local.is_empty()
+                || !domain.contains('.')
+                || domain.eq_ignore_ascii_case(LIST_DOMAIN)
+                || domain.ends_with(&format!(".{LIST_DOMAIN}"))
+            {
+                continue;
+            }
+            found.push(format!("{local}@{domain}"));
+        }
+    }
+    found
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
+        if !std::thread::panicking() {
+            let found = addresses_in_log(&self.stderr());
+            if !found.is_empty() {
+                panic!(
+                    "the daemon's log names full addresses at its default level: {:?} (see {})",
+                    &found[..found.len().min(5)],
+                    self.log.display()
+                );
+            }
+        }
         if std::thread::panicking() {
             let err = self.stderr();
             let tail: Vec<&str> = err.lines().rev().take(40).collect();
@@ -961,6 +1005,19 @@ pub fn confirm_address_in(data: &[u8]) -> String {
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || "-+@.".contains(*c))
         .collect()
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::addresses_in_log;
+
+    #[test]
+    fn addresses_in_log_lines_are_found_and_masked_ones_are_not() {
+        let log = "WARN x: delivery failed error=550 5.1.1 <member7@ocmw-gent.be>: rejected\n\
+INFO y: list=forum@lists.example.org rcpt=j…@ocmw.be domain=ocmw.be from=*@x.be\n\
+INFO z: bounces forum-bounces+a=b.be+mac@lists.example.org\n";
+        assert_eq!(addresses_in_log(log), ["member7@ocmw-gent.be"]);
+    }
 }
 
 #[cfg(test)]
