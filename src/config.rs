@@ -914,6 +914,44 @@ impl Relay {
     }
 }
 
+/// The dotted key written on the line of byte `at` (`smtp.max_recipients`), from the
+/// line's `key =` and the nearest table header above it; `list[2].x` for the third
+/// `[[list]]`.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let name = line.split_once('=')?.0.trim().trim_matches('"');
+    if name.is_empty() || name.starts_with('[') {
+        return None;
+    }
+    let mut table = String::new();
+    let mut counts: std::collections::HashMap<String, usize> = Default::default();
+    for l in text[..start].lines() {
+        let l = l.trim();
+        if let Some(t) = l
+            .strip_prefix("[[")
+            .and_then(|t| t.split_once("]]"))
+            .map(|t| t.0)
+        {
+            let n = counts.entry(t.trim().to_string()).or_insert(0);
+            table = format!("{}[{}]", t.trim(), *n);
+            *n += 1;
+        } else if let Some(t) = l
+            .strip_prefix('[')
+            .and_then(|t| t.split_once(']'))
+            .map(|t| t.0)
+        {
+            table = t.trim().to_string();
+        }
+    }
+    Some(if table.is_empty() {
+        name.to_string()
+    } else {
+        format!("{table}.{name}")
+    })
+}
+
 /// A minimal syntactic check of an `addr-spec`: one `@`, non-empty local part and a domain
 /// with a dot or `localhost`, no spaces or angle brackets.
 pub fn valid_address(a: &str) -> bool {
@@ -953,12 +991,17 @@ impl Config {
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let de = toml::Deserializer::new(text);
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
+            let mut key = e.path().to_string();
             let inner = e.into_inner();
             let mut message = inner.message().to_string();
             if let Some(span) = inner.span() {
                 let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
                 message = format!("{message} (line {line})");
+                // The parser fails some values (a number too large for any integer)
+                // before the key is known: name it from the line and its table.
+                if key.is_empty() || key == "." {
+                    key = key_at(text, span.start).unwrap_or(key);
+                }
             }
             ConfigError {
                 file: file.to_string(),
@@ -1404,6 +1447,19 @@ name = "Forum"
 
     /// The configs an attacker or a slip could use to hurt the list are refused, each
     /// naming its key.
+    #[test]
+    fn a_number_too_large_names_its_key() {
+        let text = MIN.replace(
+            "hostname = \"lists.example.org\"",
+            "hostname = \"lists.example.org\"\nmax_recipients = 99999999999999999999999",
+        );
+        let e = Config::parse(&text, "t.toml").unwrap_err();
+        assert_eq!(e.key, "smtp.max_recipients", "{e}");
+        let text = format!("{MIN}[[list]]\naddress = \"b@lists.example.org\"\nname = \"B\"\nmax_x = 99999999999999999999\n");
+        let e = Config::parse(&text, "t.toml").unwrap_err();
+        assert_eq!(e.key, "list[1].max_x", "{e}");
+    }
+
     #[test]
     fn dangerous_configs_are_refused_by_key() {
         let bad = |text: &str, key: &str| {
