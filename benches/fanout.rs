@@ -110,10 +110,12 @@ fn setup(db: &str, members: usize) -> anyhow::Result<()> {
     for i in 0..members {
         store.add_member(
             list,
-            &Member::new(format!("lid{i:05}@ocmw{}.be", i % 300), None, i as u64 + 1),
+            &Member::new(format!("lid{i:05}@ocmw{}.be", i % 300), None, |_| {
+                i as u64 + 1
+            }),
         )?;
     }
-    store.add_member(list, &Member::new("jan@ocmw.be".into(), None, 0))?;
+    store.add_member(list, &Member::new("jan@ocmw.be".into(), None, |_| 0))?;
     store.flush()?;
     Ok(())
 }

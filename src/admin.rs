@@ -210,8 +210,10 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
                     let _ = writeln!(err, "not an e-mail address: {addr:?}");
                     continue;
                 }
-                let uid = ctx.svc.secret.member_uid(&key, &addr);
-                let m = Member::new(addr.clone(), name, uid);
+                let secret = &ctx.svc.secret;
+                let m = Member::new(addr.clone(), name, |joined| {
+                    secret.membership_uid(&key, &addr, joined)
+                });
                 if ctx.svc.store.add_member(&key, &m)? {
                     added += 1;
                     if welcome {

@@ -1243,7 +1243,7 @@ mod tests {
         for (i, setting_first) in [(1, true), (2, false)] {
             let addr = format!("lid{i}@ocmw.be");
             store
-                .add_member(l.key(), &Member::new(addr.clone(), None, 0))
+                .add_member(l.key(), &Member::new(addr.clone(), None, |_| 0))
                 .unwrap();
             // Both read before either commits.
             let read = store.member(l.key(), &addr).unwrap().unwrap();

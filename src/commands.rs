@@ -739,11 +739,9 @@ impl<'a> Plan<'a> {
     }
 
     fn add_member(&mut self, addr: &str, name: Option<String>, lang: Option<Language>, via: &str) {
-        let mut m = Member::new(
-            addr.to_string(),
-            name,
-            self.ctx.secret.member_uid(self.key(), addr),
-        );
+        let mut m = Member::new(addr.to_string(), name, |joined| {
+            self.ctx.secret.membership_uid(self.key(), addr, joined)
+        });
         m.language = lang.filter(|l| *l != self.list.language);
         self.changes.push(Change::AddMember {
             list: self.key().to_string(),
@@ -753,6 +751,26 @@ impl<'a> Plan<'a> {
         self.left.retain(|a| a != &lc);
         self.joined.push(lc);
         self.notify_owners("joined", addr, via);
+    }
+
+    /// The membership id of `addr`: of a membership this plan makes, else the stored one.
+    fn uid_of(&self, addr: &str) -> u64 {
+        let made = self.changes.iter().rev().find_map(|c| match c {
+            Change::AddMember { member, .. } if member.address.eq_ignore_ascii_case(addr) => {
+                Some(member.uid)
+            }
+            _ => None,
+        });
+        made.or_else(|| {
+            self.ctx
+                .store
+                .member(self.key(), addr)
+                .ok()
+                .flatten()
+                .map(|m| m.uid)
+                .filter(|u| *u != 0)
+        })
+        .unwrap_or_else(|| self.ctx.secret.member_uid(self.key(), addr))
     }
 
     fn remove_member(&mut self, addr: &str, via: &str) {
@@ -769,11 +787,10 @@ impl<'a> Plan<'a> {
     /// The welcome text, with the member's one-click unsubscribe link when there is a web
     /// endpoint.
     fn welcome(&mut self, addr: &str, lang: Language, re: Option<&str>) {
-        let url = self
-            .ctx
-            .cfg
-            .base_url()
-            .map(|b| format!("{b}/u/{}", self.ctx.secret.one_click(self.key(), addr)));
+        let url = self.ctx.cfg.base_url().map(|b| {
+            let uid = self.uid_of(addr);
+            format!("{b}/u/{}", self.ctx.secret.one_click(uid, self.key(), addr))
+        });
         let vars = minijinja::context! { address => addr, unsubscribe_url => url };
         self.reply(addr, lang, "welcome", vars, re);
     }

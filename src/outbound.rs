@@ -462,7 +462,14 @@ fn due_jobs(
         let sender = router::verp(list, secret, &key.addr);
         let (prefix, token) = match cfg.base_url() {
             Some(b) => {
-                let uid = secret.member_uid(list.key(), &key.addr);
+                // The membership's own id (a token for an earlier membership of the same
+                // address names nobody); a digest or notice row of a non-member gets one
+                // that names nobody either.
+                let uid = store
+                    .member(list.key(), &key.addr)?
+                    .map(|m| m.uid)
+                    .filter(|u| *u != 0)
+                    .unwrap_or_else(|| secret.member_uid(list.key(), &key.addr));
                 let one_click = secret.issue(Kind::OneClick, uid, 0, list.key(), &key.addr);
                 let url = format!("{b}/u/{one_click}");
                 let token = match (cached.thread, cached.copy.slots.is_empty()) {

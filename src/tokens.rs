@@ -229,6 +229,16 @@ impl Secret {
     }
 
     /// The stable, unguessable id of a member, used in its one-click unsubscribe URL.
+    /// The id of one membership: of `addr` on `list` since `joined_ms`. Leaving and
+    /// joining again makes a new one, so one-click, re-enable and session tokens made for
+    /// the old membership name nobody afterwards.
+    pub fn membership_uid(&self, list: &str, addr: &str, joined_ms: i64) -> u64 {
+        let who = format!("{}\0{joined_ms}", addr.to_lowercase());
+        self.member_uid(list, &who)
+    }
+
+    /// The id of members stored before memberships had their own (`assign_member_uids`),
+    /// and of addresses that are no member (a token for them names nobody).
     pub fn member_uid(&self, list: &str, addr: &str) -> u64 {
         let mac = self.mac(b"member-uid", list, addr);
         let mut b = [0u8; 8];
@@ -261,9 +271,9 @@ impl Secret {
                 .is_some_and(|m| m.verify_truncated_left(&b).is_ok())
     }
 
-    /// The one-click unsubscribe token of a member.
-    pub fn one_click(&self, list: &str, addr: &str) -> String {
-        self.issue(Kind::OneClick, self.member_uid(list, addr), 0, list, addr)
+    /// The one-click unsubscribe token of the membership `uid` of `addr`.
+    pub fn one_click(&self, uid: u64, list: &str, addr: &str) -> String {
+        self.issue(Kind::OneClick, uid, 0, list, addr)
     }
 
     fn thread_mac(&self, member: u64, thread: u64, list: &str, addr: &str) -> Option<Hmac<Sha256>> {
@@ -454,7 +464,7 @@ mod tests {
             let f = ThreadToken::parse(std::str::from_utf8(&f).unwrap());
             assert!(f.is_none_or(|f| !s.verify_thread(&f, l, a)), "{i}");
         }
-        assert!(ThreadToken::parse(&s.one_click(l, a)).is_none());
+        assert!(ThreadToken::parse(&s.one_click(uid, l, a)).is_none());
         assert!(Token::parse(&t).is_none());
         assert!(ThreadToken::parse("").is_none());
         assert!(ThreadToken::parse(&t[..47]).is_none());

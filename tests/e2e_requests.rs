@@ -906,3 +906,85 @@ fn one_login_link_used_twice_at_once_makes_one_session() {
         .count();
     assert_eq!(sessions, 1, "answers: {answers:#?}");
 }
+
+/// A GET with a cookie; the whole response.
+fn get_with_cookie(port: u16, path: &str, cookie: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).expect("write");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Tokens name a membership, not an address: after leaving and joining again, the old
+/// one-click link and the old archive session are refused, and the new membership works.
+#[test]
+fn tokens_of_an_earlier_membership_are_refused_after_rejoining() {
+    let (sink, env, d) = start(Opts {
+        http: true,
+        ..Opts::default()
+    });
+    let m = member(1);
+    env.add_members(std::slice::from_ref(&m));
+    // A session for the members-only archive.
+    send(
+        d.port,
+        &m,
+        "forum-request@lists.example.org",
+        "archive",
+        "archive",
+    );
+    let login = login_path(&text(&wait_mails(&sink, &m, 1)[0].data));
+    let answer = http_response(env.http_port, "POST", &login, "");
+    let cookie = answer
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("set-cookie")
+                .then(|| value.trim().split(';').next().unwrap_or("").to_string())
+        })
+        .unwrap_or_else(|| panic!("no session cookie: {answer}"));
+    let page = get_with_cookie(env.http_port, "/members/forum/", &cookie);
+    assert!(
+        page.starts_with("HTTP/1.1 200"),
+        "the session works: {page:.300}"
+    );
+    // A post: the member's copy carries its one-click link.
+    send(d.port, &m, LIST, "Vraag", "Wie weet raad?");
+    let copy = wait_mails(&sink, &m, 2);
+    let old_link = unsubscribe_path(&header(&copy[1].data, "List-Unsubscribe"));
+    // Leave and join again.
+    assert_eq!(env.cli(&["members", "remove", "forum", &m]).code, Some(0));
+    env.add_members(std::slice::from_ref(&m));
+    let page = get_with_cookie(env.http_port, "/members/forum/", &cookie);
+    assert!(
+        !page.starts_with("HTTP/1.1 200"),
+        "the old session is refused: {page:.300}"
+    );
+    let (status, _) = http(
+        env.http_port,
+        "POST",
+        &old_link,
+        "List-Unsubscribe=One-Click",
+    );
+    assert_ne!(status, 200);
+    assert_eq!(members(&env), vec![m.clone()], "still a member");
+    // The new membership's own link works.
+    send(d.port, &m, LIST, "Nog een vraag", "Iemand?");
+    let copy = wait_mails(&sink, &m, 3);
+    let new_link = unsubscribe_path(&header(&copy[2].data, "List-Unsubscribe"));
+    assert_ne!(new_link, old_link);
+    let (status, _) = http(
+        env.http_port,
+        "POST",
+        &new_link,
+        "List-Unsubscribe=One-Click",
+    );
+    assert_eq!(status, 200);
+    assert!(members(&env).is_empty());
+}

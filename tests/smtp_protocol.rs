@@ -119,15 +119,7 @@ impl Reply {
 
 impl Client {
     async fn connect(addr: SocketAddr) -> Client {
-        let s = timeout(WAIT, TcpStream::connect(addr))
-            .await
-            .expect("connect timed out")
-            .expect("connect");
-        let (r, w) = s.into_split();
-        Client {
-            r: BufReader::new(r),
-            w,
-        }
+        Client::connect_from(addr, std::net::Ipv4Addr::LOCALHOST).await
     }
 
     /// Connects from the loopback address `from` (any of 127.0.0.0/8 is local).

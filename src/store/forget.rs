@@ -381,7 +381,7 @@ mod tests {
         let p = dir.path().join("db");
         {
             let s = Store::open(&p).unwrap();
-            s.add_member("forum@x.org", &Member::new("a@b.be".into(), None, 1))
+            s.add_member("forum@x.org", &Member::new("a@b.be".into(), None, |_| 1))
                 .unwrap();
             s.flush().unwrap();
         }
@@ -463,7 +463,8 @@ mod tests {
     fn fill(s: &Store, list: &str) {
         let local = list.split('@').next().unwrap();
         for a in [AN, JAN] {
-            s.add_member(list, &Member::new(a.into(), None, 0)).unwrap();
+            s.add_member(list, &Member::new(a.into(), None, |_| 0))
+                .unwrap();
         }
         let raw = format!(
             "From: Joanna Jansen <{JAN}>\r\nMessage-ID: <j.{local}@x>\r\n\r\nOp ma schreef Anna \

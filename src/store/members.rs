@@ -75,12 +75,15 @@ impl Member {
 }
 
 impl Member {
-    pub fn new(address: String, name: Option<String>, uid: u64) -> Member {
+    /// A new membership from now, its id made by `uid` from the join time (see
+    /// [`crate::tokens::Secret::membership_uid`]).
+    pub fn new(address: String, name: Option<String>, uid: impl FnOnce(i64) -> u64) -> Member {
+        let joined_ms = now_ms();
         Member {
+            uid: uid(joined_ms),
             address,
             name,
-            joined_ms: now_ms(),
-            uid,
+            joined_ms,
             digest: false,
             digest_plain: false,
             nomail: false,

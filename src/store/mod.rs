@@ -428,7 +428,7 @@ pub(crate) mod tests {
     fn members_are_case_insensitive() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("db")).unwrap();
-        let m = Member::new("Jan.Peeters@Example.ORG".into(), Some("Jan".into()), 77);
+        let m = Member::new("Jan.Peeters@Example.ORG".into(), Some("Jan".into()), |_| 77);
         assert!(s.add_member("forum@x.org", &m).unwrap());
         assert!(!s.add_member("forum@x.org", &m).unwrap());
         assert!(s

@@ -281,7 +281,7 @@ mod tests {
     fn mutes_are_per_member_and_thread() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("db")).unwrap();
-        s.add_member(L, &Member::new("An@Ocmw.be".into(), None, 5))
+        s.add_member(L, &Member::new("An@Ocmw.be".into(), None, |_| 5))
             .unwrap();
         let mute = |addr: &str, t: u64| {
             s.commit(
