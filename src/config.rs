@@ -1233,6 +1233,16 @@ impl Config {
             if l.name.trim().is_empty() {
                 return Err(err(k("name"), "expected a non-empty list name".into()));
             }
+            // The name goes into headers (From, List-Id) and every text: one line.
+            if l.name.chars().any(char::is_control) {
+                return Err(err(
+                    k("name"),
+                    format!(
+                        "expected a name on one line, without control characters, got {:?}",
+                        l.name
+                    ),
+                ));
+            }
             for (j, o) in l.owners.iter().enumerate() {
                 if !valid_address(o) {
                     return Err(err(
@@ -1484,6 +1494,10 @@ name = "Forum"
         bad(
             &MIN.replace("forum@lists.example.org", ".forum@lists.example.org"),
             "list[0].address",
+        );
+        bad(
+            &MIN.replace("name = \"Forum\"", "name = \"Forum\\r\\nBcc: x@y.z\""),
+            "list[0].name",
         );
         bad(
             &format!("{MIN}[[list]]\naddress = \"Forum@other.example.org\"\nname = \"B\"\n"),
