@@ -431,6 +431,10 @@ pub struct SmtpConfig {
     /// idle period cannot hold a slot for ever.
     #[serde(default = "default_session_timeout", deserialize_with = "de_duration")]
     pub session_timeout: Duration,
+    /// Bytes all messages being received may hold together; beyond it a message is
+    /// deferred with `452`. At least `max_message_size`.
+    #[serde(default = "default_data_memory")]
+    pub data_memory: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -778,6 +782,9 @@ fn default_http_idle_timeout() -> Duration {
 fn default_max_connections_per_ip() -> usize {
     20
 }
+fn default_data_memory() -> usize {
+    256 * 1024 * 1024
+}
 fn default_session_timeout() -> Duration {
     Duration::from_secs(1800)
 }
@@ -1083,6 +1090,16 @@ impl Config {
                     "expected at least delivery.retry_base ({:?}), so that a temporary \
                      failure is retried at least once; got {:?}",
                     self.delivery.retry_base, self.delivery.give_up_after
+                ),
+            ));
+        }
+        if self.smtp.data_memory < self.smtp.max_message_size {
+            return Err(err(
+                "smtp.data_memory".into(),
+                format!(
+                    "expected at least smtp.max_message_size ({}), so that one message of \
+                     that size fits; got {}",
+                    self.smtp.max_message_size, self.smtp.data_memory
                 ),
             ));
         }

@@ -319,3 +319,66 @@ fn idle_web_connections_cannot_starve_the_control_socket() {
     assert_eq!(c.cmd("NOOP").code, 250);
     drop(idle);
 }
+
+/// The daemon's resident memory, from /proc.
+fn rss_bytes(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// 100 sessions each in the middle of a 10 MB DATA hold no more than `smtp.data_memory`
+/// together (64 MiB here): the process grows by about that, not by 1 GB.
+#[test]
+fn unfinished_large_messages_stay_within_the_data_budget() {
+    const BUDGET: usize = 64 * 1024 * 1024;
+    let sink = Sink::start();
+    let mut env = TestEnv::new(
+        sink.port,
+        Opts {
+            smtp_extra: format!("data_memory = {BUDGET}\nmax_connections_per_ip = 200\n"),
+            ..Opts::default()
+        },
+    );
+    let d = Daemon::start(&mut env);
+    let before = rss_bytes(d.child.id());
+    assert!(before > 0, "cannot read the daemon's RSS");
+    let line = format!("{}\r\n", "x".repeat(998));
+    let chunk = line.repeat(1024); // 1 MB
+    let mut open = Vec::new();
+    for i in 0..100 {
+        let mut c = SmtpClient::connect(d.port);
+        assert_eq!(c.cmd("EHLO big.example").code, 250);
+        assert_eq!(c.cmd(&format!("MAIL FROM:<big{i}@big.example>")).code, 250);
+        assert_eq!(c.cmd(&format!("RCPT TO:<{LIST}>")).code, 250);
+        assert_eq!(c.cmd("DATA").code, 354);
+        c.write_raw(format!("From: big{i}@big.example\r\nSubject: groot\r\n\r\n").as_bytes());
+        for _ in 0..10 {
+            c.write_raw(chunk.as_bytes());
+        }
+        open.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_bytes(d.child.id());
+    let grown = after.saturating_sub(before);
+    eprintln!("RSS {} MB -> {} MB", before >> 20, after >> 20);
+    // The budget, plus per connection its buffers, plus allocator slack.
+    let bound = BUDGET + 100 * 256 * 1024 + 32 * 1024 * 1024;
+    assert!(
+        grown < bound,
+        "grew by {} MB, bound {} MB",
+        grown >> 20,
+        bound >> 20
+    );
+    // A session over the budget is deferred when its message ends; the daemon goes on.
+    let last = open.last_mut().expect("a session");
+    last.write_raw(b"\r\n.\r\n");
+    let r = last.read_reply();
+    assert!(r.code == 452 || r.code == 250, "{r:?}");
+    drop(open);
+    let mut c = SmtpClient::connect(d.port);
+    assert_eq!(c.cmd("NOOP").code, 250);
+}

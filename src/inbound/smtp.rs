@@ -70,6 +70,9 @@ pub async fn serve(
     let refusals = Arc::new(Semaphore::new(max));
     let mut sessions: JoinSet<()> = JoinSet::new();
     let per_ip = crate::limits::PerIp::default();
+    // The DATA budget is the start's, like the connection cap.
+    let kib = live.now().inbound.cfg.smtp.data_memory.div_ceil(1024);
+    let memory: DataMemory = Arc::new(Semaphore::new(kib.min(Semaphore::MAX_PERMITS)));
     if let Ok(addr) = listener.local_addr() {
         tracing::debug!(proto, %addr, "serving");
     }
@@ -93,7 +96,7 @@ pub async fn serve(
         let slot = per_ip.take(peer.ip(), inbound.cfg.smtp.max_connections_per_ip);
         let refusal: &'static [u8] = match (permits.clone().try_acquire_owned(), slot) {
             (Ok(permit), Some(slot)) => {
-                let session = Session::new(inbound, lmtp, peer);
+                let session = Session::new(inbound, lmtp, peer, memory.clone());
                 let shutdown = shutdown.clone();
                 sessions.spawn(async move {
                     let (_permit, _slot) = (permit, slot);
@@ -174,6 +177,8 @@ enum Action {
 /// One client connection's protocol state.
 struct Session {
     inbound: Arc<Inbound>,
+    /// The listener's DATA memory budget.
+    memory: DataMemory,
     lmtp: bool,
     peer: SocketAddr,
     /// The name the client gave in HELO/EHLO/LHLO; `None` until it greeted.
@@ -212,8 +217,9 @@ impl Session {
         out
     }
 
-    fn new(inbound: Arc<Inbound>, lmtp: bool, peer: SocketAddr) -> Session {
+    fn new(inbound: Arc<Inbound>, lmtp: bool, peer: SocketAddr, memory: DataMemory) -> Session {
         Session {
+            memory,
             inbound,
             lmtp,
             peer,
@@ -314,7 +320,9 @@ impl Session {
                         Action::Close => return Ok(()),
                         Action::Data => {
                             conn.write(&mut self.out).await?;
-                            let end = read_data(conn, self.max_size()).await?;
+                            // The budget is held until the message is stored and answered.
+                            let (end, _held) =
+                                read_data(conn, self.max_size(), &self.memory).await?;
                             if !self.finish_data(end).await {
                                 return Ok(());
                             }
@@ -541,6 +549,17 @@ impl Session {
                 }
                 true
             }
+            DataEnd::NoRoom => {
+                tracing::warn!(
+                    proto,
+                    "messages being received fill smtp.data_memory; one deferred"
+                );
+                let n = if self.lmtp { self.rcpts.len() } else { 1 };
+                for _ in 0..n {
+                    self.reply("452 4.3.1 Insufficient system storage, try again later");
+                }
+                true
+            }
             DataEnd::TooBig => {
                 tracing::info!(proto, max = self.max_size(), "message too big, refused");
                 let n = if self.lmtp { self.rcpts.len() } else { 1 };
@@ -618,13 +637,55 @@ enum DataEnd {
     Complete(Vec<u8>),
     /// It grew past the maximum size; it was read to the end and thrown away.
     TooBig,
+    /// Messages being received already hold `smtp.data_memory`; read to the end and
+    /// thrown away (the client tries again later).
+    NoRoom,
     /// The client went silent.
     Idle,
 }
 
 /// Reads a DATA section up to `CRLF.CRLF`, un-stuffing dots, holding at most about
 /// `max_size` bytes (plus one read) in memory. Bytes after the end stay in `conn`.
-async fn read_data(conn: &mut Conn, max_size: usize) -> io::Result<DataEnd> {
+/// The memory a message being received holds, counted in KiB against `smtp.data_memory`
+/// over all sessions, so that many clients sending large messages at once cannot raise
+/// the process's memory past that budget.
+pub type DataMemory = Arc<Semaphore>;
+
+/// Makes sure `msg` has room for `more` bytes, within the budget; false when the budget
+/// has no room (nothing is allocated then).
+fn grow_within(
+    msg: &mut Vec<u8>,
+    more: usize,
+    memory: &DataMemory,
+    held: &mut Vec<tokio::sync::OwnedSemaphorePermit>,
+) -> bool {
+    let want = msg.len() + more;
+    if want <= msg.capacity() {
+        return true;
+    }
+    // Grow as a Vec would (doubling), but count it first.
+    let new_cap = want.max(msg.capacity() * 2).max(64 * 1024);
+    let kib = (new_cap - msg.capacity()).div_ceil(1024);
+    let Ok(kib) = u32::try_from(kib) else {
+        return false;
+    };
+    match memory.clone().try_acquire_many_owned(kib) {
+        Ok(p) => {
+            held.push(p);
+            msg.reserve_exact(new_cap - msg.len());
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+async fn read_data(
+    conn: &mut Conn,
+    max_size: usize,
+    memory: &DataMemory,
+) -> io::Result<(DataEnd, Vec<tokio::sync::OwnedSemaphorePermit>)> {
+    let mut held = Vec::new();
+    let mut no_room = false;
     let mut receiver = DataReceiver::new();
     let mut msg = Vec::new();
     // The receiver only recognises a dot at the start of a line after CRLF; the DATA
@@ -634,6 +695,12 @@ async fn read_data(conn: &mut Conn, max_size: usize) -> io::Result<DataEnd> {
     let mut discard: Option<DummyDataReceiver> = None;
     loop {
         let pending = conn.pending();
+        if discard.is_none() && !grow_within(&mut msg, pending.len(), memory, &mut held) {
+            no_room = true;
+            discard = Some(DummyDataReceiver::new_data(&receiver));
+            msg = Vec::new();
+            held.clear();
+        }
         let mut bytes = pending.iter();
         let done = match discard.as_mut() {
             Some(d) => d.ingest(&mut bytes),
@@ -644,17 +711,20 @@ async fn read_data(conn: &mut Conn, max_size: usize) -> io::Result<DataEnd> {
         if discard.is_none() && msg.len() > max_size {
             discard = Some(DummyDataReceiver::new_data(&receiver));
             msg = Vec::new();
+            held.clear();
         }
         if done {
-            return Ok(match discard {
+            let end = match discard {
+                Some(_) if no_room => DataEnd::NoRoom,
                 Some(_) => DataEnd::TooBig,
                 None => DataEnd::Complete(msg),
-            });
+            };
+            return Ok((end, held));
         }
         match conn.fill(None).await? {
             Fill::Data => {}
             Fill::Eof => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Fill::Idle => return Ok(DataEnd::Idle),
+            Fill::Idle => return Ok((DataEnd::Idle, Vec::new())),
             // Not asked for: a message in progress is allowed to finish.
             Fill::Shutdown => {}
         }

@@ -446,6 +446,8 @@ pub struct Opts {
     pub extra: String,
     /// More keys for the `[[list]]` table.
     pub list_extra: String,
+    /// More keys for the `[smtp]` table.
+    pub smtp_extra: String,
     /// More lists: whole `[[list]]` tables, written after the test's list.
     pub extra_lists: String,
     /// TXT records the daemon's DNS answers with (`[dns] records`); the tests never ask
@@ -466,6 +468,7 @@ impl Default for Opts {
             language: "en",
             extra: String::new(),
             list_extra: String::new(),
+            smtp_extra: String::new(),
             extra_lists: String::new(),
             dns_records: Vec::new(),
             dns_server: None,
@@ -544,7 +547,8 @@ impl TestEnv {
         let size = o
             .max_message_size
             .map(|s| format!("max_message_size = {s}\n"))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            + &o.smtp_extra;
         let http = if o.http {
             format!(
                 "[http]\nlisten = \"127.0.0.1:{p}\"\nbase_url = \"http://127.0.0.1:{p}\"\n",
@@ -905,6 +909,11 @@ impl SmtpClient {
             .write_all(format!("{line}\r\n").as_bytes())
             .expect("write a command");
         self.read_reply()
+    }
+
+    /// Writes bytes as they are (no stuffing, no reply read).
+    pub fn write_raw(&mut self, data: &[u8]) {
+        self.writer.write_all(data).expect("write");
     }
 
     /// Sends a message (after a 354), dot-stuffed and terminated; reads the final reply.
