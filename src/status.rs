@@ -253,6 +253,8 @@ pub fn report(
         "relay:      {}{}",
         cfg.delivery.relay,
         match (running, relay_size) {
+            _ if cfg.delivery.relay.starts_with("outbox:") =>
+                " (each copy written as a file)".into(),
             (false, _) => String::new(),
             (true, Some(s)) => format!(" (accepts up to {s} bytes)"),
             (true, None) => " (no SIZE announced, or not reached yet)".into(),
