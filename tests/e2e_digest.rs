@@ -13,13 +13,6 @@ use std::sync::Arc;
 
 const CHECK: &str = "tests/scripts/digest_check.py";
 
-fn mails_for(sink: &Sink, rcpt: &str) -> Vec<Received> {
-    sink.messages()
-        .into_iter()
-        .filter(|m| m.rcpt.eq_ignore_ascii_case(rcpt))
-        .collect()
-}
-
 fn digests_for(sink: &Sink, rcpt: &str) -> Vec<Received> {
     mails_for(sink, rcpt)
         .into_iter()

@@ -13,13 +13,6 @@ use common::*;
 
 const REQUEST: &str = "forum-request@lists.example.org";
 
-fn mails_for(sink: &Sink, rcpt: &str) -> Vec<Received> {
-    sink.messages()
-        .into_iter()
-        .filter(|m| m.rcpt.eq_ignore_ascii_case(rcpt))
-        .collect()
-}
-
 /// The Message-IDs of the posts (list copies) `rcpt` received.
 fn copies_for(sink: &Sink, rcpt: &str) -> Vec<String> {
     mails_for(sink, rcpt)

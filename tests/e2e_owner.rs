@@ -22,22 +22,6 @@ fn text(raw: &[u8]) -> String {
         .unwrap_or_default()
 }
 
-fn mails_for(sink: &Sink, rcpt: &str) -> Vec<Received> {
-    sink.messages()
-        .into_iter()
-        .filter(|m| m.rcpt.eq_ignore_ascii_case(rcpt))
-        .collect()
-}
-
-fn wait_mails(sink: &Sink, rcpt: &str, n: usize) -> Vec<Received> {
-    assert!(
-        wait_until(WAIT, || mails_for(sink, rcpt).len() >= n),
-        "{rcpt} received {} messages, expected {n}",
-        mails_for(sink, rcpt).len()
-    );
-    mails_for(sink, rcpt)
-}
-
 fn members(env: &TestEnv) -> Vec<String> {
     let out = env.cli(&["members", "list", "forum"]);
     assert_eq!(out.code, Some(0), "{out:?}");

@@ -40,24 +40,6 @@ fn subject(raw: &[u8]) -> String {
         .unwrap_or_default()
 }
 
-/// The messages the sink received for `rcpt`, in order.
-fn mails_for(sink: &Sink, rcpt: &str) -> Vec<Received> {
-    sink.messages()
-        .into_iter()
-        .filter(|m| m.rcpt.eq_ignore_ascii_case(rcpt))
-        .collect()
-}
-
-/// Waits until `rcpt` has received `n` messages; returns them.
-fn wait_mails(sink: &Sink, rcpt: &str, n: usize) -> Vec<Received> {
-    assert!(
-        wait_until(WAIT, || mails_for(sink, rcpt).len() >= n),
-        "{rcpt} received {} messages, expected {n}",
-        mails_for(sink, rcpt).len()
-    );
-    mails_for(sink, rcpt)
-}
-
 /// A mail from `from` (also the envelope sender) to `rcpt`; asserts it is accepted.
 fn send(port: u16, from: &str, rcpt: &str, subject: &str, body: &str) {
     let mid = format!("{:016x}@client.example.net", rand_u64());

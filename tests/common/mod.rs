@@ -486,6 +486,24 @@ impl Opts {
     }
 }
 
+/// The messages the sink received for `rcpt`, in order.
+pub fn mails_for(sink: &Sink, rcpt: &str) -> Vec<Received> {
+    sink.messages()
+        .into_iter()
+        .filter(|m| m.rcpt.eq_ignore_ascii_case(rcpt))
+        .collect()
+}
+
+/// Waits until `rcpt` has received `n` messages; returns them.
+pub fn wait_mails(sink: &Sink, rcpt: &str, n: usize) -> Vec<Received> {
+    assert!(
+        wait_until(WAIT, || mails_for(sink, rcpt).len() >= n),
+        "{rcpt} received {} messages, expected {n}",
+        mails_for(sink, rcpt).len()
+    );
+    mails_for(sink, rcpt)
+}
+
 /// The decoded subject of a received mail.
 pub fn subject_of(data: &[u8]) -> String {
     mail_parser::MessageParser::default()
