@@ -61,19 +61,6 @@ MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
     .into_bytes()
 }
 
-/// The 40-character token after `word ` in a text.
-fn token_after(text: &str, word: &str) -> String {
-    let i = text
-        .find(&format!("{word} "))
-        .unwrap_or_else(|| panic!("no `{word} TOKEN` in:\n{text}"));
-    let t: String = text[i + word.len() + 1..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric())
-        .collect();
-    assert_eq!(t.len(), 40, "token after {word}: {t:?}");
-    t
-}
-
 #[test]
 fn forged_owner_mail_without_dkim_changes_nothing_until_the_owner_confirms() {
     let (sink, env, d) = start(Opts::default());

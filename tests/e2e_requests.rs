@@ -74,19 +74,6 @@ fn confirm_token(raw: &[u8]) -> String {
     token
 }
 
-/// The 40-character token after `word ` in a text.
-fn token_after(text: &str, word: &str) -> String {
-    let i = text
-        .find(&format!("{word} "))
-        .unwrap_or_else(|| panic!("no `{word} TOKEN` in:\n{text}"));
-    let t: String = text[i + word.len() + 1..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric())
-        .collect();
-    assert_eq!(t.len(), 40, "token after {word}: {t:?}");
-    t
-}
-
 /// The path of the login link in a mail's text.
 fn login_path(body: &str) -> String {
     let start = body.find("/login/forum/").expect("a login link");

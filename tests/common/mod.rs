@@ -504,6 +504,19 @@ pub fn wait_mails(sink: &Sink, rcpt: &str, n: usize) -> Vec<Received> {
     mails_for(sink, rcpt)
 }
 
+/// The 40-character token after `word ` in a text.
+pub fn token_after(text: &str, word: &str) -> String {
+    let i = text
+        .find(&format!("{word} "))
+        .unwrap_or_else(|| panic!("no `{word} TOKEN` in:\n{text}"));
+    let t: String = text[i + word.len() + 1..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    assert_eq!(t.len(), 40, "token after {word}: {t:?}");
+    t
+}
+
 /// The decoded subject of a received mail.
 pub fn subject_of(data: &[u8]) -> String {
     mail_parser::MessageParser::default()
