@@ -566,7 +566,7 @@ async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Repl
         }
         Command::ModerateList => {
             let mut out = String::new();
-            for h in ctx.svc.store.held()? {
+            for h in ctx.svc.store.held_heads()? {
                 let _ = writeln!(
                     out,
                     "{}\t{}\t{}\t{}\t{}",
@@ -989,7 +989,7 @@ pub fn stats(
         *months.entry(m).or_default() += 1;
     }
     let held = store
-        .held()?
+        .held_heads()?
         .iter()
         .filter(|h| h.list.eq_ignore_ascii_case(list.key()))
         .count();

@@ -249,18 +249,19 @@ fn held_summary(
     if l.owners.is_empty() {
         return Ok(None);
     }
+    // Every round: the cheap check first, then the held posts' heads only.
+    let now = now_ms();
+    let bucket = format!("held-summary:{}", l.key());
+    if svc.store.rate_hits(&bucket, "*", now - 3_600_000)? > 0 {
+        return Ok(None);
+    }
     let waiting: Vec<crate::store::Held> = svc
         .store
-        .held()?
+        .held_heads()?
         .into_iter()
         .filter(|h| h.list.eq_ignore_ascii_case(l.key()) && !h.notified && !h.poster_confirms)
         .collect();
     if waiting.is_empty() {
-        return Ok(None);
-    }
-    let now = now_ms();
-    let bucket = format!("held-summary:{}", l.key());
-    if svc.store.rate_hits(&bucket, "*", now - 3_600_000)? > 0 {
         return Ok(None);
     }
     let posts: Vec<minijinja::Value> = waiting

@@ -286,7 +286,7 @@ pub fn report(
     if let Some((_, e)) = &q.last_error {
         let _ = writeln!(out, "  last error: {}", mask_addresses(e));
     }
-    let held = store.held()?;
+    let held = store.held_heads()?;
     for l in &cfg.lists {
         let members = store.member_count(l.key())?;
         let h = held

@@ -371,7 +371,7 @@ pub fn held(plan: &mut Plan) -> crate::store::Result<()> {
     let held: Vec<_> = plan
         .ctx
         .store
-        .held()?
+        .held_heads()?
         .into_iter()
         .filter(|h| h.list.eq_ignore_ascii_case(&key))
         .collect();

@@ -161,6 +161,16 @@ impl Store {
         })
     }
 
+    /// Every held post without its bytes (`raw` empty): for listings and counts, which
+    /// must not copy every held message.
+    pub fn held_heads(&self) -> Result<Vec<Held>> {
+        self.held
+            .iter()
+            .values()
+            .map(|v| Ok(decode_head::<Held>("held", &v?)?.0))
+            .collect()
+    }
+
     pub fn held(&self) -> Result<Vec<Held>> {
         self.held
             .iter()
