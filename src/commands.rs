@@ -595,8 +595,15 @@ impl<'a> Plan<'a> {
         self.now - self.ctx.cfg.commands.rate_window.as_millis() as i64
     }
 
-    /// Whether one more mail to `addr`'s mailbox in `bucket` stays within `limit`.
+    /// Whether one more mail to `addr`'s mailbox in `bucket` stays within `limit`. A
+    /// confirmation also stays within the list's limit per hour over all addresses.
     fn within(&self, bucket: &str, addr: &str, limit: u32) -> crate::store::Result<bool> {
+        if bucket == CONFIRM {
+            let hourly = self.ctx.cfg.commands.max_confirmations_per_hour;
+            if !self.within(CONFIRM_ALL, "*", hourly)? {
+                return Ok(false);
+            }
+        }
         let (b, addr) = (self.bucket(bucket), mailbox(addr));
         let stored = self.ctx.store.rate_hits(&b, &addr, self.since(bucket))? as u32;
         let planned = self.hits.get(&(b, addr)).copied().unwrap_or(0);
@@ -604,6 +611,9 @@ impl<'a> Plan<'a> {
     }
 
     fn hit(&mut self, bucket: &str, addr: &str) {
+        if bucket == CONFIRM {
+            self.hit(CONFIRM_ALL, "*");
+        }
         let (b, addr) = (self.bucket(bucket), mailbox(addr));
         *self.hits.entry((b.clone(), addr.clone())).or_default() += 1;
         let since_ms = self.since(bucket);
@@ -613,18 +623,6 @@ impl<'a> Plan<'a> {
             at_ms: self.now,
             since_ms,
         });
-    }
-
-    /// Whether one more confirmation request may go to `addr`: within its mailbox's limit
-    /// and within the list's limit per hour over all addresses.
-    fn may_confirm(&self, addr: &str, limit: u32) -> crate::store::Result<bool> {
-        let hourly = self.ctx.cfg.commands.max_confirmations_per_hour;
-        Ok(self.within(CONFIRM, addr, limit)? && self.within(CONFIRM_ALL, "*", hourly)?)
-    }
-
-    fn confirmed_to(&mut self, addr: &str) {
-        self.hit(CONFIRM, addr);
-        self.hit(CONFIRM_ALL, "*");
     }
 
     fn lang_for(&self, addr: &str, hint: Option<Language>) -> Language {
@@ -824,7 +822,7 @@ impl<'a> Plan<'a> {
             self.results.push(Res::new(kind).addr(&target));
             return Ok(());
         }
-        if !self.may_confirm(&target, per_addr)?
+        if !self.within(CONFIRM, &target, per_addr)?
             || (!own && !self.within(CONFIRM_BY, requester, per_req)?)
         {
             tracing::info!(
@@ -914,7 +912,7 @@ impl<'a> Plan<'a> {
             )
         };
         if sent {
-            self.confirmed_to(&target);
+            self.hit(CONFIRM, &target);
             if !own {
                 self.hit(CONFIRM_BY, requester);
             }
@@ -998,7 +996,8 @@ impl<'a> Plan<'a> {
             "forget",
             "confirm-forget",
             vars,
-        )
+        )?;
+        Ok(())
     }
 
     /// Asks `requester` to confirm `action` at their own address (rate-limited like every
@@ -1012,14 +1011,16 @@ impl<'a> Plan<'a> {
         action: &str,
         template: &str,
         vars: minijinja::Value,
-    ) -> crate::store::Result<()> {
+    ) -> crate::store::Result<Option<&mut Pending>> {
         let limit = self.ctx.cfg.commands.max_confirmations_per_address;
         self.confirm_own_in(
             CONFIRM, limit, requester, hint, kind, action, template, vars,
         )
     }
 
-    /// As [`Plan::confirm_own`], counted in `bucket` against `limit`.
+    /// As [`Plan::confirm_own`], counted in `bucket` against `limit`. Returns the pending
+    /// request it made (none when the limit is reached), for the caller to add the work
+    /// it carries.
     #[allow(clippy::too_many_arguments)]
     fn confirm_own_in(
         &mut self,
@@ -1031,20 +1032,16 @@ impl<'a> Plan<'a> {
         action: &str,
         template: &str,
         vars: minijinja::Value,
-    ) -> crate::store::Result<()> {
-        let allowed = if bucket == CONFIRM {
-            self.may_confirm(requester, limit)?
-        } else {
-            self.within(bucket, requester, limit)?
-        };
-        if !allowed {
+    ) -> crate::store::Result<Option<&mut Pending>> {
+        if !self.within(bucket, requester, limit)? {
             let mut r = Res::new("rate-limited").addr(requester);
             r.silent = true;
             self.results.push(r);
-            return Ok(());
+            return Ok(None);
         }
         let lang = self.lang_for(requester, hint);
         let expires_ms = self.now + self.ctx.cfg.commands.confirm_expiry.as_millis() as i64;
+        let at = self.changes.len();
         let token = self.pending_token(kind, action, requester, expires_ms, hint)?;
         let confirm_address = self.list.sub_address(&format!("confirm+{token}"));
         // The web page confirms memberships and forgetting; owners' actions and settings
@@ -1070,16 +1067,15 @@ impl<'a> Plan<'a> {
             None,
             None,
         ) {
-            if bucket == CONFIRM {
-                self.confirmed_to(requester);
-            } else {
-                self.hit(bucket, requester);
-            }
+            self.hit(bucket, requester);
             let mut r = Res::new("confirm-sent").addr(requester);
             r.silent = true;
             self.results.push(r);
         }
-        Ok(())
+        Ok(match self.changes.get_mut(at) {
+            Some(Change::PutPending { pending, .. }) => Some(pending),
+            _ => None,
+        })
     }
 
     /// An owner's `opgelost URL` / `heropend URL`: checked against the archive's threads,
@@ -1118,7 +1114,8 @@ impl<'a> Plan<'a> {
             &action,
             "confirm-owner",
             vars,
-        )
+        )?;
+        Ok(())
     }
 
     /// Checks a confirmation token; on success returns the pending request and its id.
@@ -1361,22 +1358,17 @@ impl<'a> Plan<'a> {
         lines: Vec<String>,
         hint: Option<Language>,
     ) -> crate::store::Result<()> {
-        let before = self.changes.len();
         let vars = minijinja::context! { commands => lines.clone(), address => requester };
         // Counted as confirmations (a forged `set` must not become a mail bomb).
-        self.confirm_own(
+        if let Some(p) = self.confirm_own(
             requester,
             hint,
             Kind::Settings,
             "settings",
             "confirm-settings",
             vars,
-        )?;
-        for c in self.changes[before..].iter_mut() {
-            if let Change::PutPending { pending, .. } = c {
-                pending.commands = lines;
-                break;
-            }
+        )? {
+            p.commands = lines;
         }
         Ok(())
     }
@@ -1467,7 +1459,7 @@ impl<'a> Plan<'a> {
         kinds: &[crate::redact::Kind],
     ) -> crate::store::Result<()> {
         let limit = self.ctx.cfg.commands.max_confirmations_per_address;
-        if !self.may_confirm(&h.from_addr, limit)? {
+        if !self.within(CONFIRM, &h.from_addr, limit)? {
             tracing::info!(
                 held_id = h.id,
                 "confirmation limit reached; the post waits for an owner"
@@ -1501,7 +1493,7 @@ impl<'a> Plan<'a> {
             re,
             None,
         ) {
-            self.confirmed_to(&h.from_addr);
+            self.hit(CONFIRM, &h.from_addr);
         }
         Ok(())
     }

@@ -224,10 +224,9 @@ pub fn finish(
         adds => ops.iter().filter(|o| o.add).count(),
         removes => ops.iter().filter(|o| !o.add).count(),
     };
-    let before = plan.changes.len();
     // Counted as answers (owners do this several times a day), not as confirmations.
     let limit = plan.ctx.cfg.commands.max_replies_per_address;
-    plan.confirm_own_in(
+    let pending = plan.confirm_own_in(
         super::REPLY,
         limit,
         requester,
@@ -237,16 +236,14 @@ pub fn finish(
         "confirm-owner-members",
         vars,
     )?;
-    for c in plan.changes[before..].iter_mut() {
-        if let crate::store::Change::PutPending { pending, .. } = c {
-            pending.ops = ops;
-            // The confirmation mail is the answer (as for a member's own requests).
-            let mut r = Res::new("owner-confirm-sent");
-            r.count = Some(pending.ops.len());
-            r.silent = true;
-            plan.results.push(r);
-            break;
-        }
+    if let Some(pending) = pending {
+        let count = ops.len();
+        pending.ops = ops;
+        // The confirmation mail is the answer (as for a member's own requests).
+        let mut r = Res::new("owner-confirm-sent");
+        r.count = Some(count);
+        r.silent = true;
+        plan.results.push(r);
     }
     Ok(())
 }
