@@ -770,13 +770,13 @@ fn default_max_connections() -> usize {
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(300)
 }
-fn default_http_max_connections() -> usize {
+pub(crate) fn default_http_max_connections() -> usize {
     256
 }
-fn default_http_max_connections_per_ip() -> usize {
+pub(crate) fn default_http_max_connections_per_ip() -> usize {
     64
 }
-fn default_http_idle_timeout() -> Duration {
+pub(crate) fn default_http_idle_timeout() -> Duration {
     Duration::from_secs(30)
 }
 fn default_max_connections_per_ip() -> usize {

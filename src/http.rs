@@ -86,9 +86,17 @@ pub async fn serve(
         .fallback(not_found)
         .layer(axum::middleware::from_fn(archive_headers))
         .with_state(app);
-    let (max, per_ip, idle) = limits.map_or((256, 64, std::time::Duration::from_secs(30)), |h| {
-        (h.max_connections, h.max_connections_per_ip, h.idle_timeout)
-    });
+    let (max, per_ip, idle) = limits.map_or_else(
+        || {
+            use crate::config as c;
+            (
+                c::default_http_max_connections(),
+                c::default_http_max_connections_per_ip(),
+                c::default_http_idle_timeout(),
+            )
+        },
+        |h| (h.max_connections, h.max_connections_per_ip, h.idle_timeout),
+    );
     let listener = crate::limits::Limited::new(listener, max, per_ip, idle);
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {

@@ -856,10 +856,11 @@ fn prefetch_names(svc: &Services, ids: &[u64]) -> Vec<String> {
 }
 
 /// Processes every spooled message that is due (oldest first): the DMARC policies their
-/// authors' domains need (and the DKIM keys of requests) are looked up first, all at once and within the DNS timeout, so a
-/// resolver that never answers delays a pass by that timeout, not each post by it. A
-/// message whose decision fails on a store error stays spooled and is tried again later
-/// with backoff, while the others go on. Returns how many were applied.
+/// authors' domains need (and the DKIM keys of requests) are looked up first, all at once
+/// and within the DNS timeout, so a resolver that never answers delays a pass by that
+/// timeout, not each post by it. A message whose decision fails on a store error stays
+/// spooled and is tried again later with backoff, while the others go on. Returns how many
+/// were applied.
 pub fn drain(svc: &Services, retries: &mut Retries) -> crate::store::Result<usize> {
     let now = std::time::Instant::now();
     let ids: Vec<u64> = svc

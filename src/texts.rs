@@ -337,9 +337,9 @@ mod tests {
     fn shipped_texts_render() {
         let mut cfg = Config::embedded().unwrap();
         cfg.http = Some(crate::config::HttpConfig {
-            max_connections: 256,
-            max_connections_per_ip: 64,
-            idle_timeout: std::time::Duration::from_secs(30),
+            max_connections: crate::config::default_http_max_connections(),
+            max_connections_per_ip: crate::config::default_http_max_connections_per_ip(),
+            idle_timeout: crate::config::default_http_idle_timeout(),
             listen: "127.0.0.1:8025".into(),
             base_url: "https://lists.example.org".into(),
         });
