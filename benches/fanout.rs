@@ -221,17 +221,13 @@ owners = ["beheer@example.org"]
     let wake_out = Arc::new(Notify::new());
     let svc = vraagbaak::Services::new(cfg.clone(), store.clone())?;
     let limits = Arc::new(vraagbaak::outbound::RelayLimits::default());
-    let inbound = Arc::new(Inbound {
-        cfg: cfg.clone(),
-        store: store.clone(),
-        wake: wake_in.clone(),
-        relay: limits.clone(),
-    });
-    let live = vraagbaak::Live::new(vraagbaak::Generation {
-        svc: svc.clone(),
-        dkim: Arc::new(vraagbaak::dkim::Keys::load(&cfg).map_err(anyhow::Error::msg)?),
-        inbound,
-    });
+    let dkim = Arc::new(vraagbaak::dkim::Keys::load(&cfg).map_err(anyhow::Error::msg)?);
+    let live = vraagbaak::Live::new(vraagbaak::Generation::new(
+        svc.clone(),
+        dkim,
+        wake_in.clone(),
+        limits.clone(),
+    ));
     tokio::spawn(vraagbaak::pipeline::run(
         live.clone(),
         wake_in.clone(),

@@ -2,7 +2,7 @@
 
 use crate::admin;
 use crate::config::Config;
-use crate::inbound::{self, Inbound};
+use crate::inbound;
 use crate::store::Store;
 use crate::{http, outbound, pipeline, Services};
 use anyhow::Context as _;
@@ -43,18 +43,9 @@ pub async fn serve(cfg: Config, path: Option<std::path::PathBuf>) -> anyhow::Res
     let limits = Arc::new(outbound::RelayLimits::default());
     let probe_timeout = cfg.delivery.timeout.min(std::time::Duration::from_secs(5));
     outbound::probe_once(&cfg, &limits, probe_timeout).await;
-    let inbound = Arc::new(Inbound {
-        cfg: cfg.clone(),
-        store: store.clone(),
-        wake: wake_in.clone(),
-        relay: limits.clone(),
-    });
-
-    let live = crate::Live::new(crate::Generation {
-        svc: svc.clone(),
-        dkim: dkim.clone(),
-        inbound: inbound.clone(),
-    });
+    let g = crate::Generation::new(svc.clone(), dkim.clone(), wake_in.clone(), limits.clone());
+    let inbound = g.inbound.clone();
+    let live = crate::Live::new(g);
 
     let mut tasks = Vec::new();
     let mut listen = |addr: &str, lmtp: bool| -> anyhow::Result<()> {
@@ -257,13 +248,12 @@ pub async fn reload(live: &crate::Live, path: Option<&std::path::Path>) {
         let svc = old.svc.reloaded(cfg.clone())?;
         crate::digest::init(&svc)?;
         let dkim = Arc::new(crate::dkim::Keys::load(&cfg).map_err(anyhow::Error::msg)?);
-        let inbound = Arc::new(Inbound {
-            cfg,
-            store: old.inbound.store.clone(),
-            wake: old.inbound.wake.clone(),
-            relay: old.inbound.relay.clone(),
-        });
-        Ok(crate::Generation { svc, dkim, inbound })
+        Ok(crate::Generation::new(
+            svc,
+            dkim,
+            old.inbound.wake.clone(),
+            old.inbound.relay.clone(),
+        ))
     })
     .await;
     match loaded {

@@ -120,6 +120,26 @@ pub struct Generation {
     pub inbound: std::sync::Arc<inbound::Inbound>,
 }
 
+impl Generation {
+    /// The generation of `svc`'s configuration, its inbound side on `svc`'s store: `wake`
+    /// rings the pipeline, `relay` holds the relay's SIZE as probed (both outlive
+    /// generations).
+    pub fn new(
+        svc: Services,
+        dkim: std::sync::Arc<dkim::Keys>,
+        wake: std::sync::Arc<tokio::sync::Notify>,
+        relay: std::sync::Arc<outbound::RelayLimits>,
+    ) -> Generation {
+        let inbound = std::sync::Arc::new(inbound::Inbound {
+            cfg: svc.cfg.clone(),
+            store: svc.store.clone(),
+            wake,
+            relay,
+        });
+        Generation { svc, dkim, inbound }
+    }
+}
+
 impl Live {
     pub fn new(g: Generation) -> Live {
         Live(std::sync::Arc::new(std::sync::RwLock::new(

@@ -53,17 +53,14 @@ name = "Forum"
     );
     let cfg = Arc::new(Config::parse(&toml, "test.toml").expect("test config"));
     let store = Store::open(&cfg.db_path()).expect("store");
-    let inbound = Arc::new(Inbound {
-        cfg: cfg.clone(),
-        store: store.clone(),
-        wake: Arc::new(Notify::new()),
-        relay: Arc::new(vraagbaak::outbound::RelayLimits::default()),
-    });
-    let live = vraagbaak::Live::new(vraagbaak::Generation {
-        svc: vraagbaak::Services::new(cfg.clone(), store).expect("services"),
-        dkim: Arc::new(vraagbaak::dkim::Keys::load(&cfg).expect("no keys")),
-        inbound: inbound.clone(),
-    });
+    let g = vraagbaak::Generation::new(
+        vraagbaak::Services::new(cfg.clone(), store).expect("services"),
+        Arc::new(vraagbaak::dkim::Keys::load(&cfg).expect("no keys")),
+        Arc::new(Notify::new()),
+        Arc::new(vraagbaak::outbound::RelayLimits::default()),
+    );
+    let inbound = g.inbound.clone();
+    let live = vraagbaak::Live::new(g);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (stop, rx) = watch::channel(false);
