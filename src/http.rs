@@ -111,9 +111,22 @@ async fn archive_headers(req: axum::extract::Request, next: axum::middleware::Ne
     // Decided on the path as the file server will read it: percent-decoded (`/%61/` is
     // `/a/`), repeated slashes folded, any case.
     let path = normal_path(req.uri().path());
+    let asked = req.uri().clone();
     let mut r = next.run(req).await;
     if !path.starts_with("/archive/") && !path.starts_with("/members/") {
         return r;
+    }
+    // The file server answers a folder asked without its slash (`/archive/forum`) with a
+    // redirect to the path it was handed, which lacks the `/archive` it is mounted under:
+    // point it at the folder as asked instead.
+    if path.starts_with("/archive/") && r.status().is_redirection() {
+        let to = match asked.query() {
+            Some(q) => format!("{}/?{q}", asked.path()),
+            None => format!("{}/", asked.path()),
+        };
+        if let Ok(v) = HeaderValue::from_str(&to) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
     }
     let h = r.headers_mut();
     h.insert(
@@ -654,6 +667,13 @@ async fn members_file(
     match serve.oneshot(sub).await {
         Ok(r) => {
             let mut r = r.map(axum::body::Body::new).into_response();
+            // A folder without its slash: redirected within the members' archive.
+            if r.status().is_redirection() {
+                let to = format!("/members/{}/{}/", l.local(), rest.trim_end_matches('/'));
+                if let Ok(v) = HeaderValue::from_str(&to) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+            }
             // Members' pages are nobody else's: never in a shared cache.
             r.headers_mut().insert(
                 header::CACHE_CONTROL,
