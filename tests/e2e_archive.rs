@@ -682,3 +682,206 @@ fn response_head(port: u16, path: &str) -> String {
         .unwrap_or(out.len());
     String::from_utf8_lossy(&out[..end]).to_lowercase()
 }
+
+fn dated(from: &str, subject: &str, id: &str, date: &str, extra: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: {LIST}\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\n{extra}\
+Date: {date}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\
+Content-Transfer-Encoding: 8bit\r\n\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
+
+/// An S/MIME-signed reply (the signature part is never published).
+fn signed(from: &str, id: &str, parent: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: {LIST}\r\nSubject: Re: Zomervraag\r\nMessage-ID: <{id}>\r\n\
+In-Reply-To: <{parent}>\r\nReferences: <{parent}>\r\nDate: Tue, 07 Jul 2026 14:00:00 +0200\r\n\
+MIME-Version: 1.0\r\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"s\"\r\n\r\n\
+--s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n\
+--s\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\nContent-Transfer-Encoding: base64\r\n\
+Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\nMIAGCSqGSIb3DQEHAqCAMIACAQEx\r\n--s--\r\n"
+    )
+    .into_bytes()
+}
+
+/// What a reader meets on the pages: dates in the list's time zone and language (equal to
+/// the "Op ... schreef" line a Brussels mail client writes, in summer and in winter, also
+/// for a reply sent from another zone), month buckets by local time, singular and plural,
+/// the "digitally signed" note once per thread, images' descriptions, an overview of a
+/// long thread, previous/next links (also on an older page when a new thread starts), and
+/// `/archive/forum` without its slash leading to the archive.
+#[test]
+fn pages_read_in_local_time_with_plurals_navigation_and_redirects() {
+    let sink = Sink::start();
+    let mut env = TestEnv::new(
+        sink.port,
+        Opts {
+            http: true,
+            language: "nl",
+            ..public()
+        },
+    );
+    let d = Daemon::start(&mut env);
+    let dir = site(&env);
+    let an = "\"An Peeters\" <an@ocmw-gent.be>";
+    // Summer (CEST, +02:00): asked at 09:12 Brussels time.
+    let q1 = dated(
+        an,
+        "Zomervraag",
+        "zomer@ocmw-gent.be",
+        "Tue, 07 Jul 2026 09:12:00 +0200",
+        "",
+        "Wie weet dit?",
+    );
+    assert_eq!(post(d.port, "an@ocmw-gent.be", LIST, &q1), 250);
+    // A reply sent from New York at 05:30 -04:00 (11:30 in Brussels), quoting the
+    // question with the line a Brussels client writes.
+    let r1 = dated(
+        "Bart <bart@ocmw-leuven.be>",
+        "Re: Zomervraag",
+        "zomer-r1@ocmw-leuven.be",
+        "Tue, 07 Jul 2026 05:30:00 -0400",
+        "In-Reply-To: <zomer@ocmw-gent.be>\r\nReferences: <zomer@ocmw-gent.be>\r\n",
+        "Zo doe je dat.\n\nOp di 7 jul. 2026 om 09:12 schreef An Peeters:\n> Wie weet dit?",
+    );
+    assert_eq!(post(d.port, "bart@ocmw-leuven.be", LIST, &r1), 250);
+    // Two signed replies and an HTML one with a logo: five messages in all.
+    for (i, who) in ["carla@ocmw-brugge.be", "dirk@ocmw-aalst.be"]
+        .iter()
+        .enumerate()
+    {
+        let m = signed(
+            &format!("X <{who}>"),
+            &format!("zomer-s{i}@x.example"),
+            "zomer@ocmw-gent.be",
+            "Ondertekend antwoord.",
+        );
+        assert_eq!(post(d.port, who, LIST, &m), 250);
+    }
+    let html = format!(
+        "From: Eva <eva@ocmw-mol.be>\r\nTo: {LIST}\r\nSubject: Re: Zomervraag\r\nMessage-ID: <zomer-h@ocmw-mol.be>\r\n\
+In-Reply-To: <zomer@ocmw-gent.be>\r\nDate: Tue, 07 Jul 2026 15:00:00 +0200\r\nMIME-Version: 1.0\r\n\
+Content-Type: text/html; charset=utf-8\r\n\r\n<p>Met groet</p><p><img src=\"cid:image001.png@01DA\" alt=\"Logo Stad Antwerpen\"></p>\r\n"
+    );
+    assert_eq!(post(d.port, "eva@ocmw-mol.be", LIST, html.as_bytes()), 250);
+    // Winter (CET, +01:00).
+    let q2 = dated(
+        an,
+        "Wintervraag",
+        "winter@ocmw-gent.be",
+        "Tue, 10 Nov 2026 09:12:00 +0100",
+        "",
+        "En dit?",
+    );
+    assert_eq!(post(d.port, "an@ocmw-gent.be", LIST, &q2), 250);
+    let r2 = dated(
+        "Bart <bart@ocmw-leuven.be>",
+        "Re: Wintervraag",
+        "winter-r1@ocmw-leuven.be",
+        "Tue, 10 Nov 2026 10:00:00 +0100",
+        "In-Reply-To: <winter@ocmw-gent.be>\r\nReferences: <winter@ocmw-gent.be>\r\n",
+        "Zo.\n\nOp di 10 nov. 2026 om 09:12 schreef An Peeters:\n> En dit?",
+    );
+    assert_eq!(post(d.port, "bart@ocmw-leuven.be", LIST, &r2), 250);
+
+    let id_of = |mid: &str| -> u64 {
+        threads_json(&env)
+            .iter()
+            .find(|m| m["message_id"] == mid)
+            .and_then(|m| m["thread"].as_u64())
+            .unwrap_or(0)
+    };
+    let page = |id: u64| read(&dir.join(format!("t/{id}.html")));
+    assert!(
+        wait_until(WAIT, || {
+            let w = id_of("winter@ocmw-gent.be");
+            let s = page(id_of("zomer@ocmw-gent.be"));
+            w > 0
+                && page(w).matches("<article").count() == 2
+                && s.matches("<article").count() == 5
+                && s.contains("rel=\"next\"")
+        }),
+        "threads not archived:\n{}",
+        d.stderr()
+    );
+    let (summer, winter) = (id_of("zomer@ocmw-gent.be"), id_of("winter@ocmw-gent.be"));
+    let s = page(summer);
+    let w = page(winter);
+    // The page's dates are the quoted "Op ... schreef" times, summer and winter.
+    assert!(s.contains(">di 7 jul. 2026, 09:12</time>"), "{s}");
+    assert!(s.contains("Op di 7 jul. 2026 om 09:12 schreef"), "{s}");
+    assert!(w.contains(">di 10 nov. 2026, 09:12</time>"), "{w}");
+    assert!(w.contains("Op di 10 nov. 2026 om 09:12 schreef"), "{w}");
+    // The reply from New York, in Brussels time.
+    assert!(s.contains(">di 7 jul. 2026, 11:30</time>"), "{s}");
+    assert!(
+        !s.contains(", 05:30</time>") && !s.contains(", 07:12</time>"),
+        "{s}"
+    );
+    // The signature note once, the logo's description, the overview of five messages.
+    let note = "Dit bericht was digitaal ondertekend";
+    assert_eq!(s.matches(note).count(), 1, "{s}");
+    assert!(s.contains("[afbeelding: Logo Stad Antwerpen]"), "{s}");
+    assert!(!s.contains("cid:"), "{s}");
+    assert!(s.contains("Wie schreef wanneer"), "{s}");
+    assert!(!w.contains("Wie schreef wanneer"), "{w}");
+    assert!(
+        s.contains("5 berichten") && w.contains("2 berichten"),
+        "{s}\n{w}"
+    );
+    // Previous and next, and the way back to the month.
+    assert!(
+        s.contains(&format!("rel=\"next\" href=\"{winter}.html\"")),
+        "{s}"
+    );
+    assert!(!s.contains("rel=\"prev\""), "{s}");
+    assert!(
+        w.contains(&format!("rel=\"prev\" href=\"{summer}.html\"")),
+        "{w}"
+    );
+    assert!(!w.contains("rel=\"next\""), "{w}");
+    assert!(s.contains("Terug naar juli 2026"), "{s}");
+    // Just before midnight UTC on 31 October is 1 November in Brussels.
+    let late = dated(
+        an,
+        "Nachtvraag",
+        "nacht@ocmw-gent.be",
+        "Sat, 31 Oct 2026 23:30:00 +0000",
+        "",
+        "Laat.",
+    );
+    assert_eq!(post(d.port, "an@ocmw-gent.be", LIST, &late), 250);
+    assert!(
+        wait_until(WAIT, || page(winter).contains("rel=\"next\"")),
+        "the older page did not get its next link:\n{}",
+        page(winter)
+    );
+    let night = id_of("nacht@ocmw-gent.be");
+    assert!(
+        page(night).contains(">zo 1 nov. 2026, 00:30</time>"),
+        "{}",
+        page(night)
+    );
+    let nov = read(&dir.join("2026-11/index.html"));
+    assert!(
+        nov.contains("Nachtvraag") && nov.contains("2 gesprekken, 3 berichten"),
+        "{nov}"
+    );
+    assert!(
+        !dir.join("2026-10/index.html").exists(),
+        "an October page for a November post"
+    );
+    let jul = read(&dir.join("2026-07/index.html"));
+    assert!(jul.contains("1 gesprek, 5 berichten"), "{jul}");
+    assert!(jul.contains("Deze maand downloaden (mbox)"), "{jul}");
+    assert!(s.contains("Origineel bericht (.eml)"), "{s}");
+
+    // `/archive/forum` leads to the archive's front page.
+    let head = response_head(env.http_port, "/archive/forum");
+    assert!(head.starts_with("http/1.1 3"), "{head}");
+    assert!(head.contains("location: /archive/forum/\r\n"), "{head}");
+    let head = response_head(env.http_port, "/archive/forum/t");
+    assert!(head.contains("location: /archive/forum/t/\r\n"), "{head}");
+    assert!(response_head(env.http_port, "/archive/forum/").starts_with("http/1.1 200"));
+}

@@ -31,6 +31,7 @@ use crate::config::{Config, Language, ListConfig};
 use crate::store::{ArchMsg, ArchThread, ArchWrite, PostMark, PostMeta, Store};
 use crate::threading::{self, Placed};
 use anyhow::Context as _;
+use chrono_tz::Tz;
 use mail_parser::MessageParser;
 use minijinja::context;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -112,6 +113,9 @@ pub struct Archive {
     id_key: [u8; 32],
 }
 
+/// Threads of this many messages or more open with an overview of who wrote when.
+const OVERVIEW_FROM: usize = 5;
+
 /// A message date for the archive: the Date header unless it is missing or absurd (in the
 /// future, or before 1980), then the time we received it.
 pub fn message_date(meta: &PostMeta) -> i64 {
@@ -126,25 +130,21 @@ pub fn message_date(meta: &PostMeta) -> i64 {
     }
 }
 
-fn month_of(ms: i64) -> String {
+/// A moment in the list's time zone (UTC when the moment is out of range).
+fn local(ms: i64, tz: Tz) -> chrono::DateTime<Tz> {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
-        .format("%Y-%m")
-        .to_string()
+        .with_timezone(&tz)
 }
 
-fn show_date(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .format("%Y-%m-%d %H:%M")
-        .to_string()
+/// The month a post belongs to, by the list's local time: "2026-11".
+fn month_of(ms: i64, tz: Tz) -> String {
+    local(ms, tz).format("%Y-%m").to_string()
 }
 
-fn day(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .format("%Y-%m-%d")
-        .to_string()
+/// The local day, for the search index's result lines: "2026-11-03".
+fn day(ms: i64, tz: Tz) -> String {
+    local(ms, tz).format("%Y-%m-%d").to_string()
 }
 
 fn iso_date(ms: i64) -> String {
@@ -218,6 +218,9 @@ struct Touched {
     search: BTreeSet<u64>,
     /// Messages whose downloads (.eml, attachments) must be written.
     assets: BTreeSet<u64>,
+    /// Threads that started or were merged away in this pass: the threads on either side
+    /// of them get new previous/next links.
+    neighbours: BTreeSet<u64>,
     messages: usize,
 }
 
@@ -579,9 +582,9 @@ impl Archive {
         };
         // Everything the index keeps of a post is published somewhere (pages, Atom, search,
         // similar-questions mails): its subject without addresses and clients' numbers.
-        let privacy = match self.cfg.lists.iter().find(|l| l.key() == key) {
-            Some(list) => self.privacy(list),
-            None => render::Privacy::hidden(),
+        let (privacy, tz) = match self.cfg.lists.iter().find(|l| l.key() == key) {
+            Some(list) => (self.privacy(list), list.timezone),
+            None => (render::Privacy::hidden(), chrono_tz::Europe::Brussels),
         };
         meta.subject = privacy.text(&meta.subject).into_owned();
         let raw = self.store.raw(key, seq)?.unwrap_or_default();
@@ -619,7 +622,7 @@ impl Archive {
             subject: meta.subject.clone(),
             author,
             date_ms,
-            month: month_of(date_ms),
+            month: month_of(date_ms, tz),
             qa: None,
         };
         Ok(Some(Prepared {
@@ -766,6 +769,7 @@ impl Archive {
             other.merged_into = Some(thread.id);
             settle |= other.solved.is_some();
             touched.threads.insert(other.id);
+            touched.neighbours.insert(other.id);
             w.threads.push(other);
         }
         if !thread.seqs.is_empty() {
@@ -831,6 +835,9 @@ impl Archive {
         for ((month, t), delta) in month_counts {
             let old = i64::from(ix.month_count(&month, t)?);
             w.months.push((month, t, (old + delta).max(0) as u32));
+        }
+        if thread.seqs.len() == 1 {
+            touched.neighbours.insert(thread.id);
         }
         touched.threads.insert(thread.id);
         touched.months.insert(msg.month.clone());
@@ -966,6 +973,13 @@ impl Site<'_> {
         self.list.key()
     }
 
+    /// A date as readers see it: in the list's time zone and language.
+    fn date(&self, ms: i64) -> String {
+        self.arc
+            .tpl
+            .date_label(self.lang, local(ms, self.list.timezone))
+    }
+
     fn base_ctx(&self) -> (minijinja::Value, minijinja::Value, &'static str) {
         let list = context! {
             name => self.list.name.clone(),
@@ -1012,8 +1026,17 @@ impl Site<'_> {
         }
         self.page("search.html", "search.html", "", context! {}, &mut stats)?;
 
-        // Thread pages, in parallel: each parses and renders its own messages.
-        let ids: Vec<u64> = touched.threads.iter().copied().collect();
+        // Thread pages, in parallel: each parses and renders its own messages. The threads
+        // beside a new or merged one are rendered again for their previous/next links.
+        let mut ids = touched.threads.clone();
+        for id in &touched.neighbours {
+            for later in [false, true] {
+                if let Some(t) = self.arc.store.arch_thread_beside(self.key(), *id, later)? {
+                    ids.insert(t.id);
+                }
+            }
+        }
+        let ids: Vec<u64> = ids.into_iter().collect();
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -1112,9 +1135,17 @@ impl Site<'_> {
         };
         let question = plain(&t.subject);
         let mut texts: Vec<(String, String, bool)> = Vec::with_capacity(laid.len());
+        // "Digitally signed, signature not published" is said once per thread.
+        let mut signed_noted = false;
         for (m, p) in &laid {
-            let v =
-                self.render_message(m, p, &anchors, (&thread_subject, accepted), touched, stats)?;
+            let v = self.render_message(
+                m,
+                p,
+                &anchors,
+                (&thread_subject, accepted, &mut signed_noted),
+                touched,
+                stats,
+            )?;
             let own = plain(&m.subject);
             let extra = if own.to_lowercase() == question.to_lowercase() {
                 String::new()
@@ -1145,14 +1176,37 @@ impl Site<'_> {
                 })
                 .collect(),
             state: search::thread_state(&t),
-            date: day(t.first_ms),
+            date: day(t.first_ms, self.list.timezone),
             url: Site::thread_url(id),
             tags: &t.tags,
         });
+        // Previous and next thread (in the order they started), by their question.
+        let beside = |later: bool| -> anyhow::Result<Option<minijinja::Value>> {
+            Ok(self.arc.store.arch_thread_beside(key, id, later)?.map(|n| {
+                context! {
+                    url => format!("{}.html", n.id),
+                    subject => display_subject(self.list, &n.subject),
+                }
+            }))
+        };
+        // A long thread opens with who wrote when, each a link to the message.
+        let overview: Vec<minijinja::Value> = laid
+            .iter()
+            .map(|(m, p)| {
+                context! {
+                    anchor => format!("m{}", m.seq),
+                    author => m.author.clone(),
+                    date => self.date(m.date_ms),
+                    date_iso => iso_date(m.date_ms),
+                    depth => p.depth.min(6),
+                    accepted => accepted == Some(m.seq),
+                }
+            })
+            .collect();
         let month = laid
             .first()
             .map(|(m, _)| m.month.clone())
-            .unwrap_or_else(|| month_of(t.first_ms));
+            .unwrap_or_else(|| month_of(t.first_ms, self.list.timezone));
         let extra = context! {
             thread => context! {
                 subject => thread_subject,
@@ -1166,6 +1220,9 @@ impl Site<'_> {
                 json_ld => question_ld,
                 month_url => format!("../{month}/index.html"),
                 month_label => self.arc.tpl.month_label(self.lang, &month),
+                prev => beside(false)?,
+                next => beside(true)?,
+                overview => (laid.len() >= OVERVIEW_FROM).then_some(overview),
             },
             messages => views,
         };
@@ -1177,7 +1234,7 @@ impl Site<'_> {
         m: &ArchMsg,
         p: &Placed,
         anchors: &HashMap<u64, (String, String)>,
-        (thread_subject, accepted): (&str, Option<u64>),
+        (thread_subject, accepted, signed_noted): (&str, Option<u64>, &mut bool),
         touched: &Touched,
         stats: &mut Stats,
     ) -> anyhow::Result<MessageView> {
@@ -1210,6 +1267,12 @@ impl Site<'_> {
                 )?;
             }
         }
+        let problems: Vec<String> = problems
+            .into_iter()
+            .filter(|p| {
+                *p != self.labels.signature_omitted || !std::mem::replace(signed_noted, true)
+            })
+            .collect();
         let subject = display_subject(self.list, &m.subject);
         let subject_differs =
             threading::base_subject(&subject) != threading::base_subject(thread_subject);
@@ -1220,7 +1283,7 @@ impl Site<'_> {
             anchor => format!("m{seq}"),
             depth => p.depth.min(12),
             author => m.author.clone(),
-            date => show_date(m.date_ms),
+            date => self.date(m.date_ms),
             date_iso => iso_date(m.date_ms),
             subject,
             subject_differs,
@@ -1256,7 +1319,7 @@ impl Site<'_> {
         for (t, n) in &threads {
             let month = context! {
                 in_month => n,
-                first => show_date(t.first_ms),
+                first => self.date(t.first_ms),
                 first_iso => iso_date(t.first_ms),
             };
             list.push(minijinja::value::merge_maps([
@@ -1439,7 +1502,7 @@ impl Site<'_> {
             context! { tags => all },
             stats,
         )?;
-        let figures: Vec<minijinja::Value> = qa::figures(&threads, month_of)
+        let figures: Vec<minijinja::Value> = qa::figures(&threads, |ms| month_of(ms, self.list.timezone))
             .into_iter()
             .map(|f| {
                 let pct = |n: usize| (n * 100).checked_div(f.questions).unwrap_or(0);
@@ -1486,7 +1549,7 @@ impl Site<'_> {
             state => qa::state(t),
             answers => qa::answers(t),
             tags => t.tags.clone(),
-            last => show_date(t.last_ms),
+            last => self.date(t.last_ms),
             last_iso => iso_date(t.last_ms),
         })
     }
@@ -1514,7 +1577,10 @@ impl Site<'_> {
             let summary: String = summary.split_whitespace().collect::<Vec<_>>().join(" ");
             let summary: String = summary.chars().take(400).collect();
             updated = updated.max(t.last_ms);
-            let year = month_of(t.first_ms).get(..4).unwrap_or("2026").to_string();
+            let year = month_of(t.first_ms, self.list.timezone)
+                .get(..4)
+                .unwrap_or("2026")
+                .to_string();
             entries.push(context! {
                 id => format!("tag:{},{year}:{}/t/{}", self.list.domain(), self.list.local(), t.id),
                 subject => display_subject(self.list, &t.subject),
@@ -1579,7 +1645,7 @@ pub fn print_threads(threads: &[(ArchThread, Vec<(ArchMsg, Placed)>)], json: boo
                 "{}<{}> {} {} {}\n",
                 "  ".repeat(p.depth + 1),
                 m.message_id,
-                show_date(m.date_ms),
+                local(m.date_ms, chrono_tz::UTC).format("%Y-%m-%d %H:%M UTC"),
                 if m.author.is_empty() { "-" } else { &m.author },
                 m.subject
             ));

@@ -254,7 +254,7 @@ fn decode_entity(name: &str) -> Option<char> {
 /// Interface texts used inside rendered messages (from `archive-templates/i18n/`).
 #[derive(Debug, Clone)]
 pub struct Labels {
-    /// "{n} quoted lines"
+    /// "Show quote ({n} lines)"
     pub quoted_lines: String,
     pub attachments: String,
     pub forwarded_message: String,
@@ -266,12 +266,14 @@ pub struct Labels {
     pub signature_omitted: String,
     /// The one line a confidentiality disclaimer folds into.
     pub disclaimer: String,
+    /// "[image: ...]" for an image's description.
+    pub image: String,
 }
 
 impl Default for Labels {
     fn default() -> Self {
         Labels {
-            quoted_lines: "{n} quoted lines".into(),
+            quoted_lines: "Show quote ({n} lines)".into(),
             attachments: "Attachments".into(),
             forwarded_message: "Forwarded message".into(),
             problem_undecodable: "Part of this message could not be decoded correctly; it is shown as well as possible. The original is in the download.".into(),
@@ -281,6 +283,7 @@ impl Default for Labels {
             problem_unreadable: "This message could not be read as mail; the original is kept for download.".into(),
             signature_omitted: "This message was digitally signed; the signature is not published because it carries the sender's address.".into(),
             disclaimer: "Confidentiality notice".into(),
+            image: "image".into(),
         }
     }
 }
@@ -290,6 +293,9 @@ impl Default for Labels {
 pub struct Attachment {
     pub index: usize,
     pub file_name: String,
+    /// The sender's own name for it (last path component, addresses and clients' numbers
+    /// taken out), as readers see it; `file_name` when it had none.
+    pub shown_name: String,
     pub declared_type: String,
     pub size: usize,
     pub bytes: Vec<u8>,
@@ -332,21 +338,23 @@ pub fn render(
     let mut html = String::new();
     r.message(msg, 0, &mut html);
     if !r.out.attachments.is_empty() {
-        html.push_str("<ul class=\"attachments\" aria-label=\"");
+        html.push_str("<section class=\"attachments\"><h3>");
         html.push_str(&escape(&labels.attachments));
-        html.push_str("\">");
+        html.push_str("</h3><ul>");
         for a in &r.out.attachments {
             html.push_str("<li><a href=\"");
             html.push_str(&escape(&(r.href)(a.index, &a.file_name)));
-            html.push_str("\" download>");
-            html.push_str(&escape(&a.file_name));
+            html.push_str("\" download=\"");
+            html.push_str(&escape(&a.shown_name));
+            html.push_str("\">");
+            html.push_str(&escape(&a.shown_name));
             html.push_str("</a> <span class=\"meta\">");
             html.push_str(&escape(&a.declared_type));
             html.push_str(", ");
             html.push_str(&human_size(a.size));
             html.push_str("</span></li>");
         }
-        html.push_str("</ul>");
+        html.push_str("</ul></section>");
     }
     r.out.html = html;
     if r.out.text.len() > MAX_SEARCH_TEXT {
@@ -530,7 +538,7 @@ impl Renderer<'_> {
             return;
         }
         let text = self.cap(text);
-        let clean = sanitize(&closing::mark_html_signatures(text));
+        let clean = sanitize(&closing::mark_html_signatures(text), &self.labels.image);
         let clean = self.privacy.html(&clean);
         let clean = closing::html(&clean, &self.labels.disclaimer);
         html.push_str("<div class=\"html-mail\">");
@@ -591,9 +599,21 @@ impl Renderer<'_> {
                 file_name.push_str(".eml");
             }
         }
+        let shown_name = name
+            .as_deref()
+            .and_then(|n| n.rsplit(['/', '\\']).find(|s| !s.trim().is_empty()))
+            .map(|n| {
+                n.chars()
+                    .filter(|c| !c.is_control())
+                    .take(120)
+                    .collect::<String>()
+            })
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| file_name.clone());
         self.out.attachments.push(Attachment {
             index,
             file_name,
+            shown_name,
             declared_type,
             size: bytes.len(),
             bytes,
@@ -1131,8 +1151,10 @@ fn linkify(s: &str, html: &mut String) {
     html.push_str(&escape(&s[pos..]));
 }
 
-/// Sanitizes mail HTML with ammonia: structure and text only.
-pub fn sanitize(html: &str) -> String {
+/// Sanitizes mail HTML with ammonia: structure and text only. Images are not loaded
+/// (they would tell the sender who reads, and inline ones are not published); an image
+/// with a description leaves it as text: "[afbeelding: Logo Stad Antwerpen]".
+pub fn sanitize(html: &str, image: &str) -> String {
     let tags = [
         "a",
         "abbr",
@@ -1156,6 +1178,7 @@ pub fn sanitize(html: &str) -> String {
         "h6",
         "hr",
         "i",
+        "img",
         "ins",
         "kbd",
         "li",
@@ -1183,6 +1206,8 @@ pub fn sanitize(html: &str) -> String {
     let mut b = ammonia::Builder::empty();
     b.add_tags(tags)
         .add_tag_attributes("a", ["href"])
+        // Only the description: no `src`, so nothing is fetched; replaced below.
+        .add_tag_attributes("img", ["alt"])
         .add_tag_attributes("td", ["colspan", "rowspan"])
         .add_tag_attributes("th", ["colspan", "rowspan"])
         .url_schemes(HashSet::from(["http", "https"]))
@@ -1190,7 +1215,51 @@ pub fn sanitize(html: &str) -> String {
         .link_rel(Some("nofollow noopener noreferrer"))
         .clean_content_tags(HashSet::from(["script", "style", "title", "template"]))
         .strip_comments(true);
-    b.clean(html).to_string()
+    images_as_text(&b.clean(html).to_string(), image)
+}
+
+/// Replaces each `<img alt="...">` of ammonia's output (the only form it leaves: `alt` is
+/// the one attribute allowed, in double quotes, with `"&<>` as entities) by its
+/// description as text, at most 200 characters; an image without one is dropped.
+/// By hand because ammonia has no hook to turn an element into text.
+fn images_as_text(html: &str, image: &str) -> String {
+    if !html.contains("<img") {
+        return html.to_string();
+    }
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(i) = rest.find("<img") {
+        out.push_str(&rest[..i]);
+        let tag = &rest[i..];
+        let alt_end = tag.strip_prefix("<img alt=\"").and_then(|v| {
+            let q = v.find('"')?;
+            Some((&v[..q], q))
+        });
+        match alt_end {
+            Some((value, q)) => {
+                let value = value
+                    .replace("&quot;", "\"")
+                    .replace("&nbsp;", " ")
+                    .replace("&lt;", "<")
+                    .replace("&gt;", ">")
+                    .replace("&amp;", "&");
+                let value: String = value.split_whitespace().collect::<Vec<_>>().join(" ");
+                let value: String = value.chars().take(200).collect();
+                let after = &tag["<img alt=\"".len() + q + 1..];
+                rest = after.find('>').map_or("", |g| &after[g + 1..]);
+                if !value.is_empty() {
+                    out.push_str("<span class=\"img-alt\">[");
+                    out.push_str(&escape(image));
+                    out.push_str(": ");
+                    out.push_str(&escape(&value));
+                    out.push_str("]</span>");
+                }
+            }
+            None => rest = tag.find('>').map_or("", |g| &tag[g + 1..]),
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The text of sanitized HTML, for the search index.
@@ -2081,7 +2150,7 @@ Aan: forum@lists.example\r\nOnderwerp: vraag\r\n\r\noude tekst\r\n";
             "{}",
             r.html
         );
-        assert!(r.html.contains("8 quoted lines"));
+        assert!(r.html.contains("Show quote (8 lines)"), "{}", r.html);
     }
 
     #[test]
@@ -2093,6 +2162,32 @@ Aan: forum@lists.example\r\nOnderwerp: vraag\r\n\r\noude tekst\r\n";
         assert_eq!(t, "Een lange zin.\n> geciteerd verder\n-- \nsig\n");
         assert_eq!(unflow(" From me\r\n", false), "From me\n");
         assert_eq!(unflow("ab \r\ncd\r\n", true), "abcd\n");
+    }
+
+    #[test]
+    fn images_leave_their_description_and_load_nothing() {
+        let r = html_of(concat!(
+            "Subject: s\r\nContent-Type: text/html\r\n\r\n",
+            "<p>Zie <img src=\"cid:image001.png@01DA\" alt=\"Logo  Stad\nAntwerpen\"> hier",
+            "<img src=\"https://track.example/p.gif\" width=1 height=1>",
+            "<img alt=\"\" src=\"x.png\"><img alt='a \"&lt;b&gt;\" &amp; <script>'></p>",
+        ));
+        assert!(
+            r.html
+                .contains("<span class=\"img-alt\">[image: Logo Stad Antwerpen]</span>"),
+            "{}",
+            r.html
+        );
+        assert!(
+            r.html
+                .contains("[image: a &quot;&lt;b&gt;&quot; &amp; &lt;script&gt;]"),
+            "{}",
+            r.html
+        );
+        assert_eq!(r.html.matches("img-alt").count(), 2, "{}", r.html);
+        for bad in ["<img", "cid:", "track.example", "x.png", "<script"] {
+            assert!(!r.html.contains(bad), "{bad} in {}", r.html);
+        }
     }
 
     #[test]
@@ -2167,7 +2262,23 @@ Aan: forum@lists.example\r\nOnderwerp: vraag\r\n\r\noude tekst\r\n";
         assert_eq!(r.attachments[0].file_name, "1-passwd");
         assert!(!String::from_utf8_lossy(&r.attachments[0].bytes).contains("jan@x"));
         assert!(
-            r.html.contains("href=\"../a/1/1-passwd\" download"),
+            r.html
+                .contains("href=\"../a/1/1-passwd\" download=\"passwd\">passwd</a>"),
+            "{}",
+            r.html
+        );
+        // Under a heading, with the sender's own name (accents and spaces kept), its type
+        // and size.
+        let r = html_of(concat!(
+            "Subject: s\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n",
+            "Content-Type: text/plain\r\n\r\nZie bijlage.\r\n--b\r\n",
+            "Content-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"Verslag cliënt.pdf\"\r\n\r\n",
+            "%PDF-1.4\r\n--b--\r\n"
+        ));
+        assert!(
+            r.html.contains(
+                "<section class=\"attachments\"><h3>Attachments</h3><ul><li><a href=\"../a/1/1-Verslag_client.pdf\" download=\"Verslag cliënt.pdf\">Verslag cliënt.pdf</a> <span class=\"meta\">application/pdf, 8 B</span>"
+            ),
             "{}",
             r.html
         );

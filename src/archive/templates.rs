@@ -40,11 +40,34 @@ const STATIC: &[(&str, &str)] = &[
 
 const I18N: &[(&str, &str)] = &[shipped!("i18n/nl.toml"), shipped!("i18n/en.toml")];
 
+/// How a language writes a date and time.
+struct DateNames {
+    format: String,
+    /// Monday first.
+    weekdays: Vec<String>,
+    months: Vec<String>,
+}
+
+/// A list of exactly `n` names under `key` in an i18n table.
+fn names(table: &toml::Table, key: &str, n: usize, file: &Path) -> Result<Vec<String>, String> {
+    match table.get(key) {
+        Some(toml::Value::Array(a)) if a.len() == n && a.iter().all(|v| v.is_str()) => Ok(a
+            .iter()
+            .map(|v| v.as_str().unwrap_or("").to_string())
+            .collect()),
+        _ => Err(format!(
+            "{}: key `{key}`: expected a list of {n} names",
+            file.display()
+        )),
+    }
+}
+
 /// The loaded templates, texts and static files.
 pub struct Templates {
     pub env: Environment<'static>,
     texts: BTreeMap<&'static str, minijinja::Value>,
     months: BTreeMap<&'static str, Vec<String>>,
+    dates: BTreeMap<&'static str, DateNames>,
     pub statics: Vec<(&'static str, Vec<u8>)>,
 }
 
@@ -98,6 +121,10 @@ impl Templates {
                 minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string())
             })
         });
+        // "1 bericht", "3 berichten": `{{ n | count(t.message, t.messages) }}`.
+        env.add_filter("count", |n: i64, one: String, many: String| {
+            format!("{n} {}", if n == 1 { one } else { many })
+        });
         for (name, builtin) in PAGES {
             let text = read(&dir, name, builtin)?;
             env.add_template_owned(*name, text)
@@ -105,6 +132,7 @@ impl Templates {
         }
         let mut texts = BTreeMap::new();
         let mut months = BTreeMap::new();
+        let mut dates = BTreeMap::new();
         for (name, builtin) in I18N {
             let text = read(&dir, name, builtin)?;
             let table: toml::Table =
@@ -113,20 +141,20 @@ impl Templates {
             let builtin_table: toml::Table = toml::from_str(builtin).unwrap_or_default();
             let mut merged = builtin_table;
             merged.extend(table);
-            let m: Vec<String> = match merged.get("months") {
-                Some(toml::Value::Array(a)) if a.len() == 12 => a
-                    .iter()
-                    .map(|v| v.as_str().unwrap_or("").to_string())
-                    .collect(),
-                _ => {
-                    return Err(format!(
-                        "{}: key `months`: expected a list of 12 month names",
-                        dir.join(name).display()
-                    ))
-                }
+            let file = dir.join(name);
+            let m = names(&merged, "months", 12, &file)?;
+            let date_names = DateNames {
+                format: merged
+                    .get("date_format")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("{day} {month} {year}, {hour}:{minute}")
+                    .to_string(),
+                weekdays: names(&merged, "weekdays_short", 7, &file)?,
+                months: names(&merged, "months_short", 12, &file)?,
             };
             let lang = if name.contains("/nl") { "nl" } else { "en" };
             months.insert(lang, m);
+            dates.insert(lang, date_names);
             texts.insert(lang, minijinja::Value::from_serialize(&merged));
         }
         let mut statics = Vec::new();
@@ -143,6 +171,7 @@ impl Templates {
             env,
             texts,
             months,
+            dates,
             statics,
         })
     }
@@ -173,7 +202,34 @@ impl Templates {
             problem_unreadable: get("problem_unreadable", d.problem_unreadable),
             signature_omitted: get("signature_omitted", d.signature_omitted),
             disclaimer: get("disclaimer", d.disclaimer),
+            image: get("image", d.image),
         }
+    }
+
+    /// "di 6 okt. 2026, 09:12" / "Tue 6 Oct 2026, 09:12": the `date_format` of the
+    /// language, with `{weekday}`, `{day}`, `{month}`, `{year}`, `{hour}`, `{minute}`
+    /// (the short names from `weekdays_short` and `months_short`).
+    pub fn date_label(&self, lang: Language, d: chrono::DateTime<chrono_tz::Tz>) -> String {
+        use chrono::{Datelike, Timelike};
+        let Some(names) = self.dates.get(lang.code()) else {
+            return d.format("%Y-%m-%d %H:%M").to_string();
+        };
+        let weekday = names
+            .weekdays
+            .get(d.weekday().num_days_from_monday() as usize)
+            .map_or("", String::as_str);
+        let month = names
+            .months
+            .get(d.month0() as usize)
+            .map_or("", String::as_str);
+        names
+            .format
+            .replace("{weekday}", weekday)
+            .replace("{day}", &d.day().to_string())
+            .replace("{month}", month)
+            .replace("{year}", &d.year().to_string())
+            .replace("{hour}", &format!("{:02}", d.hour()))
+            .replace("{minute}", &format!("{:02}", d.minute()))
     }
 
     /// "november 2026" for "2026-11".

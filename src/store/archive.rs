@@ -140,6 +140,43 @@ impl Store {
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
     }
 
+    /// The live (not merged) thread just before (`later` false) or after `id`, in the
+    /// order threads started: a thread page's previous and next links.
+    pub fn arch_thread_beside(
+        &self,
+        list: &str,
+        id: u64,
+        later: bool,
+    ) -> Result<Option<ArchThread>> {
+        let p = list_prefix(list);
+        let here = post_key(list, id);
+        let mut range = if later {
+            let mut from = here;
+            from.push(0);
+            self.arch_thread.range(from..)
+        } else {
+            self.arch_thread.range(p.clone()..here)
+        };
+        loop {
+            let next = if later {
+                range.next()
+            } else {
+                range.next_back()
+            };
+            let Some(kv) = next else {
+                return Ok(None);
+            };
+            let (k, v) = kv?;
+            if !k.starts_with(&p) {
+                return Ok(None);
+            }
+            let t: ArchThread = decode("arch_thread", &v)?;
+            if t.merged_into.is_none() && !t.seqs.is_empty() {
+                return Ok(Some(t));
+            }
+        }
+    }
+
     /// Threads, newest first (by id, i.e. by the seq that started them).
     pub fn arch_threads_rev(&self, list: &str) -> impl Iterator<Item = Result<ArchThread>> {
         self.arch_thread
