@@ -963,7 +963,10 @@ fn paragraphs(lines: &[&str], html: &mut String) {
         }
         if para.iter().any(|l| is_structured(l)) {
             html.push_str("<p class=\"lines\">");
-            linkify(&para.join("\n"), html);
+            match list_lines(para) {
+                Some(items) => linkify(&items.join("\n"), html),
+                None => linkify(&para.join("\n"), html),
+            }
             html.push_str("</p>");
             continue;
         }
@@ -990,26 +993,62 @@ fn is_structured(line: &str) -> bool {
         return true;
     }
     let s = t.trim_start();
+    is_list_item(s) || s.ends_with(';') || is_code_like(s)
+}
+
+/// "- item", "* item", "1. item", "2) item", "a) item" (already trimmed at the start).
+fn is_list_item(s: &str) -> bool {
     let b = s.as_bytes();
     let digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
     let numbered = (1..=3).contains(&digits)
         && matches!(b.get(digits), Some(b'.' | b')'))
         && b.get(digits + 1) == Some(&b' ');
     let lettered = b.len() > 3 && b[0].is_ascii_lowercase() && b[1] == b')' && b[2] == b' ';
-    let list = ["- ", "* ", "• ", "+ ", "– "]
+    ["- ", "* ", "• ", "+ ", "– "]
         .iter()
         .any(|p| s.starts_with(p))
         || numbered
-        || lettered;
-    list || s.matches('|').count() >= 2
+        || lettered
+}
+
+/// A table row, a patch line, a brace of code or a rule (trimmed at the start).
+fn is_code_like(s: &str) -> bool {
+    s.matches('|').count() >= 2
         || s.starts_with("@@")
         || s.starts_with("diff ")
         || s.starts_with("+++")
         || s.starts_with("---")
-        || s.ends_with(';')
         || s.ends_with('{')
         || s == "}"
         || is_rule(s)
+}
+
+/// A paragraph that is a list (with perhaps a line or two before it), one line per item:
+/// a line after a wrapped one (as long as the sender's program wraps) that does not start
+/// an item continues it, so that an item wrapped at 76 columns reads as one on a phone.
+/// `None` when the paragraph holds code, a table, a patch or tabs: every break stays.
+fn list_lines(para: &[&str]) -> Option<Vec<String>> {
+    if !para.iter().any(|l| is_list_item(l.trim_start())) {
+        return None;
+    }
+    let mut out: Vec<String> = Vec::with_capacity(para.len());
+    let mut wrapped = false;
+    for line in para {
+        let t = line.trim_end();
+        let s = t.trim_start();
+        if t.contains('\t') || is_code_like(s) {
+            return None;
+        }
+        match out.last_mut() {
+            Some(last) if wrapped && !is_list_item(s) => {
+                last.push(' ');
+                last.push_str(s);
+            }
+            _ => out.push(t.to_string()),
+        }
+        wrapped = t.chars().count() >= WRAPPED_LINE;
+    }
+    Some(out)
 }
 
 /// Where the author's own text below line `from` ends: at a quote or at Outlook's
@@ -2151,6 +2190,27 @@ Aan: forum@lists.example\r\nOnderwerp: vraag\r\n\r\noude tekst\r\n";
             r.html
         );
         assert!(r.html.contains("Show quote (8 lines)"), "{}", r.html);
+    }
+
+    #[test]
+    fn wrapped_list_items_are_joined_and_code_keeps_its_lines() {
+        let r = html_of(concat!(
+            "Subject: s\r\n\r\nWat bij ons werkte:\r\n",
+            "- eerst contact met de schuldbemiddelaar (telefonisch, dat gaat sneller);\r\n",
+            "- de waarborg via het OCMW voorschieten, terug te betalen in maandelijkse\r\n",
+            "  schijven die in het budgetplan passen.\r\n- kort\r\n  niet verder\r\n\r\n",
+            "fn main() {\r\n    let x = 1; // een regel code die lang genoeg is om te wrappen\r\n}\r\n",
+        ));
+        assert!(
+            r.html.contains(
+                "<p class=\"lines\">Wat bij ons werkte:\n- eerst contact met de schuldbemiddelaar (telefonisch, dat gaat sneller);\n\
+- de waarborg via het OCMW voorschieten, terug te betalen in maandelijkse schijven die in het budgetplan passen.\n\
+- kort\n  niet verder</p>"
+            ),
+            "{}",
+            r.html
+        );
+        assert!(r.html.contains("fn main() {\n    let x = 1;"), "{}", r.html);
     }
 
     #[test]
