@@ -142,11 +142,6 @@ fn month_of(ms: i64, tz: Tz) -> String {
     local(ms, tz).format("%Y-%m").to_string()
 }
 
-/// The local day, for the search index's result lines: "2026-11-03".
-fn day(ms: i64, tz: Tz) -> String {
-    local(ms, tz).format("%Y-%m-%d").to_string()
-}
-
 fn iso_date(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
@@ -1176,7 +1171,10 @@ impl Site<'_> {
                 })
                 .collect(),
             state: search::thread_state(&t),
-            date: day(t.first_ms, self.list.timezone),
+            date: self
+                .arc
+                .tpl
+                .day_label(self.lang, local(t.first_ms, self.list.timezone)),
             url: Site::thread_url(id),
             tags: &t.tags,
         });

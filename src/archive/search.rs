@@ -259,7 +259,7 @@ pub struct Record {
     pub answers: u32,
     #[serde(rename = "st")]
     pub state: u8,
-    /// The question's date, `YYYY-MM-DD`.
+    /// The question's day as readers see it ("7 jul. 2026").
     #[serde(rename = "d")]
     pub date: String,
     /// The thread page, relative to the list's folder.

@@ -43,6 +43,7 @@ const I18N: &[(&str, &str)] = &[shipped!("i18n/nl.toml"), shipped!("i18n/en.toml
 /// How a language writes a date and time.
 struct DateNames {
     format: String,
+    day_format: String,
     /// Monday first.
     weekdays: Vec<String>,
     months: Vec<String>,
@@ -149,6 +150,11 @@ impl Templates {
                     .and_then(|v| v.as_str())
                     .unwrap_or("{day} {month} {year}, {hour}:{minute}")
                     .to_string(),
+                day_format: merged
+                    .get("day_format")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("{day} {month} {year}")
+                    .to_string(),
                 weekdays: names(&merged, "weekdays_short", 7, &file)?,
                 months: names(&merged, "months_short", 12, &file)?,
             };
@@ -210,10 +216,22 @@ impl Templates {
     /// language, with `{weekday}`, `{day}`, `{month}`, `{year}`, `{hour}`, `{minute}`
     /// (the short names from `weekdays_short` and `months_short`).
     pub fn date_label(&self, lang: Language, d: chrono::DateTime<chrono_tz::Tz>) -> String {
+        match self.dates.get(lang.code()) {
+            Some(names) => Self::fill(&names.format, names, d),
+            None => d.format("%Y-%m-%d %H:%M").to_string(),
+        }
+    }
+
+    /// The day alone, for search results: "7 jul. 2026" (`day_format`).
+    pub fn day_label(&self, lang: Language, d: chrono::DateTime<chrono_tz::Tz>) -> String {
+        match self.dates.get(lang.code()) {
+            Some(names) => Self::fill(&names.day_format, names, d),
+            None => d.format("%Y-%m-%d").to_string(),
+        }
+    }
+
+    fn fill(format: &str, names: &DateNames, d: chrono::DateTime<chrono_tz::Tz>) -> String {
         use chrono::{Datelike, Timelike};
-        let Some(names) = self.dates.get(lang.code()) else {
-            return d.format("%Y-%m-%d %H:%M").to_string();
-        };
         let weekday = names
             .weekdays
             .get(d.weekday().num_days_from_monday() as usize)
@@ -222,8 +240,7 @@ impl Templates {
             .months
             .get(d.month0() as usize)
             .map_or("", String::as_str);
-        names
-            .format
+        format
             .replace("{weekday}", weekday)
             .replace("{day}", &d.day().to_string())
             .replace("{month}", month)
