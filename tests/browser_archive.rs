@@ -106,6 +106,16 @@ fn browser_available(test: &str) -> bool {
 
 /// ChromeDriver with a headless Chromium session on a fresh profile.
 async fn browser() -> (std::process::Child, tempfile::TempDir, fantoccini::Client) {
+    browser_with(&[], None).await
+}
+
+/// [`browser`] with more Chromium arguments (a window size, a colour scheme), and as a
+/// phone of `phone` CSS pixels (width, height; ChromeDriver's mobile emulation: a headless
+/// window is at least 500 pixels wide).
+async fn browser_with(
+    extra: &[String],
+    phone: Option<(u32, u32)>,
+) -> (std::process::Child, tempfile::TempDir, fantoccini::Client) {
     let wd_port = free_port();
     let driver = Command::new(CHROMEDRIVER)
         .arg(format!("--port={wd_port}"))
@@ -122,19 +132,32 @@ async fn browser() -> (std::process::Child, tempfile::TempDir, fantoccini::Clien
         "chromedriver did not listen"
     );
     let profile = tempfile::tempdir().expect("profile dir");
+    let mut args: Vec<String> = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.push(format!("--user-data-dir={}", profile.path().display()));
+    args.extend(extra.iter().cloned());
     let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--disable-extensions",
-                format!("--user-data-dir={}", profile.path().display()),
-            ]
-        }),
-    );
+    let mut options = serde_json::json!({ "binary": CHROMIUM, "args": args });
+    if let Some((width, height)) = phone {
+        options["mobileEmulation"] = serde_json::json!({
+            "deviceMetrics": { "width": width, "height": height, "pixelRatio": 3, "touch": true },
+            "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0 Mobile Safari/537.36",
+        });
+    }
+    caps.insert("goog:chromeOptions".into(), options);
     // Both ring (ours) and aws-lc (a fantoccini default) may be linked: pick ring.
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let client = ClientBuilder::rustls()
@@ -947,4 +970,295 @@ schuldenregeling?\n\nMail me op an.peeters@ocmw-gent.example.\n-- \nAn Peeters\n
         "incremental and rebuilt index differ"
     );
     drop(d);
+}
+
+/// axe-core, installed by `npm ci --prefix tests/browser` (see `.ci/run`).
+const AXE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/browser/node_modules/axe-core/axe.min.js"
+);
+
+/// Where the screenshots go: `target/screenshots/`, or `$VRAAGBAAK_SCREENSHOTS`.
+fn screenshot_dir() -> std::path::PathBuf {
+    std::env::var_os("VRAAGBAAK_SCREENSHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots"))
+}
+
+/// A long Outlook reply as Outlook sends it: hard-wrapped text, a closing without `-- `
+/// (greeting, name, function, organisation, phone, address), a confidentiality disclaimer,
+/// and the whole question below "Van: ... Verzonden: ...".
+fn outlook_reply() -> Vec<u8> {
+    let body = "\
+Dag An,
+
+Wij hadden vorig jaar een gelijkaardig dossier: een cliënt met een leefloon en
+een lopende collectieve schuldenregeling, die een huurwaarborg nodig had voor
+een sociale woning. De schuldbemiddelaar moest akkoord gaan, maar dat ging
+vlot toen we een kort verslag van de sociale toestand meestuurden.
+
+Wat bij ons werkte:
+- eerst contact met de schuldbemiddelaar (telefonisch, dat gaat sneller);
+- het verslag met de huurprijs en het budgetplan;
+- de waarborg via het OCMW voorschieten, terug te betalen in maandelijkse
+  schijven die in het budgetplan passen.
+
+Het comité vroeg wel een bewijs dat de huurwaarborg geblokkeerd op een
+rekening staat. Laat gerust weten als je het model van ons verslag wil.
+
+Met vriendelijke groeten,
+
+Kris Wouters
+Maatschappelijk werker
+OCMW Antwerpen - Sociale dienst
+T 03 338 12 34
+Lange Gasthuisstraat 33, 2000 Antwerpen
+
+Dit bericht is vertrouwelijk en uitsluitend bestemd voor de geadresseerde.
+Indien u dit bericht per vergissing ontving, verwijder het dan en breng de
+afzender op de hoogte.
+
+Van: An Peeters
+Verzonden: dinsdag 7 juli 2026 09:12
+Aan: forum
+Onderwerp: Huurwaarborg bij collectieve schuldenregeling #huurwaarborg
+
+Dag collega's,
+
+Heeft iemand ervaring met een huurwaarborg voor een cliënt in collectieve
+schuldenregeling? Hoe pakken jullie dat aan?
+
+Groetjes,
+An
+";
+    let body = body.replace('\n', "\r\n");
+    format!(
+        "From: Kris Wouters <kris.wouters@ocmw-antwerpen.be>\r\nTo: {LIST}\r\n\
+Subject: RE: Huurwaarborg bij collectieve schuldenregeling #huurwaarborg\r\n\
+Message-ID: <outlook-1@ocmw-antwerpen.be>\r\nIn-Reply-To: <vraag-1@ocmw-gent.be>\r\n\
+References: <vraag-1@ocmw-gent.be>\r\nDate: Tue, 07 Jul 2026 11:40:00 +0200\r\nMIME-Version: 1.0\r\n\
+Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{body}"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn archive_reads_on_a_phone_and_a_desktop_light_and_dark_without_accessibility_violations() {
+    let name =
+        "archive_reads_on_a_phone_and_a_desktop_light_and_dark_without_accessibility_violations";
+    if !browser_available(name) {
+        return;
+    }
+    if !Path::new(AXE).exists() {
+        skip(
+            name,
+            &format!("{AXE} not installed (npm ci --prefix tests/browser; .ci/run does)"),
+        );
+        return;
+    }
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    let sink = Sink::start();
+    runtime().block_on(reading(&sink));
+}
+
+/// The axe-core violations of the page open in `client`, as "rule: target" lines.
+async fn axe_violations(client: &fantoccini::Client, axe: &str) -> Vec<String> {
+    client.execute(axe, vec![]).await.expect("load axe-core");
+    let v = client
+        .execute_async(
+            "var done = arguments[arguments.length - 1];\
+             axe.run(document, { resultTypes: ['violations'] }).then(function (r) {\
+               done(r.violations.map(function (v) {\
+                 return v.id + ': ' + v.nodes.map(function (n) { return n.target.join(' '); }).join(', ');\
+               }));\
+             }, function (e) { done(['axe failed: ' + e]); });",
+            vec![],
+        )
+        .await
+        .expect("axe.run");
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_str().unwrap_or("?").to_string())
+                .collect()
+        })
+        .unwrap_or_else(|| vec![format!("axe returned {v}")])
+}
+
+/// A [`mail`] sent on 7 July 2026 at `time` Brussels summer time.
+fn on_7_july(m: Vec<u8>, time: &str) -> Vec<u8> {
+    String::from_utf8_lossy(&m)
+        .replace(
+            "Date: Mon, 02 Nov 2026 10:00:00 +0000",
+            &format!("Date: Tue, 07 Jul 2026 {time}:00 +0200"),
+        )
+        .into_bytes()
+}
+
+async fn reading(sink: &Sink) {
+    let mut env = TestEnv::new(
+        sink.port,
+        Opts {
+            http: true,
+            posting: "open",
+            language: "nl",
+            list_extra: "archive = \"public\"\n".into(),
+            ..Opts::default()
+        },
+    );
+    let d = Daemon::start(&mut env);
+    let question = on_7_july(
+        mail(
+        "An Peeters <an@ocmw-gent.be>",
+        "Huurwaarborg bij collectieve schuldenregeling #huurwaarborg",
+        "vraag-1@ocmw-gent.be",
+        None,
+        "Dag collega's,\n\nHeeft iemand ervaring met een huurwaarborg voor een cliënt in collectieve\nschuldenregeling? Hoe pakken jullie dat aan?\n\nGroetjes,\nAn",
+    ),
+        "09:12",
+    );
+    assert_eq!(post(d.port, "an@ocmw-gent.be", LIST, &question), 250);
+    assert_eq!(
+        post(
+            d.port,
+            "kris.wouters@ocmw-antwerpen.be",
+            LIST,
+            &outlook_reply()
+        ),
+        250
+    );
+    let thanks = on_7_july(
+        mail(
+        "An Peeters <an@ocmw-gent.be>",
+        "Re: Huurwaarborg bij collectieve schuldenregeling [opgelost]",
+        "dank-1@ocmw-gent.be",
+        Some("outlook-1@ocmw-antwerpen.be"),
+        "Dank je Kris, dat helpt.\n\n> Wat bij ons werkte:\n> - eerst contact met de schuldbemiddelaar",
+    ),
+        "13:05",
+    );
+    assert_eq!(post(d.port, "an@ocmw-gent.be", LIST, &thanks), 250);
+    let other = on_7_july(
+        mail(
+            "Bart <bart@ocmw-leuven.be>",
+            "Huurwaarborg en leefloon: wie betaalt?",
+            "vraag-2@ocmw-leuven.be",
+            None,
+            "Wie betaalt de huurwaarborg als de cliënt een leefloon krijgt?",
+        ),
+        "16:30",
+    );
+    assert_eq!(post(d.port, "bart@ocmw-leuven.be", LIST, &other), 250);
+    let site = env.data_dir.join("archive/forum");
+    assert!(
+        wait_until(WAIT, || std::fs::read_to_string(site.join("t/1.html"))
+            .is_ok_and(
+                |p| p.matches("<article").count() == 3 && p.contains("rel=\"next\"")
+            )),
+        "thread not archived:\n{}",
+        d.stderr()
+    );
+    let base = format!("http://127.0.0.1:{}/archive/forum/", env.http_port);
+    let axe = std::fs::read_to_string(AXE).expect("read axe-core");
+    let shots = screenshot_dir();
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    let pages = [
+        ("front", "index.html".to_string()),
+        ("month", "2026-07/index.html".to_string()),
+        ("thread", "t/1.html".to_string()),
+        ("search", "search.html?q=huurwaarborg".to_string()),
+        ("tag", "tags/huurwaarborg.html".to_string()),
+        ("figures", "stats.html".to_string()),
+    ];
+    for (scheme, flags) in [
+        (
+            "light",
+            vec!["--blink-settings=preferredColorScheme=1".to_string()],
+        ),
+        (
+            "dark",
+            vec![
+                "--force-dark-mode".to_string(),
+                "--blink-settings=preferredColorScheme=0".to_string(),
+            ],
+        ),
+    ] {
+        for (w, h) in [(390u32, 844u32), (1366, 900)] {
+            let mut args = flags.clone();
+            let phone = (w < 500).then_some((w, h));
+            if phone.is_none() {
+                args.push(format!("--window-size={w},{h}"));
+            }
+            let (mut driver, _profile, client) = browser_with(&args, phone).await;
+            for (what, rel) in &pages {
+                let url = format!("{base}{rel}");
+                client.goto(&url).await.expect("goto");
+                if *what == "search" {
+                    client
+                        .wait()
+                        .at_most(Duration::from_secs(20))
+                        .for_element(Locator::Css("#search-app[data-state=done]"))
+                        .await
+                        .unwrap_or_else(|e| panic!("{url}: search did not finish: {e}"));
+                    let shown = client
+                        .find(Locator::Css("#search-results"))
+                        .await
+                        .expect("results")
+                        .text()
+                        .await
+                        .expect("text");
+                    // Local days in the list's language, singular and plural right.
+                    assert!(
+                        shown.contains("Opgelost · 2 antwoorden · 7 jul. 2026")
+                            && shown.contains("Nog geen antwoord · 7 jul. 2026"),
+                        "{shown}"
+                    );
+                }
+                let v = client
+                    .execute(
+                        "return [window.innerWidth, document.documentElement.scrollWidth, \
+                         matchMedia('(prefers-color-scheme: dark)').matches, \
+                         getComputedStyle(document.body).backgroundColor];",
+                        vec![],
+                    )
+                    .await
+                    .expect("execute");
+                let (inner, scroll) = (v[0].as_u64().unwrap_or(0), v[1].as_u64().unwrap_or(0));
+                assert_eq!(inner, u64::from(w), "{url}: the viewport is not {w} wide");
+                // Nothing wider than the screen: no sideways scrolling on a phone.
+                assert!(scroll <= inner, "{url} at {w}px: {scroll}px wide");
+                assert_eq!(
+                    v[2].as_bool(),
+                    Some(scheme == "dark"),
+                    "{url}: colour scheme not {scheme}"
+                );
+                let violations = axe_violations(&client, &axe).await;
+                assert!(
+                    violations.is_empty(),
+                    "{url} ({scheme}, {w}x{h}): axe-core: {violations:#?}"
+                );
+                if matches!(*what, "thread" | "search") {
+                    let png = client.screenshot().await.expect("screenshot");
+                    let file = shots.join(format!("{what}-{w}x{h}-{scheme}.png"));
+                    std::fs::write(&file, png).expect("write screenshot");
+                }
+            }
+            // The Outlook reply itself, scrolled into view on the thread page.
+            client.goto(&format!("{base}t/1.html")).await.expect("goto");
+            client
+                .execute(
+                    "document.querySelectorAll('article.message')[1].scrollIntoView();",
+                    vec![],
+                )
+                .await
+                .expect("scroll");
+            let png = client.screenshot().await.expect("screenshot");
+            std::fs::write(shots.join(format!("reply-{w}x{h}-{scheme}.png")), png)
+                .expect("write screenshot");
+            client.close().await.expect("close");
+            let _ = driver.kill();
+            let _ = driver.wait();
+        }
+    }
+    eprintln!("screenshots in {}", shots.display());
 }
