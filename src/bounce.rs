@@ -823,7 +823,7 @@ fn notice(
         confirm_address => list.sub_address(&format!("confirm+{token}")),
         confirm_url => ctx.cfg.base_url().map(|u| format!("{u}/confirm/{token}")),
         notices_left => left,
-        removal => commands::date_text(removal_ms),
+        removal => commands::date_text(list, removal_ms),
     };
     match ctx
         .texts

@@ -890,7 +890,7 @@ impl<'a> Plan<'a> {
                 .cfg
                 .base_url()
                 .map(|b| format!("{b}/confirm/{token}"));
-            let expires = date_text(expires_ms);
+            let expires = date_text(self.list, expires_ms);
             let vars = minijinja::context! {
                 address => target.clone(), token, confirm_address => confirm_address.clone(),
                 confirm_url, expires, by_other => !own,
@@ -960,7 +960,7 @@ impl<'a> Plan<'a> {
         let vars = minijinja::context! {
             address => member,
             login_url => format!("{base}/login/{}/{token}", self.list.local()),
-            expires => date_text(expires_ms),
+            expires => date_text(self.list, expires_ms),
             days => self.list.archive_session_days,
         };
         if self.send(
@@ -1054,7 +1054,7 @@ impl<'a> Plan<'a> {
             .map(|b| format!("{b}/confirm/{token}"));
         let base = minijinja::context! {
             token, confirm_address => confirm_address.clone(),
-            confirm_url, expires => date_text(expires_ms),
+            confirm_url, expires => date_text(self.list, expires_ms),
         };
         let vars = minijinja::value::merge_maps([vars, base]);
         if self.send(
@@ -1480,7 +1480,7 @@ impl<'a> Plan<'a> {
         let labels: Vec<&str> = kinds.iter().map(|k| k.label(lang)).collect();
         let vars = minijinja::context! {
             subject => h.subject.clone(), kinds => labels, token,
-            confirm_address => confirm_address.clone(), expires => date_text(expires_ms),
+            confirm_address => confirm_address.clone(), expires => date_text(self.list, expires_ms),
         };
         let re = Some(h.message_id.as_str());
         if self.send(
@@ -1701,10 +1701,15 @@ pub fn mailbox(addr: &str) -> String {
     format!("{local}@{domain}")
 }
 
-/// A moment for texts to people: `01-01-2027 10:00 UTC`.
-pub fn date_text(ms: i64) -> String {
+/// A moment for texts to people, in the list's time zone with its name:
+/// `01-01-2027 10:00 CET`.
+pub fn date_text(list: &ListConfig, ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.format("%d-%m-%Y %H:%M UTC").to_string())
+        .map(|d| {
+            d.with_timezone(&list.timezone)
+                .format("%d-%m-%Y %H:%M %Z")
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
@@ -2018,7 +2023,7 @@ fn answer(
             member => m.is_some(),
             digest => m.as_ref().is_some_and(|m| m.digest),
             nomail => m.as_ref().is_some_and(|m| m.on_vacation(now_ms())),
-            nomail_until => m.as_ref().and_then(|m| m.nomail_until.filter(|_| m.nomail)).map(date_text),
+            nomail_until => m.as_ref().and_then(|m| m.nomail_until.filter(|_| m.nomail)).map(|ms| date_text(plan.list, ms)),
             digest_plain => m.as_ref().is_some_and(|m| m.digest_plain),
 
             member_language => m.as_ref().and_then(|m| m.language).unwrap_or(plan.list.language).code(),

@@ -386,7 +386,7 @@ pub fn held(plan: &mut Plan) -> crate::store::Result<()> {
         let _ = writeln!(
             out,
             "{n}. {}\n   From:    {}\n   Subject: {}\n   Reason:  {}\n   approve {token}\n   reject {token}\n",
-            super::date_text(h.envelope.received_ms),
+            super::date_text(plan.list, h.envelope.received_ms),
             h.from_addr,
             h.subject,
             h.reason
