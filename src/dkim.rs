@@ -226,7 +226,7 @@ pub fn generate(alg: Algorithm) -> Result<(String, String), String> {
         }
         Algorithm::Rsa => {
             use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey};
-            let mut rng = rand::rngs::OsRng;
+            let mut rng = rsa::rand_core::OsRng;
             let key = rsa::RsaPrivateKey::new(&mut rng, 2048).map_err(|e| e.to_string())?;
             let der = key.to_pkcs8_der().map_err(|e| e.to_string())?;
             let public = key
