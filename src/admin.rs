@@ -1,6 +1,6 @@
 //! Administrative commands, run the same way from the command line and by the daemon.
 //!
-//! sled lets one process open the database. So while `vraagbaak serve` runs, the command
+//! Only one process may open the store. So while `vraagbaak serve` runs, the command
 //! line sends each command over a Unix socket in the data directory (mode 0600: who may
 //! read the data may administer it) and the daemon executes it; when no daemon runs, the
 //! command line opens the store itself and executes the same code.

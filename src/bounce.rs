@@ -747,7 +747,7 @@ pub fn score_change(
     Change::EditMember {
         list: list.key().to_string(),
         addr: addr.to_string(),
-        // Depends only on the record it is given (sled may run it more than once).
+        // Depends only on the record it is given (the store may run it more than once, on a conflict).
         edit: MemberFn::new(move |m| {
             if score(&l, &mut m.bounce, sev, status.as_deref(), now) == Effect::Disabled {
                 if let Some(b) = m.bounce.as_mut() {

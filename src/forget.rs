@@ -11,7 +11,7 @@
 //! attribution lines; `Anna` is never taken out of `Joanna`); see [`scan`] for the rules. The archive is then written anew
 //! from the store (its pages, feed, search index, mbox files and message downloads), so
 //! nothing derived keeps the old name. `vraagbaak store compact` (daemon stopped) rewrites
-//! the database so that no deleted record survives in sled's log files.
+//! the database so that no deleted record survives in the storage engine's log files.
 //!
 //! A request that came by mail is recorded (in the same transaction as its confirmation)
 //! and carried out by the pipeline task, so a crash cannot lose it; it is idempotent.
