@@ -852,8 +852,11 @@ Content-Type: text/html; charset=utf-8\r\n\r\n<p>Met groet</p><p><img src=\"cid:
         "Laat.",
     );
     assert_eq!(post(d.port, "an@ocmw-gent.be", LIST, &late), 250);
+    let nov_page = dir.join("2026-11/index.html");
     assert!(
-        wait_until(WAIT, || page(winter).contains("rel=\"next\"")),
+        wait_until(WAIT, || page(winter).contains("rel=\"next\"")
+            && read(&nov_page).contains("Nachtvraag")
+            && page(id_of("nacht@ocmw-gent.be")).contains("<article")),
         "the older page did not get its next link:\n{}",
         page(winter)
     );

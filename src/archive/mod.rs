@@ -644,9 +644,14 @@ impl Archive {
             let mut todo = Vec::new();
             for s in seq..=end {
                 if let Some(m) = ix.msg(s)? {
-                    // Indexed by an update that did not finish rendering: render again.
+                    // Indexed by an update that did not finish rendering (or by `archive
+                    // threads`, which indexes without rendering): render again, and the
+                    // threads beside one it started or merged away.
                     if let Some(t) = ix.resolve(m.thread)? {
                         touched.threads.insert(t.id);
+                        if m.thread == s || t.id != m.thread {
+                            touched.neighbours.insert(m.thread);
+                        }
                     }
                     touched.months.insert(m.month);
                     touched.search.insert(s);
@@ -903,7 +908,10 @@ impl Archive {
     /// Every thread of a list as laid out on its page: (thread, [(message, placement)]).
     pub fn threads(&self, list: &ListConfig) -> anyhow::Result<Vec<(ArchThread, Layout)>> {
         let key = list.key();
-        // Index what is not indexed yet (without rendering: this is for inspection).
+        // Index what is not indexed yet (without rendering: this is for inspection), as
+        // the one writer: an update indexing the same posts at the same time would add
+        // them to their threads twice.
+        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let from = self.store.archived_upto(key)?;
         let upto = self.store.last_seq(key)?;
         let mut touched = Touched::default();
