@@ -20,6 +20,12 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
+mod archive;
+mod mail;
+mod members;
+mod moderation;
+mod report;
+
 /// sysexits(3) codes, as MTAs expect from a delivery command.
 pub const EX_OK: i32 = 0;
 pub const EX_USAGE: i32 = 64;
@@ -189,498 +195,43 @@ pub async fn execute(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> Reply {
 }
 
 async fn run(ctx: &Ctx, cmd: Command, raw: Vec<u8>) -> crate::store::Result<Reply> {
-    let list_key = |name: &str| ctx.svc.cfg.list(name).map(|l| l.key().to_string());
-    let unknown =
-        |name: &str| Reply::fail(EX_NOUSER, format!("no list {name:?} in the configuration"));
-    Ok(match cmd {
-        Command::MembersAdd {
-            list,
-            members,
-            welcome,
-        } => {
-            let Some(l) = ctx.svc.cfg.list(&list) else {
-                return Ok(unknown(&list));
-            };
-            let key = l.key().to_string();
-            let (mut added, mut already) = (0, 0);
-            let mut err = String::new();
-            let mut plan = Plan::new(ctx.svc.ctx(), l);
-            for (addr, name) in members {
-                if !valid_address(&addr) {
-                    let _ = writeln!(err, "not an e-mail address: {addr:?}");
-                    continue;
-                }
-                let secret = &ctx.svc.secret;
-                let m = Member::new(addr.clone(), name, |joined| {
-                    secret.membership_uid(&key, &addr, joined)
-                });
-                if ctx.svc.store.add_member(&key, &m)? {
-                    added += 1;
-                    if welcome {
-                        plan.welcome_member(&addr);
-                    }
-                } else {
-                    already += 1;
-                }
-            }
-            let welcomed = plan.mail.len();
-            if !plan.mail.is_empty() {
-                ctx.svc.store.commit(plan.changes, plan.mail)?;
-            }
-            ctx.svc.store.flush_async().await?;
-            if welcomed > 0 {
-                ctx.inbound.wake.notify_one();
-            }
-            tracing::info!(list = %key, added, already, welcomed, "members added");
-            Reply {
-                code: if err.is_empty() { EX_OK } else { EX_DATAERR },
-                out: if welcome {
-                    format!("{added} added ({welcomed} welcomed), {already} already members\n")
-                } else {
-                    format!("{added} added, {already} already members\n")
-                },
-                err,
-            }
-        }
-        Command::MembersRemove { list, addrs } => {
-            let Some(key) = list_key(&list) else {
-                return Ok(unknown(&list));
-            };
-            let mut out = String::new();
-            let mut missing = 0;
-            for a in &addrs {
-                if !ctx.svc.store.remove_member(&key, a)? {
-                    missing += 1;
-                    let _ = writeln!(out, "not a member: {a}");
-                }
-            }
-            ctx.svc.store.flush_async().await?;
-            let _ = writeln!(out, "{} removed", addrs.len() - missing);
-            Reply::ok(out)
-        }
-        Command::MembersList {
-            list,
-            bounces: true,
-        } => {
-            let Some(l) = ctx.svc.cfg.list(&list) else {
-                return Ok(unknown(&list));
-            };
-            Reply::ok(bounce_table(l, &ctx.svc.store.members(l.key())?))
-        }
-        Command::MembersList { list, .. } => {
-            let Some(key) = list_key(&list) else {
-                return Ok(unknown(&list));
-            };
-            let mut out = String::new();
-            for m in ctx.svc.store.members(&key)? {
-                match &m.name {
-                    Some(n) if !n.is_empty() => {
-                        let _ = writeln!(out, "{} <{}>", n, m.address);
-                    }
-                    _ => {
-                        let _ = writeln!(out, "{}", m.address);
-                    }
-                }
-            }
-            Reply::ok(out)
-        }
-        Command::MembersExport { list } => {
-            let Some(key) = list_key(&list) else {
-                return Ok(unknown(&list));
-            };
-            let out = members_csv(&ctx.svc.store.members(&key)?);
-            Reply::ok(out)
-        }
-        Command::MembersSet {
-            list,
-            addr,
-            setting,
-            on,
-            until,
-        } => {
-            let Some(l) = ctx.svc.cfg.list(&list) else {
-                return Ok(unknown(&list));
-            };
-            let key = l.key().to_string();
-            if !ctx.svc.store.is_member(&key, &addr)? {
-                return Ok(Reply::fail(EX_NOUSER, format!("not a member: {addr}")));
-            }
-            let mut st = MemberSettings::default();
-            let mut shown = if on { "on" } else { "off" }.to_string();
-            match setting.as_str() {
-                "digest" => st.digest = Some(on),
-                "digest-plain" => {
-                    st.digest = Some(true);
-                    st.digest_plain = Some(on);
-                }
-                "nomail" if until.is_some() => {
-                    let text = until.as_deref().unwrap_or_default();
-                    let Some(d) = crate::commands::parse_date(text) else {
-                        return Ok(Reply::fail(
-                            EX_USAGE,
-                            format!("--until {text:?}: expected a date such as 2026-12-01"),
-                        ));
-                    };
-                    let ms = crate::commands::start_of_day_ms(l, d);
-                    if ms <= now_ms() {
-                        return Ok(Reply::fail(
-                            EX_USAGE,
-                            format!("--until {text}: that date has passed"),
-                        ));
-                    }
-                    st.nomail = Some(true);
-                    st.nomail_until = Some(Some(ms));
-                    shown = format!("on until {}", d.format("%Y-%m-%d"));
-                }
-                "nomail" => {
-                    st.nomail = Some(on);
-                    st.nomail_until = Some(None);
-                    // Turning mail back on also ends a stop for bounces (and its score).
-                    st.clear_bounce = !on;
-                }
-                other => {
-                    return Ok(Reply::fail(
-                        EX_USAGE,
-                        format!("unknown setting {other:?}: expected digest or nomail"),
-                    ))
-                }
-            }
-            ctx.svc.store.commit(
-                vec![Change::SetMember {
-                    list: key,
-                    addr: addr.clone(),
-                    settings: st,
-                }],
-                Vec::new(),
-            )?;
-            ctx.svc.store.flush_async().await?;
-            Reply::ok(format!("{setting} {shown} for {addr}\n"))
-        }
-        Command::MembersBouncesReset { list, addrs, all } => {
-            let Some(key) = list_key(&list) else {
-                return Ok(unknown(&list));
-            };
-            if all != addrs.is_empty() {
-                return Ok(Reply::fail(
-                    EX_USAGE,
-                    "give member addresses or --all, not both",
-                ));
-            }
-            let mut err = String::new();
-            let targets: Vec<Member> = if all {
-                ctx.svc.store.members(&key)?
-            } else {
-                let mut found = Vec::new();
-                for a in &addrs {
-                    match ctx.svc.store.member(&key, a)? {
-                        Some(m) => found.push(m),
-                        None => {
-                            let _ = writeln!(err, "not a member: {a}");
-                        }
-                    }
-                }
-                found
-            };
-            let had = targets.iter().filter(|m| m.bounce.is_some()).count();
-            let changes: Vec<Change> = targets
-                .iter()
-                .map(|m| Change::SetMember {
-                    list: key.clone(),
-                    addr: m.address.clone(),
-                    settings: MemberSettings {
-                        clear_bounce: true,
-                        ..Default::default()
-                    },
-                })
-                .collect();
-            if !changes.is_empty() {
-                ctx.svc.store.commit(changes, Vec::new())?;
-                ctx.svc.store.flush_async().await?;
-            }
-            tracing::info!(list = %key, members = targets.len(), had, "bounce records reset");
-            Reply {
-                code: if err.is_empty() { EX_OK } else { EX_NOUSER },
-                out: format!(
-                    "bounce records reset for {} members ({had} had one); delivery is on\n",
-                    targets.len()
-                ),
-                err,
-            }
-        }
-        Command::Inject {
-            list, sender, rcpt, ..
-        } => {
-            // Routed exactly like an SMTP recipient: a post, a request, a confirmation or
-            // a bounce, by the address it was sent to.
-            let rcpt = match rcpt.filter(|r| !r.is_empty()) {
-                Some(r) => r,
-                None if list.contains('@') => list.clone(),
-                None => match ctx.svc.cfg.list(&list) {
-                    Some(l) => l.address.clone(),
-                    None => return Ok(unknown(&list)),
-                },
-            };
-            if crate::router::route(&ctx.svc.cfg, &rcpt).is_none() {
-                return Ok(Reply::fail(EX_NOUSER, format!("no list handles {rcpt}")));
-            }
-            let v = ctx.inbound.accept("inject", &sender, &[rcpt], &raw).await;
-            match v.first() {
-                Some(Verdict::Stored) => Reply::ok(String::new()),
-                Some(Verdict::Refused { reason, .. }) => Reply::fail(EX_DATAERR, reason.clone()),
-                Some(Verdict::TryLater { reason }) => Reply::fail(EX_TEMPFAIL, reason.clone()),
-                Some(v @ Verdict::TooBig { .. }) => Reply::fail(EX_DATAERR, v.smtp_reply()),
-                None => Reply::fail(EX_SOFTWARE, "no verdict"),
-            }
-        }
-        Command::QueueList => {
-            let mut out = String::new();
-            let rows = ctx.svc.store.queue_rows()?;
-            let now = now_ms();
-            for (k, r) in &rows {
-                let _ = writeln!(
-                    out,
-                    "{}\t{}\t{}\tattempts={}\tnext_in={}s\t{}",
-                    k.list,
-                    k.seq,
-                    k.addr,
-                    r.attempts,
-                    ((r.next_ms - now) / 1000).max(0),
-                    r.last_error.as_deref().unwrap_or("")
-                );
-            }
-            let mut planned = 0;
-            for (list, seq, n) in ctx.svc.store.planned()? {
-                planned += n;
-                let _ = writeln!(
-                    out,
-                    "{list}\t{seq}\t({n} more recipients, queued as delivery proceeds)"
-                );
-            }
-            let mails = ctx.svc.store.outmails()?;
-            for m in &mails {
-                let _ = writeln!(
-                    out,
-                    "mail\t{}\t{}\tattempts={}\tnext_in={}s\t{}",
-                    m.kind,
-                    m.rcpts.join(","),
-                    m.attempts,
-                    ((m.next_ms - now) / 1000).max(0),
-                    m.last_error.as_deref().unwrap_or("")
-                );
-            }
-            let _ = writeln!(
-                out,
-                "{} recipients and {} messages queued",
-                rows.len() + planned,
-                mails.len()
-            );
-            Reply::ok(out)
-        }
-        Command::QueueRetry => {
-            let n = ctx.svc.store.retry_all_now()?;
-            ctx.svc.store.flush_async().await?;
-            ctx.inbound.wake.notify_one();
-            Reply::ok(format!("{n} queued deliveries made due now\n"))
-        }
-        Command::MembersForget {
-            list,
-            addr,
-            all_lists,
-        } => {
-            let Some(l) = ctx.svc.cfg.list(&list).cloned() else {
-                return Ok(unknown(&list));
-            };
-            let r = blocking(&ctx.svc, move |svc| {
-                let mut lists = vec![l.clone()];
-                if all_lists {
-                    for o in crate::forget::lists_of(svc, &addr)? {
-                        if !o.key().eq_ignore_ascii_case(l.key()) {
-                            lists.push(o.clone());
-                        }
-                    }
-                }
-                let mut out = String::new();
-                for l in &lists {
-                    let r = crate::forget::run(svc, l, &addr)?;
-                    let _ = writeln!(
-                        out,
-                        "{}: forgotten: member record {}, {} other records removed, {} stored \
-                         messages relabelled, {} posts deleted; the archive was written anew.",
-                        l.address,
-                        if r.member { "removed" } else { "not found" },
-                        r.records,
-                        r.relabelled,
-                        r.posts_deleted
-                    );
-                }
-                out.push_str(
-                    "Stop the daemon and run `vraagbaak store compact` to erase the old \
-                     records from the database files too.\n",
-                );
-                Ok(out)
-            })
-            .await;
-            match r {
-                Ok(out) => Reply::ok(out),
-                Err(e) => Reply::fail(EX_TEMPFAIL, format!("forget failed: {e:#}")),
-            }
-        }
-        Command::Stats { list } => {
-            let Some(l) = ctx.svc.cfg.list(&list) else {
-                return Ok(unknown(&list));
-            };
-            Reply::ok(stats(l, &ctx.svc.store)?)
-        }
-        Command::Status => {
-            let out = crate::status::report(&ctx.svc, ctx.inbound.relay.size(), !ctx.local)?;
-            Reply {
-                // As `systemctl status`: 3 when the program is not running.
-                code: if ctx.local { 3 } else { EX_OK },
-                out,
-                err: String::new(),
-            }
-        }
-        Command::DigestSend { list } => {
-            let only = match list.as_deref() {
-                None => None,
-                Some(name) => match list_key(name) {
-                    Some(k) => Some(k),
-                    None => return Ok(unknown(name)),
-                },
-            };
-            let sent = blocking(&ctx.svc, move |svc| {
-                Ok(crate::digest::send_now(svc, only.as_deref())?)
-            })
-            .await;
-            let n = match sent {
-                Ok(n) => n,
-                Err(e) => return Ok(Reply::fail(EX_TEMPFAIL, format!("store error: {e:#}"))),
-            };
-            ctx.inbound.wake.notify_one();
-            let when = if ctx.local {
-                "; they are sent when the daemon runs"
-            } else {
-                ""
-            };
-            Reply::ok(format!("{n} digest(s) queued{when}\n"))
-        }
-        Command::ModerateList => {
-            let mut out = String::new();
-            for h in ctx.svc.store.held_heads()? {
-                let _ = writeln!(
-                    out,
-                    "{}\t{}\t{}\t{}\t{}",
-                    h.id, h.list, h.from_addr, h.subject, h.reason
-                );
-            }
-            Reply::ok(out)
-        }
-        Command::ModerateApprove { id, member } => moderate(ctx, id, true, member, None).await?,
-        Command::ModerateReject { id, reason } => {
-            moderate(ctx, id, false, false, reason.as_deref()).await?
-        }
-        Command::ArchiveRebuild { list, reindex } => {
-            let lists: Vec<crate::config::ListConfig> = match &list {
-                Some(name) => match ctx.svc.cfg.list(name) {
-                    Some(l) => vec![l.clone()],
-                    None => return Ok(unknown(name)),
-                },
-                None => ctx.svc.cfg.lists.clone(),
-            };
-            let r = blocking(&ctx.svc, move |svc| {
-                let mut out = String::new();
-                for l in &lists {
-                    if svc.cfg.list_archive_dir(l).is_none() {
-                        let _ = writeln!(out, "{}: archive is off", l.address);
-                        continue;
-                    }
-                    let t = std::time::Instant::now();
-                    let s = svc.archive.rebuild(l, reindex)?;
-                    let _ = writeln!(
-                        out,
-                        "{}: {} messages, {} threads, {} pages rendered, {} files written in {:.2} s",
-                        l.address,
-                        s.messages,
-                        s.threads,
-                        s.pages,
-                        s.files_written,
-                        t.elapsed().as_secs_f64()
-                    );
-                }
-                Ok(out)
-            })
-            .await;
-            archive_reply(r)
-        }
-        Command::ArchiveMark {
-            list,
-            thread,
-            answer,
-            solved,
-        } => {
-            let Some(l) = ctx.svc.cfg.list(&list).cloned() else {
-                return Ok(unknown(&list));
-            };
-            let r = blocking(&ctx.svc, move |svc| {
-                svc.archive.owner_mark(&l, &thread, answer, solved)
-            })
-            .await;
-            archive_reply(r)
-        }
-        Command::ArchiveThreads { list, json } => {
-            let Some(l) = ctx.svc.cfg.list(&list).cloned() else {
-                return Ok(unknown(&list));
-            };
-            let r = blocking(&ctx.svc, move |svc| {
-                let threads = svc.archive.threads(&l)?;
-                Ok(crate::archive::print_threads(&threads, json))
-            })
-            .await;
-            archive_reply(r)
-        }
-        Command::ArchiveImport { list, path } => {
-            let Some(l) = ctx.svc.cfg.list(&list).cloned() else {
-                return Ok(unknown(&list));
-            };
-            let local = ctx.local;
-            let r = blocking(&ctx.svc, move |svc| {
-                let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                let bar = if local {
-                    indicatif::ProgressBar::new(len)
-                } else {
-                    indicatif::ProgressBar::hidden()
-                };
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{spinner} importing [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-                );
-                let t = std::time::Instant::now();
-                let tick = |n: u64| bar.set_position(n);
-                let report = crate::archive::import::import(&svc.cfg, &svc.store, &l, &path, &tick)?;
-                bar.finish_and_clear();
-                let mut out = report.summary();
-                let _ = writeln!(out, "stored in {:.2} s", t.elapsed().as_secs_f64());
-                if svc.cfg.list_archive_dir(&l).is_some() {
-                    let t = std::time::Instant::now();
-                    let s = svc.archive.update(&l)?;
-                    let _ = writeln!(
-                        out,
-                        "archive: {} messages, {} threads, {} files written in {:.2} s",
-                        s.messages,
-                        s.threads,
-                        s.files_written,
-                        t.elapsed().as_secs_f64()
-                    );
-                }
-                Ok(out)
-            })
-            .await;
-            archive_reply(r)
-        }
-    })
+    // One handler per command, grouped by what it acts on.
+    match cmd {
+        c @ Command::MembersAdd { .. } => members::add(ctx, c).await,
+        c @ Command::MembersRemove { .. } => members::remove(ctx, c).await,
+        c @ Command::MembersList { .. } => members::list(ctx, c).await,
+        c @ Command::MembersExport { .. } => members::export(ctx, c).await,
+        c @ Command::MembersSet { .. } => members::set(ctx, c).await,
+        c @ Command::MembersBouncesReset { .. } => members::bounces_reset(ctx, c).await,
+        c @ Command::Inject { .. } => mail::inject(ctx, c, raw).await,
+        c @ Command::QueueList => mail::queue_list(ctx, c).await,
+        c @ Command::QueueRetry => mail::queue_retry(ctx, c).await,
+        c @ Command::MembersForget { .. } => members::forget(ctx, c).await,
+        c @ Command::Stats { .. } => report::show_stats(ctx, c).await,
+        c @ Command::Status => report::show_status(ctx, c).await,
+        c @ Command::DigestSend { .. } => mail::digest_send(ctx, c).await,
+        c @ Command::ModerateList => moderation::list(ctx, c).await,
+        c @ Command::ModerateApprove { .. } => moderation::approve(ctx, c).await,
+        c @ Command::ModerateReject { .. } => moderation::reject(ctx, c).await,
+        c @ Command::ArchiveRebuild { .. } => archive::rebuild(ctx, c).await,
+        c @ Command::ArchiveMark { .. } => archive::mark(ctx, c).await,
+        c @ Command::ArchiveThreads { .. } => archive::threads(ctx, c).await,
+        c @ Command::ArchiveImport { .. } => archive::import(ctx, c).await,
+    }
+}
+
+/// The list key of a configured list name or address.
+fn list_key(ctx: &Ctx, name: &str) -> Option<String> {
+    ctx.svc.cfg.list(name).map(|l| l.key().to_string())
+}
+
+fn unknown(name: &str) -> Reply {
+    Reply::fail(EX_NOUSER, format!("no list {name:?} in the configuration"))
+}
+
+/// A handler given a command of another group: a bug in the dispatch table, not a panic.
+fn misrouted() -> Reply {
+    Reply::fail(EX_SOFTWARE, "command handed to the wrong handler")
 }
 
 /// Runs long store or file work (archive, import, forget, digests) off the async threads;
@@ -693,46 +244,6 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&svc))
         .await
         .map_err(|e| anyhow::anyhow!("task failed: {e}"))?
-}
-
-fn archive_reply(r: anyhow::Result<String>) -> Reply {
-    match r {
-        Ok(out) => Reply::ok(out),
-        Err(e) => Reply::fail(EX_SOFTWARE, format!("{e:#}")),
-    }
-}
-
-/// Approves or rejects held post `id`, as a reply with its token would.
-async fn moderate(
-    ctx: &Ctx,
-    id: u64,
-    approve: bool,
-    member: bool,
-    reason: Option<&str>,
-) -> crate::store::Result<Reply> {
-    let Some(h) = ctx.svc.store.held_one(id)? else {
-        return Ok(Reply::fail(EX_DATAERR, format!("no held post {id}")));
-    };
-    let Some(l) = ctx.svc.cfg.list(&h.list) else {
-        return Ok(Reply::fail(
-            EX_DATAERR,
-            format!(
-                "held post {id} belongs to {}, which is no longer configured",
-                h.list
-            ),
-        ));
-    };
-    let mut plan = Plan::new(ctx.svc.ctx(), l);
-    plan.moderate(&h, approve, member, reason);
-    ctx.svc.store.commit(plan.changes, plan.mail)?;
-    ctx.svc.store.flush_async().await?;
-    ctx.inbound.wake.notify_one();
-    tracing::info!(held_id = id, approve, "held post moderated");
-    Ok(Reply::ok(format!(
-        "{}: {}\n",
-        if approve { "approved" } else { "rejected" },
-        h.subject
-    )))
 }
 
 /// The members as CSV (RFC 4180, with a header line): `members export` and an owner's
