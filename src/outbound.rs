@@ -269,8 +269,8 @@ pub async fn run(
     let relay = cfg.relay();
     let prober = tokio::spawn(probe_loop(cfg.clone(), limits.clone(), shutdown.clone()));
     let workers = cfg.delivery.connections.max(1);
-    let (job_tx, job_rx) = mpsc::channel::<Job>(workers * 64);
-    let job_rx = Arc::new(tokio::sync::Mutex::new(job_rx));
+    // Many workers take from one queue: a multi-consumer channel.
+    let (job_tx, job_rx) = async_channel::bounded::<Job>(workers * 64);
     // Small, so that few results wait unrecorded: after a crash, at most the unrecorded ones
     // (this channel plus one batch plus one per worker) can be sent twice.
     let (done_tx, done_rx) = mpsc::channel::<Done>(BATCH_SIZE);
@@ -521,18 +521,15 @@ struct Worker {
 impl Worker {
     async fn run(
         mut self,
-        jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+        jobs: async_channel::Receiver<Job>,
         done: mpsc::Sender<Done>,
         shutdown: watch::Receiver<bool>,
     ) {
         loop {
-            let next = {
-                let mut rx = jobs.lock().await;
-                tokio::time::timeout(IDLE_CLOSE, rx.recv()).await
-            };
+            let next = tokio::time::timeout(IDLE_CLOSE, jobs.recv()).await;
             let job = match next {
-                Ok(Some(job)) => job,
-                Ok(None) => break,
+                Ok(Ok(job)) => job,
+                Ok(Err(_)) => break,
                 Err(_) => {
                     self.close().await;
                     continue;
