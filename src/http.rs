@@ -598,10 +598,10 @@ fn session_member(app: &App, list: &ListConfig, headers: &axum::http::HeaderMap)
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())?;
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_string())?;
     let t = Token::parse(&value).filter(|t| t.kind == Kind::Session)?;
     if t.expired(crate::clock::now_ms()) {
         return None;
@@ -858,13 +858,14 @@ async fn login_do(
         .cfg
         .base_url()
         .is_some_and(|u| u.starts_with("https://"));
-    let cookie = format!(
-        "{}={session}; Path=/members/{}/; Max-Age={}; HttpOnly; SameSite=Lax{}",
-        cookie_name(l),
-        l.local(),
-        days * 86_400,
-        if secure { "; Secure" } else { "" }
-    );
+    let cookie = cookie::Cookie::build((cookie_name(l), session))
+        .path(format!("/members/{}/", l.local()))
+        .max_age(cookie::time::Duration::days(days))
+        .http_only(true)
+        .same_site(cookie::SameSite::Lax)
+        .secure(secure)
+        .build()
+        .to_string();
     tracing::info!(list = %l.local(), "member logged in to the archive");
     let mut r = redirect(&format!("/members/{}/", l.local()));
     if let Ok(v) = HeaderValue::from_str(&cookie) {
