@@ -126,34 +126,36 @@ pub fn normalize_crlf(raw: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
-/// Encodes header text as RFC 2047 encoded-words (UTF-8, base64) when it is not plain
-/// ASCII; each encoded-word stays under 76 characters, folded with CRLF SP.
+/// Unstructured header text (a Subject, a display name) as RFC 2047 encoded words where it
+/// is not plain ASCII, folded: mail-builder's header writer. The value only, without its
+/// CRLF; `column` is where it starts (after "Subject: ").
 pub fn encode_header_text(s: &str) -> String {
     if s.is_ascii() && !s.contains("=?") {
         return s.to_string();
     }
-    let mut words = Vec::new();
-    let mut chunk = String::new();
-    for c in s.chars() {
-        // 45 bytes of UTF-8 encode to 60 base64 characters: 72 with the wrapper.
-        if chunk.len() + c.len_utf8() > 45 {
-            words.push(std::mem::take(&mut chunk));
-        }
-        chunk.push(c);
+    use mail_builder::headers::Header as _;
+    let mut out = Vec::new();
+    mail_builder::headers::text::Text::new(s).write_header(&mut out, HEADER_COLUMN);
+    String::from_utf8_lossy(&out)
+        .trim_end_matches(['\r', '\n'])
+        .to_string()
+}
+
+/// Where a header value starts, for folding: after a name such as "Subject: ".
+const HEADER_COLUMN: usize = 9;
+
+/// Base64 in lines of 76 characters, each ended by `nl` (RFC 2045 6.8): mail-builder's
+/// encoder.
+pub fn base64_lines(bytes: &[u8], nl: &[u8]) -> Vec<u8> {
+    let crlf = mail_builder::encoders::base64::Base64Encoder::new()
+        .wrap_lines()
+        .encode(bytes)
+        .unwrap_or_default();
+    if nl == b"\r\n" {
+        crlf
+    } else {
+        crlf.into_iter().filter(|b| *b != b'\r').collect()
     }
-    if !chunk.is_empty() {
-        words.push(chunk);
-    }
-    words
-        .iter()
-        .map(|w| {
-            format!(
-                "=?UTF-8?B?{}?=",
-                base64::engine::general_purpose::STANDARD.encode(w.as_bytes())
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\r\n ")
 }
 
 /// A display name as an RFC 5322 phrase: quoted if needed, encoded if not ASCII.
@@ -313,13 +315,7 @@ impl ListCopy {
                 Fill::Token => token.as_bytes().to_vec(),
                 Fill::Base64 { pre, post } => {
                     let t = [pre.as_slice(), token.as_bytes(), post.as_slice()].concat();
-                    let enc = base64::engine::general_purpose::STANDARD.encode(t);
-                    let mut out = Vec::with_capacity(enc.len() + enc.len() / 38 + 2);
-                    for chunk in enc.as_bytes().chunks(76) {
-                        out.extend_from_slice(chunk);
-                        out.extend_from_slice(b"\r\n");
-                    }
-                    out
+                    base64_lines(&t, b"\r\n")
                 }
             })
             .collect()
@@ -680,11 +676,7 @@ impl FooterPlan {
                     }
                     None => (t.as_bytes(), None),
                 };
-                let enc = base64::engine::general_purpose::STANDARD.encode(shared);
-                for chunk in enc.as_bytes().chunks(76) {
-                    out.extend_from_slice(chunk);
-                    out.extend_from_slice(b"\r\n");
-                }
+                out.extend_from_slice(&base64_lines(shared, b"\r\n"));
                 if let Some(fill) = slot {
                     slots.push(Slot {
                         at: out.len(),
@@ -839,6 +831,30 @@ fn plan_footer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_text_and_base64_round_trip_through_a_parser() {
+        let subject = "Vraag over de huurwaarborg van een cliënt in collectieve schuldenregeling — één dossier, graag advies €";
+        let raw = format!(
+            "Subject: {}\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+            encode_header_text(subject)
+        );
+        let body: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let mut raw = raw.into_bytes();
+        raw.extend_from_slice(&base64_lines(&body, b"\r\n"));
+        assert!(
+            raw.split(|b| *b == b'\n').all(|l| l.len() <= 78),
+            "lines too long"
+        );
+        let msg = mail_parser::MessageParser::default()
+            .parse(&raw[..])
+            .expect("parse");
+        assert_eq!(msg.subject(), Some(subject));
+        assert_eq!(msg.parts.first().map(|p| p.contents()), Some(&body[..]));
+        let lf = base64_lines(b"abc", b"\n");
+        assert_eq!(lf, b"YWJj\n");
+        assert_eq!(encode_header_text("plain ascii"), "plain ascii");
+    }
     use crate::config::Config;
 
     fn list() -> ListConfig {

@@ -306,19 +306,10 @@ fn decode_transfer(body: &[u8], enc: mail_parser::Encoding) -> Option<Vec<u8>> {
 }
 
 fn encode_transfer(new: &[u8], enc: mail_parser::Encoding) -> Vec<u8> {
-    use base64::Engine;
     match enc {
         mail_parser::Encoding::QuotedPrintable => quoted_printable::encode(new),
         mail_parser::Encoding::None => new.to_vec(),
-        mail_parser::Encoding::Base64 => {
-            let b64 = base64::engine::general_purpose::STANDARD.encode(new);
-            let mut o = Vec::with_capacity(b64.len() + b64.len() / 38);
-            for chunk in b64.as_bytes().chunks(76) {
-                o.extend_from_slice(chunk);
-                o.extend_from_slice(b"\r\n");
-            }
-            o
-        }
+        mail_parser::Encoding::Base64 => crate::compose::base64_lines(new, b"\r\n"),
     }
 }
 

@@ -331,13 +331,7 @@ pub(super) fn scrub_leaf<'r>(
                     } else {
                         b"\n"
                     };
-                    let enc = base64::engine::general_purpose::STANDARD.encode(&h);
-                    let mut o = Vec::with_capacity(enc.len() + enc.len() / 76 * 2 + 2);
-                    for chunk in enc.as_bytes().chunks(76) {
-                        o.extend_from_slice(chunk);
-                        o.extend_from_slice(nl);
-                    }
-                    Cow::Owned(o)
+                    Cow::Owned(crate::compose::base64_lines(&h, nl))
                 }
             }
         }
