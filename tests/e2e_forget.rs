@@ -521,7 +521,16 @@ Op ma 23 nov. 2026 om 09:00 schreef {AN_NAME} <{AN}>:\r\n> Wie weet raad?"
     assert!(a.0 == b.0, "list B's posts changed");
     assert!(a.1 == b.1, "list B's held posts changed");
     assert_eq!(a.2, b.2, "list B's queue rows changed");
-    assert!(a.3 == b.3, "list B's queued mail changed");
+    assert!(
+        a.3 == b.3,
+        "list B's queued mail changed: before {:?}, after {:?}",
+        b.3.iter()
+            .map(|(f, r, raw)| (f, r, raw.len()))
+            .collect::<Vec<_>>(),
+        a.3.iter()
+            .map(|(f, r, raw)| (f, r, raw.len()))
+            .collect::<Vec<_>>()
+    );
     // List A: An's rows, held post and queued mail are gone, Joanna's are not.
     assert_eq!(after.rows_of(LIST, AN), 0);
     assert_eq!(after.rows_of(LIST, JAN), 2);
