@@ -230,12 +230,14 @@ fn mtime(p: &Path) -> SystemTime {
 }
 
 fn raw(from: &str, subject: &str, id: &str, extra: &str, body: &str) -> Vec<u8> {
-    format!(
-        "From: {from}\r\nTo: {LIST}\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\n{extra}\
-Date: Mon, 02 Nov 2026 10:00:00 +0100\r\nMIME-Version: 1.0\r\n\
-Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{body}\r\n"
+    dated(
+        from,
+        subject,
+        id,
+        "Mon, 02 Nov 2026 10:00:00 +0100",
+        extra,
+        body,
     )
-    .into_bytes()
 }
 
 fn threads_json(env: &TestEnv) -> Vec<serde_json::Value> {
