@@ -470,7 +470,6 @@ pub fn stats(
     list: &crate::config::ListConfig,
     store: &crate::store::Store,
 ) -> crate::store::Result<String> {
-    use chrono::TimeZone;
     let now = now_ms();
     let members = store.members(list.key())?;
     let count = |f: &dyn Fn(&crate::store::Member) -> bool| members.iter().filter(|m| f(m)).count();
@@ -492,11 +491,7 @@ pub fn stats(
     let mut months: std::collections::BTreeMap<String, usize> = Default::default();
     let posts = store.posts(list.key())?;
     for p in &posts {
-        let m = list
-            .timezone
-            .timestamp_millis_opt(p.received_ms)
-            .single()
-            .map_or_else(|| "?".to_string(), |d| d.format("%Y-%m").to_string());
+        let m = crate::archive::month_of(p.received_ms, list.timezone);
         *months.entry(m).or_default() += 1;
     }
     let held = store
@@ -544,12 +539,7 @@ pub fn stats(
         .arch_threads_rev(list.key())
         .collect::<crate::store::Result<_>>()?;
     let tz = list.timezone;
-    let month_of = |ms: i64| {
-        tz.timestamp_millis_opt(ms)
-            .single()
-            .map_or_else(|| "?".to_string(), |d| d.format("%Y-%m").to_string())
-    };
-    let figures = crate::archive::qa::figures(&threads, month_of);
+    let figures = crate::archive::qa::figures(&threads, |ms| crate::archive::month_of(ms, tz));
     if !figures.is_empty() {
         let _ = writeln!(
             out,

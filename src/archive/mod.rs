@@ -99,7 +99,7 @@ fn local(ms: i64, tz: Tz) -> chrono::DateTime<Tz> {
 }
 
 /// The month a post belongs to, by the list's local time: "2026-11".
-fn month_of(ms: i64, tz: Tz) -> String {
+pub fn month_of(ms: i64, tz: Tz) -> String {
     local(ms, tz).format("%Y-%m").to_string()
 }
 
