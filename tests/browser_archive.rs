@@ -507,16 +507,49 @@ async fn members_only(sink: &Sink) {
 
 /// A plain-text post, a reply when `parent` is given.
 fn mail(from: &str, subject: &str, id: &str, parent: Option<&str>, body: &str) -> Vec<u8> {
+    mail_at(
+        "Mon, 02 Nov 2026 10:00:00 +0000",
+        from,
+        subject,
+        id,
+        parent,
+        body,
+    )
+}
+
+/// [`mail`] with its own Date.
+fn mail_at(
+    date: &str,
+    from: &str,
+    subject: &str,
+    id: &str,
+    parent: Option<&str>,
+    body: &str,
+) -> Vec<u8> {
     let refs = parent
         .map(|p| format!("In-Reply-To: <{p}>\r\nReferences: <{p}>\r\n"))
         .unwrap_or_default();
     let body = body.replace("\r\n", "\n").replace('\n', "\r\n");
     format!(
         "From: {from}\r\nTo: {LIST}\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\n{refs}\
-Date: Mon, 02 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n\
+Date: {date}\r\nMIME-Version: 1.0\r\n\
 Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{body}\r\n"
     )
     .into_bytes()
+}
+
+/// A public Dutch list with the web endpoint, open to any poster.
+fn public_nl(sink: &Sink) -> TestEnv {
+    TestEnv::new(
+        sink.port,
+        Opts {
+            http: true,
+            posting: "open",
+            language: "nl",
+            list_extra: "archive = \"public\"\n".into(),
+            ..Opts::default()
+        },
+    )
 }
 
 /// What the page's script found: (total, thread ids shown, status line).
@@ -563,16 +596,7 @@ fn search_finds_threads_once_ranked_with_snippets_pages_and_from_disk() {
 }
 
 async fn search_answers_questions(sink: &Sink) {
-    let mut env = TestEnv::new(
-        sink.port,
-        Opts {
-            http: true,
-            posting: "open",
-            language: "nl",
-            list_extra: "archive = \"public\"\n".into(),
-            ..Opts::default()
-        },
-    );
+    let mut env = public_nl(sink);
     env.add_members(&[member(1), member(2)]);
     let d = Daemon::start(&mut env);
     let an = "An Peeters <an.peeters@ocmw-gent.example>";
@@ -1093,37 +1117,21 @@ async fn axe_violations(client: &fantoccini::Client, axe: &str) -> Vec<String> {
         .unwrap_or_else(|| vec![format!("axe returned {v}")])
 }
 
-/// A [`mail`] sent on 7 July 2026 at `time` Brussels summer time.
-fn on_7_july(m: Vec<u8>, time: &str) -> Vec<u8> {
-    String::from_utf8_lossy(&m)
-        .replace(
-            "Date: Mon, 02 Nov 2026 10:00:00 +0000",
-            &format!("Date: Tue, 07 Jul 2026 {time}:00 +0200"),
-        )
-        .into_bytes()
+/// 7 July 2026 at `time` Brussels summer time, as a Date field's value.
+fn on_7_july(time: &str) -> String {
+    format!("Tue, 07 Jul 2026 {time}:00 +0200")
 }
 
 async fn reading(sink: &Sink) {
-    let mut env = TestEnv::new(
-        sink.port,
-        Opts {
-            http: true,
-            posting: "open",
-            language: "nl",
-            list_extra: "archive = \"public\"\n".into(),
-            ..Opts::default()
-        },
-    );
+    let mut env = public_nl(sink);
     let d = Daemon::start(&mut env);
-    let question = on_7_july(
-        mail(
+    let question = mail_at(
+        &on_7_july("09:12"),
         "An Peeters <an@ocmw-gent.be>",
         "Huurwaarborg bij collectieve schuldenregeling #huurwaarborg",
         "vraag-1@ocmw-gent.be",
         None,
         "Dag collega's,\n\nHeeft iemand ervaring met een huurwaarborg voor een cliënt in collectieve\nschuldenregeling? Hoe pakken jullie dat aan?\n\nGroetjes,\nAn",
-    ),
-        "09:12",
     );
     assert_eq!(post(d.port, "an@ocmw-gent.be", LIST, &question), 250);
     assert_eq!(
@@ -1135,26 +1143,22 @@ async fn reading(sink: &Sink) {
         ),
         250
     );
-    let thanks = on_7_july(
-        mail(
+    let thanks = mail_at(
+        &on_7_july("13:05"),
         "An Peeters <an@ocmw-gent.be>",
         "Re: Huurwaarborg bij collectieve schuldenregeling [opgelost]",
         "dank-1@ocmw-gent.be",
         Some("outlook-1@ocmw-antwerpen.be"),
         "Dank je Kris, dat helpt.\n\n> Wat bij ons werkte:\n> - eerst contact met de schuldbemiddelaar",
-    ),
-        "13:05",
     );
     assert_eq!(post(d.port, "an@ocmw-gent.be", LIST, &thanks), 250);
-    let other = on_7_july(
-        mail(
-            "Bart <bart@ocmw-leuven.be>",
-            "Huurwaarborg en leefloon: wie betaalt?",
-            "vraag-2@ocmw-leuven.be",
-            None,
-            "Wie betaalt de huurwaarborg als de cliënt een leefloon krijgt?",
-        ),
-        "16:30",
+    let other = mail_at(
+        &on_7_july("16:30"),
+        "Bart <bart@ocmw-leuven.be>",
+        "Huurwaarborg en leefloon: wie betaalt?",
+        "vraag-2@ocmw-leuven.be",
+        None,
+        "Wie betaalt de huurwaarborg als de cliënt een leefloon krijgt?",
     );
     assert_eq!(post(d.port, "bart@ocmw-leuven.be", LIST, &other), 250);
     let site = env.data_dir.join("archive/forum");
